@@ -1,0 +1,74 @@
+//! Synapse asking whether a user or alias in our namespaces exists: agents are registered
+//! and city rooms created on the spot.
+
+use axum::extract::State;
+use http::StatusCode;
+use ruma::api::appservice::query::{query_room_alias, query_user_id};
+use tracing::{info, warn};
+
+use super::{Ruma, RumaResponse};
+use crate::{
+    agents,
+    app::AppState,
+    error::MatrixError,
+    rooms::{Ensured, slug_of_alias},
+};
+
+/// A request that did not parse (a malformed id) is simply not one of ours; auth errors stay.
+fn unparsable_is_unknown<T>(request: Result<Ruma<T>, MatrixError>) -> Result<Ruma<T>, MatrixError> {
+    request.map_err(|e| {
+        if e.status() == StatusCode::BAD_REQUEST {
+            MatrixError::not_found("Not one of ours")
+        } else {
+            e
+        }
+    })
+}
+
+/// # `GET /_matrix/app/v1/users/{userId}`
+///
+/// `@agent_<name>:<server>` with `agent:<name>` in `agents` is registered and answered 200;
+/// anything else is 404 and nothing is registered.
+pub async fn query_user(
+    State(state): State<AppState>,
+    request: Result<Ruma<query_user_id::v1::Request>, MatrixError>,
+) -> Result<RumaResponse<query_user_id::v1::Response>, MatrixError> {
+    let user = unparsable_is_unknown(request)?.request.user_id;
+    if agents::provision(
+        &state.store,
+        &state.homeserver,
+        &state.config.server_name,
+        &user,
+    )
+    .await?
+    {
+        Ok(RumaResponse(query_user_id::v1::Response::new()))
+    } else {
+        Err(MatrixError::not_found("No such agent"))
+    }
+}
+
+/// # `GET /_matrix/app/v1/rooms/{roomAlias}`
+///
+/// `#city_<slug>:<server>` of a city room that is not archived: its Matrix room is created
+/// (or its alias restored) and the answer is 200. Anything else is 404, nothing created.
+pub async fn query_room_alias(
+    State(state): State<AppState>,
+    request: Result<Ruma<query_room_alias::v1::Request>, MatrixError>,
+) -> Result<RumaResponse<query_room_alias::v1::Response>, MatrixError> {
+    let alias = unparsable_is_unknown(request)?.request.room_alias;
+    let Some(slug) = slug_of_alias(&alias, &state.config.server_name) else {
+        return Err(MatrixError::not_found("Not a city room alias"));
+    };
+    match state.rooms().ensure_matrix_room(slug).await? {
+        Ensured::Created(room_id) | Ensured::Existing(room_id) => {
+            info!(%alias, %room_id, "answered alias query");
+            Ok(RumaResponse(query_room_alias::v1::Response::new()))
+        }
+        Ensured::UnknownSlug => Err(MatrixError::not_found("No such city room")),
+        Ensured::Archived => {
+            warn!(%alias, "alias query for an archived city room refused");
+            Err(MatrixError::not_found("City room is archived"))
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Configuration: the environment plus the appservice registration, validated at load.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use rand::{Rng, distr::Alphanumeric};
+use regex::RegexSet;
+use ruma::{
+    OwnedServerName, OwnedUserId, ServerName, UserId,
+    api::appservice::{Namespace, Namespaces, Registration},
+};
+
+/// Why the configuration could not be loaded; each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required environment variable is unset or empty.
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    /// An environment variable is set to something unusable.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The registration file could not be read or parsed.
+    #[error("appservice registration {path}: {reason}")]
+    Registration {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Everything the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres connection URL.
+    pub database_url: String,
+    /// Client-server base URL of the homeserver.
+    pub synapse_url: String,
+    /// The homeserver's server name.
+    pub server_name: OwnedServerName,
+    /// The appservice registration Synapse loaded.
+    pub registration: Registration,
+    /// Where the HTTP server listens.
+    pub listen_addr: SocketAddr,
+    /// Bearer token of `/internal/*`.
+    pub gateway_secret: String,
+    /// HS256 secret of user JWTs.
+    pub jwt_secret: Option<String>,
+    /// NATS server; `None` selects the in-process bus.
+    pub nats_url: Option<String>,
+    /// Per-room presence throttle window.
+    pub presence_throttle: Duration,
+}
+
+impl Config {
+    /// Loads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Loads the configuration from `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+
+        let database_url = required("DATABASE_URL")?;
+        let synapse_url = required("SYNAPSE_URL")?.trim_end_matches('/').to_owned();
+        if !(synapse_url.starts_with("http://") || synapse_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                name: "SYNAPSE_URL",
+                reason: format!("{synapse_url:?} is not an http(s) URL"),
+            });
+        }
+        let server_name = ServerName::parse(required("MATRIX_SERVER_NAME")?).map_err(|e| {
+            ConfigError::Invalid {
+                name: "MATRIX_SERVER_NAME",
+                reason: e.to_string(),
+            }
+        })?;
+        let gateway_secret = required("MATRIX_GATEWAY_SECRET")?;
+
+        let listen_addr = match (get("LISTEN_ADDR"), get("MATRIX_GATEWAY_PORT")) {
+            (Some(addr), _) => addr.parse().map_err(|e| ConfigError::Invalid {
+                name: "LISTEN_ADDR",
+                reason: format!("{addr:?}: {e}"),
+            })?,
+            (None, Some(port)) => {
+                let port: u16 = port.parse().map_err(|e| ConfigError::Invalid {
+                    name: "MATRIX_GATEWAY_PORT",
+                    reason: format!("{port:?}: {e}"),
+                })?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 7025)),
+        };
+
+        let presence_throttle = match get("ROOM_PRESENCE_THROTTLE_MS") {
+            Some(ms) => Duration::from_millis(ms.parse().map_err(|e| ConfigError::Invalid {
+                name: "ROOM_PRESENCE_THROTTLE_MS",
+                reason: format!("{ms:?}: {e}"),
+            })?),
+            None => Duration::from_millis(3000),
+        };
+
+        let path = PathBuf::from(
+            get("APPSERVICE_REGISTRATION").unwrap_or_else(|| "./registration.yaml".to_owned()),
+        );
+        let registration = load_registration(&path)?;
+        check_namespaces(&registration, &server_name).map_err(|reason| {
+            ConfigError::Registration {
+                path: path.clone(),
+                reason,
+            }
+        })?;
+
+        Ok(Self {
+            database_url,
+            synapse_url,
+            server_name,
+            registration,
+            listen_addr,
+            gateway_secret,
+            jwt_secret: get("JWT_SECRET"),
+            nats_url: get("NATS_URL"),
+            presence_throttle,
+        })
+    }
+
+    /// The appservice's own user, `@<sender_localpart>:<server>`.
+    pub fn sender(&self) -> OwnedUserId {
+        UserId::parse_with_server_name(
+            self.registration.sender_localpart.as_str(),
+            &self.server_name,
+        )
+        .expect("sender_localpart was validated at load")
+    }
+}
+
+fn load_registration(path: &PathBuf) -> Result<Registration, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Registration {
+        path: path.clone(),
+        reason: format!("cannot read it ({e}); set APPSERVICE_REGISTRATION"),
+    })?;
+    serde_norway::from_str(&text).map_err(|e| ConfigError::Registration {
+        path: path.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Checks that the registration claims `@agent_*` and `#city_*` on `server` exclusively,
+/// and that its sender is a valid user there.
+fn check_namespaces(registration: &Registration, server: &ServerName) -> Result<(), String> {
+    UserId::parse_with_server_name(registration.sender_localpart.as_str(), server)
+        .map_err(|e| format!("sender_localpart is not a valid localpart: {e}"))?;
+    if registration.hs_token.is_empty() || registration.as_token.is_empty() {
+        return Err("as_token and hs_token must not be empty".to_owned());
+    }
+    let probes = [
+        (
+            "users",
+            &registration.namespaces.users,
+            format!("@agent_probe:{server}"),
+        ),
+        (
+            "aliases",
+            &registration.namespaces.aliases,
+            format!("#city_probe:{server}"),
+        ),
+    ];
+    for (kind, namespaces, probe) in probes {
+        let compiled = NamespaceSet::compile(namespaces)
+            .map_err(|e| format!("namespaces.{kind} has an invalid regex: {e}"))?;
+        if !compiled.is_exclusive_match(&probe) {
+            let expected = if kind == "users" { "@agent_" } else { "#city_" };
+            return Err(format!(
+                "namespaces.{kind} must claim {expected}* on {server} exclusively \
+                 (e.g. regex: '^{}.*:{}$', exclusive: true)",
+                regex::escape(expected),
+                regex::escape(server.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One namespace list of a registration, compiled once.
+#[derive(Debug, Clone)]
+pub struct NamespaceSet {
+    all: RegexSet,
+    exclusive: RegexSet,
+}
+
+impl NamespaceSet {
+    /// Compiles the regexes of `namespaces`.
+    pub fn compile(namespaces: &[Namespace]) -> Result<Self, regex::Error> {
+        let all = RegexSet::new(namespaces.iter().map(|n| n.regex.as_str()))?;
+        let exclusive = RegexSet::new(
+            namespaces
+                .iter()
+                .filter(|n| n.exclusive)
+                .map(|n| n.regex.as_str()),
+        )?;
+        Ok(Self { all, exclusive })
+    }
+
+    /// Whether any namespace matches `id`.
+    pub fn is_match(&self, id: &str) -> bool {
+        self.all.is_match(id)
+    }
+
+    /// Whether an exclusive namespace matches `id`.
+    pub fn is_exclusive_match(&self, id: &str) -> bool {
+        self.exclusive.is_match(id)
+    }
+}
+
+/// The compiled user and alias namespaces of the registration.
+#[derive(Debug, Clone)]
+pub struct CompiledNamespaces {
+    /// `namespaces.users`.
+    pub users: NamespaceSet,
+    /// `namespaces.aliases`.
+    pub aliases: NamespaceSet,
+}
+
+impl CompiledNamespaces {
+    /// Compiles the namespaces of a registration that [`Config`] already validated.
+    pub fn new(namespaces: &Namespaces) -> Self {
+        Self {
+            users: NamespaceSet::compile(&namespaces.users).expect("validated at load"),
+            aliases: NamespaceSet::compile(&namespaces.aliases).expect("validated at load"),
+        }
+    }
+}
+
+/// A registration.yaml for `server_name` with the bridge at `url` and fresh random tokens.
+pub fn generate_registration(server_name: &ServerName, url: &str) -> String {
+    let token = || -> String {
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(64)
+            .map(char::from)
+            .collect()
+    };
+    let server = regex::escape(server_name.as_str());
+    // Written by hand rather than serialised so the file keeps its comments.
+    format!(
+        "# city-bridge appservice registration for {server_name}.\n\
+         # Give this file to Synapse (app_service_config_files) and to the bridge\n\
+         # (APPSERVICE_REGISTRATION). The tokens are secrets.\n\
+         id: city-bridge\n\
+         url: {url:?}\n\
+         as_token: {as_token:?}\n\
+         hs_token: {hs_token:?}\n\
+         sender_localpart: city-bridge\n\
+         rate_limited: false\n\
+         receive_ephemeral: true\n\
+         namespaces:\n\
+         \x20 users:\n\
+         \x20   - exclusive: true\n\
+         \x20     regex: '^@agent_.*:{server}$'\n\
+         \x20 aliases:\n\
+         \x20   - exclusive: true\n\
+         \x20     regex: '^#city_.*:{server}$'\n\
+         \x20 rooms: []\n",
+        as_token = token(),
+        hs_token = token(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_registration(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    /// A tiny temp-file helper so the tests need no extra crate.
+    mod tempfile_path {
+        use std::path::PathBuf;
+
+        pub struct TempPath(pub PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "city-bridge-reg-{}-{}.yaml",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                std::fs::write(&path, text).unwrap();
+                Self(path)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn env(reg: &std::path::Path) -> impl Fn(&str) -> Option<String> {
+        let reg = reg.display().to_string();
+        move |name| {
+            Some(match name {
+                "DATABASE_URL" => "postgres://localhost/x".to_owned(),
+                "SYNAPSE_URL" => "http://127.0.0.1:8008/".to_owned(),
+                "MATRIX_SERVER_NAME" => "example.org".to_owned(),
+                "MATRIX_GATEWAY_SECRET" => "s".to_owned(),
+                "APPSERVICE_REGISTRATION" => reg.clone(),
+                _ => return None,
+            })
+        }
+    }
+
+    #[test]
+    fn generated_registration_loads_and_is_anchored() {
+        let server = ServerName::parse("example.org").unwrap();
+        let text = generate_registration(&server, "http://127.0.0.1:7025");
+        assert!(
+            text.contains(r"regex: '^@agent_.*:example\.org$'"),
+            "{text}"
+        );
+        assert!(text.contains(r"regex: '^#city_.*:example\.org$'"), "{text}");
+        let file = write_registration(&text);
+        let config = Config::from_lookup(env(&file.0)).unwrap();
+        assert!(config.registration.receive_ephemeral);
+        assert_eq!(config.synapse_url, "http://127.0.0.1:8008");
+        assert_eq!(config.sender().as_str(), "@city-bridge:example.org");
+        assert_eq!(config.listen_addr.port(), 7025);
+        let ns = CompiledNamespaces::new(&config.registration.namespaces);
+        assert!(ns.users.is_exclusive_match("@agent_sofia:example.org"));
+        assert!(!ns.users.is_match("@agent_sofia:exampleXorg"));
+        assert!(!ns.users.is_match("@alice:example.org"));
+        // Two generated files never share tokens.
+        assert_ne!(
+            text,
+            generate_registration(&server, "http://127.0.0.1:7025")
+        );
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let err = Config::from_lookup(|_| None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable DATABASE_URL is required"
+        );
+    }
+
+    #[test]
+    fn namespaces_must_cover_the_configured_server() {
+        let other = ServerName::parse("other.org").unwrap();
+        let file = write_registration(&generate_registration(&other, "http://x"));
+        let err = Config::from_lookup(env(&file.0)).unwrap_err().to_string();
+        assert!(
+            err.contains("namespaces.users must claim @agent_* on example.org"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_registration_says_what_to_set() {
+        let path = std::path::Path::new("/nonexistent/registration.yaml");
+        let err = Config::from_lookup(env(path)).unwrap_err().to_string();
+        assert!(err.contains("set APPSERVICE_REGISTRATION"), "{err}");
+    }
+}

@@ -1,0 +1,133 @@
+//! The crate error, and the two response shapes errors take: Matrix-style
+//! (`{"errcode","error"}`) towards Synapse and API-style (`{"error","detail"}`) towards
+//! the UI and internal callers. A 500's cause is logged here, never sent.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::homeserver::HomeserverError;
+
+/// What can go wrong inside the service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Postgres failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A call to the homeserver failed.
+    #[error("homeserver: {0}")]
+    Homeserver(#[from] HomeserverError),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error answered in the Matrix shape, for `/_matrix/*`.
+#[derive(Debug)]
+pub struct MatrixError {
+    status: StatusCode,
+    errcode: &'static str,
+    message: String,
+}
+
+impl MatrixError {
+    /// An error with the given status, `errcode` and message.
+    pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            errcode,
+            message: message.into(),
+        }
+    }
+
+    /// `404 M_NOT_FOUND`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
+    }
+
+    /// `404 M_UNRECOGNIZED`, for paths the appservice does not serve.
+    pub fn unrecognized() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "M_UNRECOGNIZED",
+            "Unrecognized request",
+        )
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<Error> for MatrixError {
+    fn from(error: Error) -> Self {
+        tracing::error!(%error, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "M_UNKNOWN",
+            "Internal error",
+        )
+    }
+}
+
+impl IntoResponse for MatrixError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "errcode": self.errcode, "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// An error answered in the API shape, for `/api/*`, `/internal/*` and `/healthz`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: Option<String>,
+}
+
+impl ApiError {
+    /// An error with the given status and code.
+    pub fn new(status: StatusCode, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            detail: None,
+        }
+    }
+
+    /// Adds a human-readable detail.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// `404 {"error":"not_found"}`.
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found")
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        tracing::error!(%error, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.detail {
+            Some(detail) => json!({ "error": self.code, "detail": detail }),
+            None => json!({ "error": self.code }),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

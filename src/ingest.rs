@@ -1,0 +1,265 @@
+//! Applying pushed events: turns the raw events of one Synapse transaction into a
+//! [`Batch`] of row changes (rooms, membership, messages), leniently: an event that cannot
+//! be understood becomes a [`DeadLetter`] and the rest goes on.
+
+mod membership;
+mod messages;
+mod rooms;
+
+use std::borrow::Cow;
+
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, ServerName, UserId,
+    events::AnyTimelineEvent, serde::Raw,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+pub use self::{
+    membership::MembershipChange,
+    messages::{MessageEdit, NewMessage, Redaction, SenderType, preview},
+    rooms::{NAME_PREFIX, RoomStateChange, RoomStateField},
+};
+use crate::config::NamespaceSet;
+
+/// The fields every timeline event has, read without touching `content`: enough to route
+/// the event, so events of unmapped rooms cost one shallow parse.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<'a> {
+    /// The event type.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    /// The event id.
+    pub event_id: OwnedEventId,
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// The sender.
+    pub sender: OwnedUserId,
+    /// When the sender's server received it.
+    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    /// Present on state events.
+    #[serde(default, borrow)]
+    pub state_key: Option<Cow<'a, str>>,
+    /// The content, still raw.
+    #[serde(borrow)]
+    pub content: &'a RawValue,
+    /// `m.room.redaction` before room version 11 carries its target here.
+    #[serde(default)]
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Reads the envelope of a raw event.
+    pub fn parse(raw: &'a Raw<AnyTimelineEvent>) -> serde_json::Result<Self> {
+        raw.deserialize_as_unchecked()
+    }
+}
+
+/// The city room a Matrix room maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedRoom {
+    /// `city_rooms.id`.
+    pub id: String,
+    /// `city_rooms.slug`.
+    pub slug: String,
+}
+
+/// An event that could not be applied, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The event id, when it could be read.
+    pub event_id: Option<String>,
+    /// The room id, when it could be read.
+    pub room_id: Option<String>,
+    /// The event type, when it could be read.
+    pub event_type: Option<String>,
+    /// Why it was skipped.
+    pub reason: String,
+    /// The event as received.
+    pub event: String,
+}
+
+impl DeadLetter {
+    /// A dead letter for `raw`, with whatever of its envelope could be read.
+    pub fn new(raw: &RawValue, envelope: Option<&Envelope<'_>>, reason: impl Into<String>) -> Self {
+        Self {
+            event_id: envelope.map(|e| e.event_id.to_string()),
+            room_id: envelope.map(|e| e.room_id.to_string()),
+            event_type: envelope.map(|e| e.kind.to_string()),
+            reason: reason.into(),
+            event: raw.get().to_owned(),
+        }
+    }
+}
+
+/// One row change derived from one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new message in the index.
+    Message(NewMessage),
+    /// An edit of an indexed message.
+    Edit(MessageEdit),
+    /// A redaction of an indexed message.
+    Redaction(Redaction),
+    /// A membership change.
+    Membership(MembershipChange),
+    /// A change of the room's name, topic, alias or a tombstone.
+    RoomState(RoomStateChange),
+}
+
+/// Who the bridge is, for classifying senders.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The homeserver's name.
+    pub server_name: &'a ServerName,
+    /// The appservice's user namespace (agents).
+    pub agents: &'a NamespaceSet,
+    /// The appservice's own user.
+    pub sender: &'a UserId,
+}
+
+impl Context<'_> {
+    /// DAARION entity id and sender type of a Matrix user.
+    pub fn classify_sender(&self, user: &UserId) -> (String, SenderType) {
+        let local = user.server_name() == self.server_name;
+        if local && self.agents.is_match(user.as_str()) {
+            if let Some(name) = user.localpart().strip_prefix("agent_") {
+                return (format!("agent:{name}"), SenderType::Agent);
+            }
+        }
+        if user == self.sender {
+            return (user.to_string(), SenderType::Agent);
+        }
+        if local {
+            (format!("user:{}", user.localpart()), SenderType::Human)
+        } else {
+            (user.to_string(), SenderType::Human)
+        }
+    }
+}
+
+/// The outcome of reading one event of a mapped room.
+#[derive(Debug)]
+pub enum Read {
+    /// The event changes these rows.
+    Change(Change),
+    /// The event is of no interest (another type, another msgtype).
+    Ignored,
+    /// The event is malformed: dead-letter it.
+    Invalid(String),
+}
+
+/// Reads one event of a mapped room into the row change it makes.
+pub fn read_event(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) -> Read {
+    match envelope.kind.as_ref() {
+        "m.room.message" => messages::read_message(envelope, room, ctx),
+        "m.room.redaction" => messages::read_redaction(envelope),
+        "m.room.member" => membership::read_member(envelope, room),
+        "m.room.name" | "m.room.topic" | "m.room.canonical_alias" | "m.room.tombstone" => {
+            rooms::read_state(envelope, room)
+        }
+        _ => Read::Ignored,
+    }
+}
+
+/// Postgres TEXT cannot hold NUL; Matrix strings can.
+pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', ""))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use ruma::{ServerName, UserId};
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::NamespaceSet;
+
+    pub fn agents() -> NamespaceSet {
+        NamespaceSet::compile(&[ruma::api::appservice::Namespace::new(
+            true,
+            r"^@agent_.*:example\.org$".to_owned(),
+        )])
+        .unwrap()
+    }
+
+    pub fn room() -> MappedRoom {
+        MappedRoom {
+            id: "room_city_general".to_owned(),
+            slug: "general".to_owned(),
+        }
+    }
+
+    pub fn raw(value: serde_json::Value) -> Raw<AnyTimelineEvent> {
+        Raw::from_json(serde_json::value::to_raw_value(&value).unwrap())
+    }
+
+    pub fn event(kind: &str, sender: &str, content: serde_json::Value) -> serde_json::Value {
+        json!({
+            "type": kind, "event_id": "$e1", "room_id": "!r", "sender": sender,
+            "origin_server_ts": 1_700_000_000_000_u64, "content": content,
+        })
+    }
+
+    pub fn read(value: serde_json::Value) -> Read {
+        let agents = agents();
+        let server = ServerName::parse("example.org").unwrap();
+        let sender = UserId::parse("@city-bridge:example.org").unwrap();
+        let ctx = Context {
+            server_name: &server,
+            agents: &agents,
+            sender: &sender,
+        };
+        let raw = raw(value);
+        let envelope = Envelope::parse(&raw).expect("valid envelope");
+        read_event(&envelope, &room(), &ctx)
+    }
+
+    #[test]
+    fn envelope_accepts_both_room_id_shapes_and_rejects_garbage() {
+        for room_id in ["!abc:example.org", "!abcdefOpaqueV12"] {
+            let mut e = event("m.room.message", "@a:example.org", json!({}));
+            e["room_id"] = json!(room_id);
+            let raw = raw(e);
+            assert_eq!(Envelope::parse(&raw).unwrap().room_id.as_str(), room_id);
+        }
+        let raw = raw(json!({"type": "m.room.message", "event_id": 5}));
+        assert!(Envelope::parse(&raw).is_err());
+    }
+
+    #[test]
+    fn senders_are_classified() {
+        let agents = agents();
+        let server = ServerName::parse("example.org").unwrap();
+        let bot = UserId::parse("@city-bridge:example.org").unwrap();
+        let ctx = Context {
+            server_name: &server,
+            agents: &agents,
+            sender: &bot,
+        };
+        let classify = |u: &str| ctx.classify_sender(&UserId::parse(u).unwrap());
+        assert_eq!(
+            classify("@agent_sofia:example.org"),
+            ("agent:sofia".into(), SenderType::Agent)
+        );
+        assert_eq!(
+            classify("@alice:example.org"),
+            ("user:alice".into(), SenderType::Human)
+        );
+        assert_eq!(
+            classify("@agent_x:other.org"),
+            ("@agent_x:other.org".into(), SenderType::Human)
+        );
+        assert_eq!(classify("@city-bridge:example.org").1, SenderType::Agent);
+    }
+
+    #[test]
+    fn nul_is_stripped() {
+        assert_eq!(pg_text("a\0b"), "ab");
+        assert!(matches!(pg_text("ab"), Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,83 @@
+//! `m.room.member` into the membership table.
+
+use ruma::{UserId, events::room::member::RoomMemberEventContent};
+
+use super::{Change, Envelope, MappedRoom, Read, pg_text};
+
+/// The membership of one user in one room, as of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    /// The Matrix room.
+    pub matrix_room_id: String,
+    /// `city_rooms.id`.
+    pub room_id: String,
+    /// The member (the event's `state_key`).
+    pub user_id: String,
+    /// `join`, `leave`, `invite`, `ban` or `knock`.
+    pub membership: String,
+    /// The member's display name in the room.
+    pub display_name: Option<String>,
+    /// The event.
+    pub event_id: String,
+    /// Its `origin_server_ts`; an older event never overwrites a newer one.
+    pub event_ts: i64,
+}
+
+pub(super) fn read_member(envelope: &Envelope<'_>, room: &MappedRoom) -> Read {
+    let Some(state_key) = envelope.state_key.as_deref() else {
+        return Read::Invalid("m.room.member without state_key".to_owned());
+    };
+    let user_id = match UserId::parse(state_key) {
+        Ok(user_id) => user_id,
+        Err(e) => return Read::Invalid(format!("m.room.member state_key: {e}")),
+    };
+    let content: RoomMemberEventContent = match serde_json::from_str(envelope.content.get()) {
+        Ok(content) => content,
+        Err(e) => return Read::Invalid(format!("m.room.member content: {e}")),
+    };
+    Read::Change(Change::Membership(MembershipChange {
+        matrix_room_id: envelope.room_id.to_string(),
+        room_id: room.id.clone(),
+        user_id: user_id.to_string(),
+        membership: content.membership.as_str().to_owned(),
+        display_name: content
+            .displayname
+            .as_deref()
+            .map(|n| pg_text(n).into_owned()),
+        event_id: envelope.event_id.to_string(),
+        event_ts: envelope.origin_server_ts.get().into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::ingest::tests::{event, read};
+
+    #[test]
+    fn member_events() {
+        let mut e = event(
+            "m.room.member",
+            "@alice:example.org",
+            json!({"membership": "join", "displayname": "Alice"}),
+        );
+        e["state_key"] = json!("@alice:example.org");
+        match read(e) {
+            Read::Change(Change::Membership(m)) => {
+                assert_eq!(m.membership, "join");
+                assert_eq!(m.display_name.as_deref(), Some("Alice"));
+                assert_eq!(m.user_id, "@alice:example.org");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut bad = event(
+            "m.room.member",
+            "@alice:example.org",
+            json!({"membership": "join"}),
+        );
+        bad["state_key"] = json!("not a user");
+        assert!(matches!(read(bad), Read::Invalid(_)));
+    }
+}

@@ -1,0 +1,234 @@
+//! `m.room.message` into the message index; edits (`m.replace`) and `m.room.redaction`.
+
+use chrono::{DateTime, Utc};
+use ruma::events::room::{
+    message::{MessageType, Relation, RoomMessageEventContent},
+    redaction::RoomRedactionEventContent,
+};
+
+use super::{Change, Context, Envelope, MappedRoom, Read, pg_text};
+
+/// Longest preview kept, in characters.
+pub const PREVIEW_CHARS: usize = 500;
+
+/// `human` or `agent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderType {
+    /// A person.
+    Human,
+    /// An AI agent (or the bridge itself).
+    Agent,
+}
+
+impl SenderType {
+    /// The value stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// A message for the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// `city_rooms.id`.
+    pub channel_id: String,
+    /// The Matrix room.
+    pub matrix_room_id: String,
+    /// The Matrix event.
+    pub event_id: String,
+    /// DAARION entity id of the sender.
+    pub sender_id: String,
+    /// Matrix id of the sender.
+    pub sender_matrix_id: String,
+    /// Human or agent.
+    pub sender_type: SenderType,
+    /// `m.text`, `m.notice` or `m.emote`.
+    pub msgtype: &'static str,
+    /// The body, cut to [`PREVIEW_CHARS`].
+    pub preview: String,
+    /// `origin_server_ts`.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An `m.replace` edit of an indexed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageEdit {
+    /// The edited message's event id.
+    pub target: String,
+    /// Who edited: only the original sender's edits apply.
+    pub sender_matrix_id: String,
+    /// The new preview.
+    pub preview: String,
+    /// When.
+    pub edited_at: DateTime<Utc>,
+}
+
+/// A redaction of an indexed message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redaction {
+    /// The redacted event's id.
+    pub target: String,
+    /// When.
+    pub redacted_at: DateTime<Utc>,
+}
+
+/// The body cut to at most [`PREVIEW_CHARS`] characters, never inside a character.
+pub fn preview(body: &str) -> String {
+    let body = pg_text(body);
+    match body.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => body[..cut].to_owned(),
+        None => body.into_owned(),
+    }
+}
+
+fn time(envelope: &Envelope<'_>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(envelope.origin_server_ts.get().into()).unwrap_or_default()
+}
+
+fn indexed_body(msgtype: &MessageType) -> Option<(&'static str, &str)> {
+    match msgtype {
+        MessageType::Text(c) => Some(("m.text", &c.body)),
+        MessageType::Notice(c) => Some(("m.notice", &c.body)),
+        MessageType::Emote(c) => Some(("m.emote", &c.body)),
+        _ => None,
+    }
+}
+
+pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) -> Read {
+    let content: RoomMessageEventContent = match serde_json::from_str(envelope.content.get()) {
+        Ok(content) => content,
+        Err(e) => return Read::Invalid(format!("m.room.message content: {e}")),
+    };
+    if let Some(Relation::Replacement(replacement)) = &content.relates_to {
+        return match indexed_body(&replacement.new_content.msgtype) {
+            Some((_, body)) => Read::Change(Change::Edit(MessageEdit {
+                target: replacement.event_id.to_string(),
+                sender_matrix_id: envelope.sender.to_string(),
+                preview: preview(body),
+                edited_at: time(envelope),
+            })),
+            None => Read::Ignored,
+        };
+    }
+    let Some((msgtype, body)) = indexed_body(&content.msgtype) else {
+        return Read::Ignored;
+    };
+    let (sender_id, sender_type) = ctx.classify_sender(&envelope.sender);
+    Read::Change(Change::Message(NewMessage {
+        channel_id: room.id.clone(),
+        matrix_room_id: envelope.room_id.to_string(),
+        event_id: envelope.event_id.to_string(),
+        sender_id,
+        sender_matrix_id: envelope.sender.to_string(),
+        sender_type,
+        msgtype,
+        preview: preview(body),
+        created_at: time(envelope),
+    }))
+}
+
+pub(super) fn read_redaction(envelope: &Envelope<'_>) -> Read {
+    // Room version 11 moved `redacts` into the content; read both.
+    let from_content =
+        match serde_json::from_str::<RoomRedactionEventContent>(envelope.content.get()) {
+            Ok(content) => content.redacts,
+            Err(e) => return Read::Invalid(format!("m.room.redaction content: {e}")),
+        };
+    match from_content.or_else(|| envelope.redacts.clone()) {
+        Some(target) => Read::Change(Change::Redaction(Redaction {
+            target: target.to_string(),
+            redacted_at: time(envelope),
+        })),
+        None => Read::Invalid("m.room.redaction without redacts".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::ingest::tests::{event, read};
+
+    #[test]
+    fn preview_cuts_on_a_character_boundary() {
+        let long = "ї".repeat(PREVIEW_CHARS + 10);
+        let cut = preview(&long);
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS);
+        assert!(cut.chars().all(|c| c == 'ї'));
+        assert_eq!(preview("short"), "short");
+    }
+
+    #[test]
+    fn text_notice_emote_are_indexed_others_ignored() {
+        for (msgtype, sender, sender_type) in [
+            ("m.text", "@alice:example.org", SenderType::Human),
+            ("m.notice", "@agent_sofia:example.org", SenderType::Agent),
+            ("m.emote", "@alice:example.org", SenderType::Human),
+        ] {
+            let e = event(
+                "m.room.message",
+                sender,
+                json!({"msgtype": msgtype, "body": "hi"}),
+            );
+            match read(e) {
+                Read::Change(Change::Message(m)) => {
+                    assert_eq!(m.msgtype, msgtype);
+                    assert_eq!(m.sender_type, sender_type);
+                    assert_eq!(m.preview, "hi");
+                    assert_eq!(m.channel_id, "room_city_general");
+                }
+                other => panic!("{msgtype}: {other:?}"),
+            }
+        }
+        let image = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.image", "body": "x.png", "url": "mxc://a/b"}),
+        );
+        assert!(matches!(read(image), Read::Ignored));
+    }
+
+    #[test]
+    fn malformed_content_is_invalid() {
+        let e = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": 5}),
+        );
+        assert!(matches!(read(e), Read::Invalid(_)));
+    }
+
+    #[test]
+    fn edits_and_redactions() {
+        let edit = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({
+                "msgtype": "m.text", "body": "* fixed",
+                "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}
+            }),
+        );
+        match read(edit) {
+            Read::Change(Change::Edit(e)) => {
+                assert_eq!((e.target.as_str(), e.preview.as_str()), ("$orig", "fixed"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let v11 = event(
+            "m.room.redaction",
+            "@a:example.org",
+            json!({"redacts": "$orig"}),
+        );
+        assert!(matches!(read(v11), Read::Change(Change::Redaction(r)) if r.target == "$orig"));
+        let mut legacy = event("m.room.redaction", "@a:example.org", json!({}));
+        legacy["redacts"] = json!("$old");
+        assert!(matches!(read(legacy), Read::Change(Change::Redaction(r)) if r.target == "$old"));
+        let none = event("m.room.redaction", "@a:example.org", json!({}));
+        assert!(matches!(read(none), Read::Invalid(_)));
+    }
+}

@@ -1,0 +1,145 @@
+//! Room state of mapped rooms: name, topic, canonical alias and tombstone.
+
+use ruma::events::room::{
+    canonical_alias::RoomCanonicalAliasEventContent, name::RoomNameEventContent,
+    tombstone::RoomTombstoneEventContent, topic::RoomTopicEventContent,
+};
+use serde::de::DeserializeOwned;
+
+use super::{Change, Envelope, MappedRoom, Read, pg_text};
+
+/// What the Matrix room name is prefixed with; the city room name is kept without it.
+pub const NAME_PREFIX: &str = "DAARION City — ";
+
+/// Longest city room name, in characters (the `city_rooms.name` check).
+const NAME_CHARS: usize = 100;
+
+/// Which field of the city room a state event sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomStateField {
+    /// `m.room.name` → `name` (without [`NAME_PREFIX`]).
+    Name(String),
+    /// `m.room.topic` → `description`.
+    Topic(Option<String>),
+    /// `m.room.canonical_alias` → `matrix_room_alias`.
+    CanonicalAlias(String),
+    /// `m.room.tombstone` → the room was upgraded: `matrix_room_id` moves to the new room.
+    Tombstone(String),
+}
+
+/// A state change of a mapped room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomStateChange {
+    /// `city_rooms.id`.
+    pub room_id: String,
+    /// The Matrix room.
+    pub matrix_room_id: String,
+    /// The event type, the key of "latest state" bookkeeping.
+    pub event_type: &'static str,
+    /// The event.
+    pub event_id: String,
+    /// Its `origin_server_ts`.
+    pub event_ts: i64,
+    /// What it sets.
+    pub field: RoomStateField,
+}
+
+fn content<T: DeserializeOwned>(envelope: &Envelope<'_>) -> Result<T, String> {
+    serde_json::from_str(envelope.content.get())
+        .map_err(|e| format!("{} content: {e}", envelope.kind))
+}
+
+fn field(envelope: &Envelope<'_>) -> Result<Option<(&'static str, RoomStateField)>, String> {
+    Ok(match envelope.kind.as_ref() {
+        "m.room.name" => {
+            let name = content::<RoomNameEventContent>(envelope)?.name;
+            let name = name.strip_prefix(NAME_PREFIX).unwrap_or(&name).trim();
+            if name.is_empty() {
+                None
+            } else {
+                let name: String = pg_text(name).chars().take(NAME_CHARS).collect();
+                Some(("m.room.name", RoomStateField::Name(name)))
+            }
+        }
+        "m.room.topic" => {
+            let topic = content::<RoomTopicEventContent>(envelope)?.topic;
+            let topic = (!topic.is_empty()).then(|| pg_text(&topic).into_owned());
+            Some(("m.room.topic", RoomStateField::Topic(topic)))
+        }
+        "m.room.canonical_alias" => content::<RoomCanonicalAliasEventContent>(envelope)?
+            .alias
+            .map(|alias| {
+                (
+                    "m.room.canonical_alias",
+                    RoomStateField::CanonicalAlias(alias.to_string()),
+                )
+            }),
+        "m.room.tombstone" => {
+            let replacement = content::<RoomTombstoneEventContent>(envelope)?.replacement_room;
+            Some((
+                "m.room.tombstone",
+                RoomStateField::Tombstone(replacement.to_string()),
+            ))
+        }
+        _ => None,
+    })
+}
+
+pub(super) fn read_state(envelope: &Envelope<'_>, room: &MappedRoom) -> Read {
+    if envelope.state_key.as_deref() != Some("") {
+        return Read::Ignored;
+    }
+    match field(envelope) {
+        Ok(Some((event_type, field))) => Read::Change(Change::RoomState(RoomStateChange {
+            room_id: room.id.clone(),
+            matrix_room_id: envelope.room_id.to_string(),
+            event_type,
+            event_id: envelope.event_id.to_string(),
+            event_ts: envelope.origin_server_ts.get().into(),
+            field,
+        })),
+        Ok(None) => Read::Ignored,
+        Err(reason) => Read::Invalid(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::ingest::tests::{event, read};
+
+    fn state(kind: &str, content: serde_json::Value) -> Read {
+        let mut e = event(kind, "@a:example.org", content);
+        e["state_key"] = json!("");
+        read(e)
+    }
+
+    #[test]
+    fn state_events() {
+        let name = state("m.room.name", json!({"name": "DAARION City — Енергія"}));
+        assert!(
+            matches!(name, Read::Change(Change::RoomState(RoomStateChange { field: RoomStateField::Name(n), .. })) if n == "Енергія")
+        );
+        let topic = state("m.room.topic", json!({"topic": "about"}));
+        assert!(
+            matches!(topic, Read::Change(Change::RoomState(RoomStateChange { field: RoomStateField::Topic(Some(t)), .. })) if t == "about")
+        );
+        let tomb = state(
+            "m.room.tombstone",
+            json!({"body": "moved", "replacement_room": "!new"}),
+        );
+        assert!(
+            matches!(tomb, Read::Change(Change::RoomState(RoomStateChange { field: RoomStateField::Tombstone(r), .. })) if r == "!new")
+        );
+        assert!(matches!(
+            state("m.room.name", json!({"name": 7})),
+            Read::Invalid(_)
+        ));
+        let long = state("m.room.name", json!({"name": "x".repeat(300)}));
+        assert!(
+            matches!(long, Read::Change(Change::RoomState(RoomStateChange { field: RoomStateField::Name(n), .. })) if n.len() == 100)
+        );
+    }
+}

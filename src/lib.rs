@@ -1,0 +1,16 @@
+//! city-bridge: the Matrix application service of DAARION.city.
+
+pub mod agents;
+/// The application: state, router, `run`.
+pub mod app;
+pub mod appservice;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod homeserver;
+pub mod ingest;
+pub mod rooms;
+pub mod store;
+pub mod telemetry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,34 @@
+//! `agents`.
+
+use super::Store;
+
+/// An AI agent of the platform.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Agent {
+    /// `agent:<name>`.
+    pub id: String,
+    /// Shown as the Matrix display name.
+    pub display_name: Option<String>,
+    /// Set once its Matrix user is registered.
+    pub matrix_user_id: Option<String>,
+}
+
+impl Store {
+    /// The agent with this id.
+    pub async fn agent(&self, id: &str) -> Result<Option<Agent>, sqlx::Error> {
+        sqlx::query_as("SELECT id, display_name, matrix_user_id FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Records that the agent's Matrix user exists.
+    pub async fn mark_agent_registered(&self, id: &str, user_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE agents SET matrix_user_id = $2, registered_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! Applying one appservice transaction: every change and dead letter in one Postgres
+//! transaction, committed before Synapse gets its 200.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use ruma::{events::AnyTimelineEvent, serde::Raw};
+use sqlx::{PgConnection, Postgres, Transaction};
+use tracing::warn;
+
+use super::{Store, is_data_error};
+use crate::ingest::{
+    Change, DeadLetter, Envelope, MembershipChange, MessageEdit, NewMessage, Redaction,
+    RoomStateChange, RoomStateField,
+};
+
+/// The changes of one transaction, in the order Synapse sent their events.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Each change with the index of its event in the transaction.
+    pub changes: Vec<(usize, Change)>,
+    /// Events already known to be unusable.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// What applying a transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The transaction id was committed before; nothing was done again.
+    AlreadyApplied,
+    /// Committed.
+    Committed {
+        /// Row changes applied.
+        changes: usize,
+        /// Events recorded as dead letters.
+        dead_letters: usize,
+    },
+}
+
+impl Store {
+    /// Applies `batch` for transaction `txn_id` atomically. A change the database refuses
+    /// (a value or constraint error) is dead-lettered and the rest still lands; only an
+    /// unreachable database fails the whole transaction.
+    pub async fn apply_transaction(
+        &self,
+        txn_id: &str,
+        events: &[Raw<AnyTimelineEvent>],
+        mut batch: Batch,
+    ) -> Result<Applied, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if !claim_transaction(&mut tx, txn_id, events.len()).await? {
+            return Ok(Applied::AlreadyApplied);
+        }
+        let mut refused = Vec::new();
+        match apply_grouped(&mut tx, &batch.changes).await {
+            Ok(()) => {}
+            Err(e) if is_data_error(&e) => {
+                warn!(txn_id, error = %e, "a change was refused; applying one by one");
+                tx.rollback().await?;
+                tx = self.pool.begin().await?;
+                claim_transaction(&mut tx, txn_id, events.len()).await?;
+                refused = apply_one_by_one(&mut tx, &batch.changes, events).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        let changes = batch.changes.len() - refused.len();
+        batch.dead_letters.extend(refused);
+        insert_dead_letters(&mut tx, txn_id, &batch.dead_letters).await?;
+        tx.commit().await?;
+        Ok(Applied::Committed {
+            changes,
+            dead_letters: batch.dead_letters.len(),
+        })
+    }
+
+    /// Dead letters recorded for a transaction, oldest first (for operators and tests).
+    pub async fn dead_letters(&self, txn_id: &str) -> Result<Vec<DeadLetter>, sqlx::Error> {
+        let rows: Vec<(
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+        )> = sqlx::query_as(
+            "SELECT event_id, room_id, event_type, reason, event FROM dead_letters \
+                 WHERE txn_id = $1 ORDER BY id",
+        )
+        .bind(txn_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(event_id, room_id, event_type, reason, event)| DeadLetter {
+                    event_id,
+                    room_id,
+                    event_type,
+                    reason,
+                    event,
+                },
+            )
+            .collect())
+    }
+}
+
+/// Records the transaction id; false when it was already committed.
+async fn claim_transaction(
+    tx: &mut Transaction<'static, Postgres>,
+    txn_id: &str,
+    events: usize,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO appservice_transactions (txn_id, event_count) VALUES ($1, $2) \
+         ON CONFLICT (txn_id) DO NOTHING",
+    )
+    .bind(txn_id)
+    .bind(i32::try_from(events).unwrap_or(i32::MAX))
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The fast path: one statement per kind of change.
+async fn apply_grouped(
+    conn: &mut PgConnection,
+    changes: &[(usize, Change)],
+) -> Result<(), sqlx::Error> {
+    let mut messages = Vec::new();
+    let mut edits: Vec<&MessageEdit> = Vec::new();
+    let mut redactions = Vec::new();
+    let mut members: Vec<&MembershipChange> = Vec::new();
+    let mut states = Vec::new();
+    // A later event for the same key supersedes an earlier one in the same batch.
+    let mut edit_at: HashMap<&str, usize> = HashMap::new();
+    let mut member_at: HashMap<(&str, &str), usize> = HashMap::new();
+    for (_, change) in changes {
+        match change {
+            Change::Message(m) => messages.push(m),
+            Change::Edit(e) => match edit_at.get(e.target.as_str()) {
+                Some(&i) => edits[i] = e,
+                None => {
+                    edit_at.insert(&e.target, edits.len());
+                    edits.push(e);
+                }
+            },
+            Change::Redaction(r) => redactions.push(r),
+            Change::Membership(m) => {
+                match member_at.get(&(m.matrix_room_id.as_str(), m.user_id.as_str())) {
+                    Some(&i) => members[i] = m,
+                    None => {
+                        member_at.insert((&m.matrix_room_id, &m.user_id), members.len());
+                        members.push(m);
+                    }
+                }
+            }
+            Change::RoomState(s) => states.push(s),
+        }
+    }
+    insert_messages(conn, &messages).await?;
+    apply_edits(conn, &edits).await?;
+    apply_redactions(conn, &redactions).await?;
+    upsert_members(conn, &members).await?;
+    for state in states {
+        apply_room_state(conn, state).await?;
+    }
+    Ok(())
+}
+
+/// The careful path: each change under its own savepoint; refused ones become dead letters.
+async fn apply_one_by_one(
+    tx: &mut Transaction<'static, Postgres>,
+    changes: &[(usize, Change)],
+    events: &[Raw<AnyTimelineEvent>],
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    let mut dead = Vec::new();
+    for (index, change) in changes {
+        sqlx::query("SAVEPOINT change").execute(&mut **tx).await?;
+        let result = match change {
+            Change::Message(m) => insert_messages(tx, &[m]).await,
+            Change::Edit(e) => apply_edits(tx, &[e]).await,
+            Change::Redaction(r) => apply_redactions(tx, &[r]).await,
+            Change::Membership(m) => upsert_members(tx, &[m]).await,
+            Change::RoomState(s) => apply_room_state(tx, s).await,
+        };
+        match result {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT change")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Err(e) if is_data_error(&e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT change")
+                    .execute(&mut **tx)
+                    .await?;
+                let raw = events[*index].json();
+                let envelope = Envelope::parse(&events[*index]).ok();
+                warn!(event_id = ?envelope.as_ref().map(|e| &e.event_id), error = %e, "event refused by the database; dead-lettered");
+                dead.push(DeadLetter::new(
+                    raw,
+                    envelope.as_ref(),
+                    format!("database refused it: {e}"),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dead)
+}
+
+async fn insert_messages(
+    conn: &mut PgConnection,
+    messages: &[&NewMessage],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewMessage) -> &str| messages.iter().map(|m| f(m)).collect::<Vec<&str>>();
+    let times: Vec<DateTime<Utc>> = messages.iter().map(|m| m.created_at).collect();
+    sqlx::query(
+        "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
+                               sender_matrix_id, sender_type, msgtype, content_preview, created_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
+         ON CONFLICT (matrix_event_id) DO NOTHING",
+    )
+    .bind(col(|m| &m.channel_id))
+    .bind(col(|m| &m.matrix_room_id))
+    .bind(col(|m| &m.event_id))
+    .bind(col(|m| &m.sender_id))
+    .bind(col(|m| &m.sender_matrix_id))
+    .bind(col(|m| m.sender_type.as_str()))
+    .bind(col(|m| m.msgtype))
+    .bind(col(|m| &m.preview))
+    .bind(times)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_edits(conn: &mut PgConnection, edits: &[&MessageEdit]) -> Result<(), sqlx::Error> {
+    if edits.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&MessageEdit) -> &str| edits.iter().map(|e| f(e)).collect::<Vec<&str>>();
+    let times: Vec<DateTime<Utc>> = edits.iter().map(|e| e.edited_at).collect();
+    sqlx::query(
+        "UPDATE messages m SET content_preview = u.preview, edited_at = u.ts \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(target, sender, preview, ts) \
+         WHERE m.matrix_event_id = u.target AND m.sender_matrix_id = u.sender \
+           AND m.redacted_at IS NULL AND (m.edited_at IS NULL OR m.edited_at <= u.ts)",
+    )
+    .bind(col(|e| &e.target))
+    .bind(col(|e| &e.sender_matrix_id))
+    .bind(col(|e| &e.preview))
+    .bind(times)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_redactions(
+    conn: &mut PgConnection,
+    redactions: &[&Redaction],
+) -> Result<(), sqlx::Error> {
+    if redactions.is_empty() {
+        return Ok(());
+    }
+    let targets: Vec<&str> = redactions.iter().map(|r| r.target.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = redactions.iter().map(|r| r.redacted_at).collect();
+    sqlx::query(
+        "UPDATE messages m SET content_preview = '', redacted_at = u.ts \
+         FROM UNNEST($1::text[], $2::timestamptz[]) AS u(target, ts) \
+         WHERE m.matrix_event_id = u.target AND m.redacted_at IS NULL",
+    )
+    .bind(targets)
+    .bind(times)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_members(
+    conn: &mut PgConnection,
+    members: &[&MembershipChange],
+) -> Result<(), sqlx::Error> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let col =
+        |f: fn(&MembershipChange) -> &str| members.iter().map(|m| f(m)).collect::<Vec<&str>>();
+    let names: Vec<Option<&str>> = members.iter().map(|m| m.display_name.as_deref()).collect();
+    let times: Vec<i64> = members.iter().map(|m| m.event_ts).collect();
+    sqlx::query(
+        "INSERT INTO room_members (matrix_room_id, user_id, room_id, membership, display_name, event_id, event_ts) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+         ON CONFLICT (matrix_room_id, user_id) DO UPDATE SET \
+             room_id = EXCLUDED.room_id, membership = EXCLUDED.membership, \
+             display_name = EXCLUDED.display_name, event_id = EXCLUDED.event_id, \
+             event_ts = EXCLUDED.event_ts, updated_at = now() \
+         WHERE room_members.event_ts <= EXCLUDED.event_ts",
+    )
+    .bind(col(|m| &m.matrix_room_id))
+    .bind(col(|m| &m.user_id))
+    .bind(col(|m| &m.room_id))
+    .bind(col(|m| &m.membership))
+    .bind(names)
+    .bind(col(|m| &m.event_id))
+    .bind(times)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn apply_room_state(
+    conn: &mut PgConnection,
+    state: &RoomStateChange,
+) -> Result<(), sqlx::Error> {
+    let (set, value): (&str, Option<&str>) = match &state.field {
+        RoomStateField::Name(name) => ("name = $5", Some(name)),
+        RoomStateField::Topic(topic) => ("description = $5", topic.as_deref()),
+        RoomStateField::CanonicalAlias(alias) => ("matrix_room_alias = $5", Some(alias)),
+        RoomStateField::Tombstone(room) => ("matrix_room_id = $5", Some(room)),
+    };
+    // The city room changes only when this event is newer than the last one of its type.
+    sqlx::query(&format!(
+        "WITH newer AS ( \
+             INSERT INTO matrix_room_state (matrix_room_id, event_type, event_id, origin_server_ts) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (matrix_room_id, event_type) DO UPDATE SET \
+                 event_id = EXCLUDED.event_id, origin_server_ts = EXCLUDED.origin_server_ts \
+             WHERE matrix_room_state.origin_server_ts <= EXCLUDED.origin_server_ts \
+             RETURNING 1) \
+         UPDATE city_rooms SET {set}, updated_at = now() \
+         WHERE id = $6 AND matrix_room_id = $1 AND EXISTS (SELECT 1 FROM newer)"
+    ))
+    .bind(&state.matrix_room_id)
+    .bind(state.event_type)
+    .bind(&state.event_id)
+    .bind(state.event_ts)
+    .bind(value)
+    .bind(&state.room_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    tx: &mut Transaction<'static, Postgres>,
+    txn_id: &str,
+    dead: &[DeadLetter],
+) -> Result<(), sqlx::Error> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let opt =
+        |f: fn(&DeadLetter) -> Option<&str>| dead.iter().map(f).collect::<Vec<Option<&str>>>();
+    sqlx::query(
+        "INSERT INTO dead_letters (txn_id, event_id, room_id, event_type, reason, event) \
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
+    )
+    .bind(txn_id)
+    .bind(opt(|d| d.event_id.as_deref()))
+    .bind(opt(|d| d.room_id.as_deref()))
+    .bind(opt(|d| d.event_type.as_deref()))
+    .bind(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>())
+    .bind(dead.iter().map(|d| d.event.as_str()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
