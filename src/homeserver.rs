@@ -63,6 +63,14 @@ impl HomeserverError {
         }
     }
 
+    /// The HTTP status of a refusal or of the last unavailable answer.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Refused { status, .. } | Self::Unavailable { status } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Whether the homeserver could not be reached or was unavailable, as opposed to
     /// refusing the request.
     pub fn is_unavailable(&self) -> bool {

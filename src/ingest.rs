@@ -65,7 +65,7 @@ pub struct MappedRoom {
 }
 
 /// An event that could not be applied, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeadLetter {
     /// The event id, when it could be read.
     pub event_id: Option<String>,
@@ -122,10 +122,11 @@ impl Context<'_> {
     /// DAARION entity id and sender type of a Matrix user.
     pub fn classify_sender(&self, user: &UserId) -> (String, SenderType) {
         let local = user.server_name() == self.server_name;
-        if local && self.agents.is_match(user.as_str()) {
-            if let Some(name) = user.localpart().strip_prefix("agent_") {
-                return (format!("agent:{name}"), SenderType::Agent);
-            }
+        if local
+            && self.agents.is_match(user.as_str())
+            && let Some(name) = user.localpart().strip_prefix("agent_")
+        {
+            return (format!("agent:{name}"), SenderType::Agent);
         }
         if user == self.sender {
             return (user.to_string(), SenderType::Agent);

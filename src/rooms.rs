@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::RwLock, time::Duration};
 
-use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, ServerName};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, ServerName, api::error::ErrorKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -174,6 +174,10 @@ pub struct Rooms<'a> {
 impl Rooms<'_> {
     /// Makes sure the city room `slug` has its Matrix room with its alias, creating it if
     /// needed. Concurrent calls, on this instance or another, create one room.
+    ///
+    /// It never asks the homeserver to resolve an alias it may not know: for an alias in
+    /// our exclusive namespace Synapse would ask us back, and that query would wait for
+    /// the lock this call holds.
     pub async fn ensure_matrix_room(&self, slug: &str) -> Result<Ensured> {
         let _creating = self.creations.start();
         let Some(lock) = self.store.lock_room(slug).await? else {
@@ -183,47 +187,47 @@ impl Rooms<'_> {
             return Ok(Ensured::Archived);
         }
         let alias = alias_of_slug(slug, self.server_name);
-        let mapped = lock
+        if let Some(room_id) = lock
             .room
             .matrix_room_id
             .as_deref()
-            .and_then(|id| RoomId::parse(id).ok());
-        let room_id = if let Some(room_id) = mapped {
-            // Mapped, yet Synapse asked for the alias: it was removed. Point it back.
-            if self.homeserver.resolve_alias(&alias).await?.is_none() {
-                info!(%alias, %room_id, "alias of a mapped room was missing; restoring it");
-                self.homeserver.set_alias(alias.clone(), &room_id).await?;
+            .and_then(|id| RoomId::parse(id).ok())
+        {
+            // Mapped, yet asked for: the alias was removed. Point it back at the room.
+            match self.homeserver.set_alias(alias.clone(), &room_id).await {
+                Ok(()) => info!(%alias, %room_id, "restored the alias of a mapped room"),
+                Err(e) if e.status() == Some(http::StatusCode::CONFLICT) => {}
+                Err(e) => return Err(e.into()),
             }
-            drop(lock);
             return Ok(Ensured::Existing(room_id));
-        } else if let Some(room_id) = self.homeserver.resolve_alias(&alias).await? {
-            // The alias exists already (made by an earlier run that crashed before storing
-            // it, say): adopt that room rather than fail on M_ROOM_IN_USE.
-            let city_room_id = lock.room.id.clone();
-            lock.set_matrix_room(room_id.as_str(), alias.as_str())
-                .await?;
-            self.directory.insert(
-                room_id.to_string(),
-                MappedRoom {
-                    id: city_room_id,
-                    slug: slug.to_owned(),
-                },
-            );
-            return Ok(Ensured::Existing(room_id));
-        } else {
-            let room = &lock.room;
-            let name = format!("{NAME_PREFIX}{}", room.name);
-            let room_id = self
-                .homeserver
-                .create_room(NewMatrixRoom {
-                    alias_localpart: &format!("city_{slug}"),
-                    name: &name,
-                    topic: room.description.as_deref(),
-                    public: room.visibility == "public",
-                })
-                .await?;
-            info!(%alias, %room_id, "created the Matrix room of a city room");
-            room_id
+        }
+        let room = &lock.room;
+        let created = self
+            .homeserver
+            .create_room(NewMatrixRoom {
+                alias_localpart: &format!("city_{slug}"),
+                name: &format!("{NAME_PREFIX}{}", room.name),
+                topic: room.description.as_deref(),
+                public: room.visibility == "public",
+            })
+            .await;
+        let (room_id, fresh) = match created {
+            Ok(room_id) => {
+                info!(%alias, %room_id, "created the Matrix room of a city room");
+                (room_id, true)
+            }
+            // The alias exists (made by a run that crashed before storing it, say): adopt
+            // its room. Synapse knows the alias, so resolving it does not ask us back.
+            Err(e) if matches!(e.kind(), Some(ErrorKind::RoomInUse)) => {
+                match self.homeserver.resolve_alias(&alias).await? {
+                    Some(room_id) => {
+                        info!(%alias, %room_id, "adopted the existing room of a city alias");
+                        (room_id, false)
+                    }
+                    None => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
         };
         let city_room_id = lock.room.id.clone();
         lock.set_matrix_room(room_id.as_str(), alias.as_str())
@@ -235,7 +239,11 @@ impl Rooms<'_> {
                 slug: slug.to_owned(),
             },
         );
-        Ok(Ensured::Created(room_id))
+        Ok(if fresh {
+            Ensured::Created(room_id)
+        } else {
+            Ensured::Existing(room_id)
+        })
     }
 }
 

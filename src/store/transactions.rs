@@ -75,31 +75,13 @@ impl Store {
 
     /// Dead letters recorded for a transaction, oldest first (for operators and tests).
     pub async fn dead_letters(&self, txn_id: &str) -> Result<Vec<DeadLetter>, sqlx::Error> {
-        let rows: Vec<(
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-        )> = sqlx::query_as(
+        sqlx::query_as(
             "SELECT event_id, room_id, event_type, reason, event FROM dead_letters \
-                 WHERE txn_id = $1 ORDER BY id",
+             WHERE txn_id = $1 ORDER BY id",
         )
         .bind(txn_id)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(event_id, room_id, event_type, reason, event)| DeadLetter {
-                    event_id,
-                    room_id,
-                    event_type,
-                    reason,
-                    event,
-                },
-            )
-            .collect())
+        .await
     }
 }
 

@@ -1,0 +1,103 @@
+//! The bridge killed with SIGKILL while messages flow: after a restart every message is
+//! indexed exactly once.
+
+use std::process::Command;
+
+use crate::support::{MatrixUser, alias, bridge_vars, eventually, serial, unique};
+
+/// The bridge as a child process, killed when dropped (a failing test leaves none behind).
+struct Child(std::process::Child);
+
+impl Child {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_bridge() -> Child {
+    Child(
+        Command::new(env!("CARGO_BIN_EXE_city-bridge"))
+            .arg("serve")
+            .envs(bridge_vars())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("spawn city-bridge"),
+    )
+}
+
+async fn wait_healthy() {
+    let url = format!("http://{}/healthz", crate::support::env().bridge_addr);
+    eventually("bridge up", || {
+        let url = url.clone();
+        async move {
+            reqwest::get(url)
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigkill_while_messages_are_sent_loses_and_duplicates_nothing() {
+    let _serial = serial().await;
+    let pool = sqlx::PgPool::connect(&crate::support::env().database_url)
+        .await
+        .unwrap();
+    let mut bridge = spawn_bridge();
+    wait_healthy().await;
+
+    let slug = crate::support::city_room(&pool, "Crash").await;
+    let alice = MatrixUser::register("alice").await;
+    let room_id = alice.join(&alias(&slug)).await.expect("join");
+
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        if i == 15 {
+            // Child::kill sends SIGKILL: no graceful shutdown, no flush.
+            bridge.kill();
+        }
+        if i == 30 {
+            bridge = spawn_bridge();
+        }
+        sent.push(
+            alice
+                .send_text(&room_id, &format!("message {i} {}", unique("")))
+                .await,
+        );
+    }
+
+    let channel = format!("room_city_{slug}");
+    let indexed: i64 = eventually("all 40 messages indexed after the restart", || {
+        let pool = pool.clone();
+        let channel = channel.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE channel_id = $1")
+                .bind(channel)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (n >= 40).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(indexed, 40);
+    let distinct: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT matrix_event_id) FROM messages WHERE matrix_event_id = ANY($1)",
+    )
+    .bind(&sent)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(distinct, 40, "each sent event is indexed once");
+    bridge.kill();
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the whole bridge against a real Synapse and a real Postgres, started
+//! by `scripts/test.sh`. Synapse pushes to one registered address, so the tests that run a
+//! bridge take turns (see `support::serial`).
+
+mod agents;
+mod appservice_api;
+mod crash;
+mod ingest;
+mod rooms;
+mod support;

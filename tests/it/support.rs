@@ -1,0 +1,400 @@
+//! Fixtures: the test environment, the bridge in-process, a Matrix user speaking the
+//! client-server API, and a stand-in for Synapse pushing hand-made transactions.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::OnceLock, time::Duration};
+
+use city_bridge::{
+    app::{self, AppState},
+    config::Config,
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::{
+    net::TcpListener,
+    sync::{Mutex, MutexGuard, oneshot},
+    task::JoinHandle,
+};
+
+/// Where the servers of the test run are.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub database_url: String,
+    pub synapse_url: String,
+    pub server_name: String,
+    pub bridge_addr: SocketAddr,
+    pub registration: PathBuf,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set. The integration tests need a real Synapse and Postgres: \
+             run them with scripts/test.sh, which starts both."
+        )
+    })
+}
+
+pub fn env() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(|| TestEnv {
+        database_url: var("CITY_BRIDGE_TEST_DATABASE_URL"),
+        synapse_url: var("CITY_BRIDGE_TEST_SYNAPSE_URL"),
+        server_name: var("CITY_BRIDGE_TEST_SERVER_NAME"),
+        bridge_addr: var("CITY_BRIDGE_TEST_BRIDGE_ADDR")
+            .parse()
+            .expect("CITY_BRIDGE_TEST_BRIDGE_ADDR"),
+        registration: var("CITY_BRIDGE_TEST_REGISTRATION").into(),
+    })
+}
+
+/// The bridge's environment variables for this test run.
+pub fn bridge_vars() -> Vec<(&'static str, String)> {
+    let env = env();
+    vec![
+        ("DATABASE_URL", env.database_url.clone()),
+        ("SYNAPSE_URL", env.synapse_url.clone()),
+        ("MATRIX_SERVER_NAME", env.server_name.clone()),
+        (
+            "APPSERVICE_REGISTRATION",
+            env.registration.display().to_string(),
+        ),
+        ("LISTEN_ADDR", env.bridge_addr.to_string()),
+        ("MATRIX_GATEWAY_SECRET", "test-gateway-secret".to_owned()),
+        ("JWT_SECRET", "test-jwt-secret".to_owned()),
+    ]
+}
+
+pub fn config_with(overrides: &[(&str, &str)]) -> Config {
+    let vars = bridge_vars();
+    Config::from_lookup(|name| {
+        overrides
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+            .or_else(|| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            })
+    })
+    .expect("test configuration")
+}
+
+pub fn hs_token() -> String {
+    config_with(&[]).registration.hs_token
+}
+
+/// Only one bridge may hold the registered address at a time. (An async mutex: each test
+/// has its own runtime, and the turn is held across awaits.)
+pub async fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::const_new(());
+    SERIAL.lock().await
+}
+
+pub async fn bind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("cannot bind {addr}: is another bridge running there?");
+}
+
+/// The bridge, running in this process on the registered address.
+pub struct Bridge {
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Bridge {
+    pub async fn start() -> Self {
+        let serial = serial().await;
+        let state = AppState::new(config_with(&[])).await.expect("bridge state");
+        let listener = bind(env().bridge_addr).await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app::run(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        Self {
+            state,
+            stop: Some(stop),
+            task: Some(task),
+            _serial: serial,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", env().bridge_addr)
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        self.state.store.pool()
+    }
+
+    /// Stops gracefully and waits until the address is free.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("bridge task").expect("bridge served");
+        }
+    }
+}
+
+/// A city room made for one test, with a slug no other test uses.
+pub async fn city_room(pool: &PgPool, name: &str) -> String {
+    let slug = unique("t");
+    sqlx::query("INSERT INTO city_rooms (id, slug, name, description) VALUES ($1, $2, $3, $4)")
+        .bind(format!("room_city_{slug}"))
+        .bind(&slug)
+        .bind(name)
+        .bind(format!("About {name}"))
+        .execute(pool)
+        .await
+        .expect("insert city room");
+    slug
+}
+
+pub fn alias(slug: &str) -> String {
+    format!("#city_{slug}:{}", env().server_name)
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand::random::<u32>())
+}
+
+/// Polls `check` until it gives a value (at most 30 s).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Matrix error as a client sees it.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub errcode: String,
+}
+
+/// A person with a Matrix client: plain client-server calls, as Element makes them.
+#[derive(Clone)]
+pub struct MatrixUser {
+    pub user_id: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl MatrixUser {
+    pub async fn register(prefix: &str) -> Self {
+        let http = reqwest::Client::new();
+        let username = unique(prefix);
+        let response: Value = http
+            .post(format!("{}/_matrix/client/v3/register", env().synapse_url))
+            .json(&json!({
+                "username": username, "password": "correct horse battery staple",
+                "auth": {"type": "m.login.dummy"}, "inhibit_login": false,
+            }))
+            .send()
+            .await
+            .expect("Synapse reachable")
+            .json()
+            .await
+            .expect("register response");
+        let token = response["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("register: {response}"));
+        Self {
+            user_id: response["user_id"].as_str().unwrap().to_owned(),
+            token: token.to_owned(),
+            http,
+        }
+    }
+
+    /// The appservice's own user (the creator of city rooms), with the `as_token`.
+    pub fn appservice() -> Self {
+        let config = config_with(&[]);
+        Self {
+            user_id: config.sender().to_string(),
+            token: config.registration.as_token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn localpart(&self) -> &str {
+        self.user_id[1..].split(':').next().unwrap()
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Refused> {
+        let mut request = self
+            .http
+            .request(
+                method,
+                format!("{}/_matrix/client{path}", env().synapse_url),
+            )
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("Synapse reachable");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(Refused {
+                status,
+                errcode: body["errcode"].as_str().unwrap_or_default().to_owned(),
+            })
+        }
+    }
+
+    /// Joins a room by alias or id; the room id on success.
+    pub async fn join(&self, room: &str) -> Result<String, Refused> {
+        let body = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/v3/join/{}", encode(room)),
+                Some(json!({})),
+            )
+            .await?;
+        Ok(body["room_id"].as_str().expect("room_id").to_owned())
+    }
+
+    pub async fn leave(&self, room_id: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v3/rooms/{}/leave", encode(room_id)),
+            Some(json!({})),
+        )
+        .await
+        .expect("leave");
+    }
+
+    pub async fn invite(&self, room_id: &str, user_id: &str) -> Result<(), Refused> {
+        let path = format!("/v3/rooms/{}/invite", encode(room_id));
+        self.call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"user_id": user_id})),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sends an event; its id.
+    pub async fn send(&self, room_id: &str, kind: &str, content: Value) -> Result<String, Refused> {
+        let txn = unique("txn");
+        let path = format!("/v3/rooms/{}/send/{kind}/{txn}", encode(room_id));
+        let body = self
+            .call(reqwest::Method::PUT, &path, Some(content))
+            .await?;
+        Ok(body["event_id"].as_str().expect("event_id").to_owned())
+    }
+
+    pub async fn send_text(&self, room_id: &str, body: &str) -> String {
+        self.send(
+            room_id,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": body}),
+        )
+        .await
+        .expect("send message")
+    }
+
+    pub async fn redact(&self, room_id: &str, event_id: &str) -> String {
+        let path = format!(
+            "/v3/rooms/{}/redact/{}/{}",
+            encode(room_id),
+            encode(event_id),
+            unique("r")
+        );
+        let body = self
+            .call(reqwest::Method::PUT, &path, Some(json!({"reason": "test"})))
+            .await
+            .expect("redact");
+        body["event_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn state(&self, room_id: &str, kind: &str) -> Result<Value, Refused> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v3/rooms/{}/state/{kind}/", encode(room_id)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, Refused> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+/// Plays Synapse: pushes a hand-made transaction with the given token.
+pub async fn push(txn_id: &str, body: &Value, token: Option<&str>) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .put(format!(
+            "http://{}/_matrix/app/v1/transactions/{}",
+            env().bridge_addr,
+            encode(txn_id)
+        ))
+        .json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("bridge reachable");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A message event as Synapse would push it.
+pub fn message_event(room_id: &str, event_id: &str, sender: &str, body: &str) -> Value {
+    json!({
+        "type": "m.room.message", "event_id": event_id, "room_id": room_id, "sender": sender,
+        "origin_server_ts": 1_763_000_000_000_u64,
+        "content": {"msgtype": "m.text", "body": body},
+    })
+}
+
+pub async fn count(pool: &PgPool, sql: &str, arg: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(arg)
+        .fetch_one(pool)
+        .await
+        .expect("count query")
+}
