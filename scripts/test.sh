@@ -23,6 +23,8 @@ export CITY_BRIDGE_TEST_SYNAPSE_URL=http://127.0.0.1:18008
 export CITY_BRIDGE_TEST_BRIDGE_ADDR=127.0.0.1:17025
 export CITY_BRIDGE_TEST_NATS_URL=nats://127.0.0.1:4222
 export CITY_BRIDGE_TEST_REGISTRATION="$PWD/$work/registration.yaml"
+# The tests stop and start Synapse themselves (to see what the bridge does without it).
+export CITY_BRIDGE_TEST_SYNAPSE_DIR="$PWD/$work/synapse" CITY_BRIDGE_TEST_SYNAPSE_PORT=18008
 
 cargo build --quiet --bin city-bridge
 target/debug/city-bridge generate-registration --server-name "$CITY_BRIDGE_TEST_SERVER_NAME" \

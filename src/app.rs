@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
-    Result, appservice,
+    Result, api, appservice,
     config::{CompiledNamespaces, Config},
     error::{ApiError, MatrixError},
     homeserver::{Homeserver, RetryPolicy},
@@ -39,6 +39,10 @@ pub struct Shared {
     pub creations: CreationsInFlight,
     /// Held while a transaction is applied, so transactions apply in order.
     pub ingest: tokio::sync::Mutex<()>,
+    /// Wakes the reconciler of pending Matrix rooms.
+    pub reconciler: tokio::sync::Notify,
+    /// The appservice's own user.
+    pub sender: ruma::OwnedUserId,
 }
 
 /// The state handed to handlers: cheap to clone.
@@ -67,12 +71,14 @@ impl AppState {
         info!(mapped_rooms = directory.len(), "state loaded");
         Ok(Self(Arc::new(Shared {
             namespaces: CompiledNamespaces::new(&config.registration.namespaces),
+            sender: config.sender(),
             config,
             store,
             homeserver,
             directory,
             creations: CreationsInFlight::default(),
             ingest: tokio::sync::Mutex::new(()),
+            reconciler: tokio::sync::Notify::new(),
         })))
     }
 
@@ -84,7 +90,14 @@ impl AppState {
             directory: &self.directory,
             creations: &self.creations,
             server_name: &self.config.server_name,
+            sender: &self.sender,
+            reconciler: &self.reconciler,
         }
+    }
+
+    /// The UI's view of a room, with live presence.
+    pub fn live_view(&self, room: crate::store::CityRoom) -> crate::api::CityRoomView {
+        crate::api::CityRoomView::new(room)
     }
 }
 
@@ -92,6 +105,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/_matrix/app/v1", appservice::router())
+        .merge(api::router(&state.config.cors_origins))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(state)
@@ -105,11 +119,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
-    let ping = tokio::spawn(startup_ping(state.clone()));
+    let workers = [
+        tokio::spawn(startup_ping(state.clone())),
+        tokio::spawn(crate::rooms::reconcile(state.clone())),
+    ];
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    ping.abort();
+    workers.iter().for_each(tokio::task::JoinHandle::abort);
     info!("stopped");
     served
 }

@@ -2,6 +2,8 @@
 //! constant time, never logged.
 
 use http::{HeaderMap, header::AUTHORIZATION};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
@@ -16,9 +18,67 @@ pub fn secret_matches(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
+/// The claims of a DAARION user JWT.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    /// The user, e.g. `user:alice`.
+    pub sub: String,
+    /// Roles; `admin` may manage city rooms.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl Claims {
+    /// Whether the user is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+}
+
+/// Verifies an HS256 JWT (signature and `exp`) and returns its claims.
+pub fn verify_jwt(token: &str, secret: &str) -> Option<Claims> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .ok()
+    .map(|data| data.claims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwts() {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let exp = chrono::Utc::now().timestamp() + 600;
+        let make = |claims: serde_json::Value, secret: &str| {
+            encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let admin = make(
+            serde_json::json!({"sub": "user:a", "exp": exp, "roles": ["admin"]}),
+            "s",
+        );
+        assert!(verify_jwt(&admin, "s").unwrap().is_admin());
+        assert!(verify_jwt(&admin, "other").is_none(), "wrong secret");
+        let plain = make(serde_json::json!({"sub": "user:b", "exp": exp}), "s");
+        assert!(!verify_jwt(&plain, "s").unwrap().is_admin());
+        let expired = make(
+            serde_json::json!({"sub": "user:a", "exp": 1000, "roles": ["admin"]}),
+            "s",
+        );
+        assert!(verify_jwt(&expired, "s").is_none(), "expired");
+        assert!(verify_jwt("not.a.jwt", "s").is_none());
+    }
 
     #[test]
     fn bearer_tokens() {

@@ -54,6 +54,8 @@ pub struct Config {
     pub nats_url: Option<String>,
     /// Per-room presence throttle window.
     pub presence_throttle: Duration,
+    /// Browser origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, comma-separated).
+    pub cors_origins: Vec<String>,
 }
 
 impl Config {
@@ -127,6 +129,14 @@ impl Config {
             jwt_secret: get("JWT_SECRET"),
             nats_url: get("NATS_URL"),
             presence_throttle,
+            cors_origins: get("CORS_ALLOWED_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 

@@ -89,6 +89,7 @@ impl IntoResponse for MatrixError {
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
+    field: Option<&'static str>,
     detail: Option<String>,
 }
 
@@ -98,8 +99,18 @@ impl ApiError {
         Self {
             status,
             code,
+            field: None,
             detail: None,
         }
+    }
+
+    /// `422 {"error":"invalid","field":…,"detail":…}`: a field of the request is unusable.
+    pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        }
+        .with_detail(detail)
     }
 
     /// Adds a human-readable detail.
@@ -117,17 +128,34 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        tracing::error!(%error, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+        match &error {
+            Error::Homeserver(e) if e.is_unavailable() => {
+                tracing::warn!(%error, "homeserver unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "matrix_unavailable")
+                    .with_detail("the Matrix homeserver is unavailable; try again")
+            }
+            Error::Homeserver(_) => {
+                tracing::error!(%error, "homeserver refused a request");
+                Self::new(StatusCode::BAD_GATEWAY, "matrix_error")
+                    .with_detail("the Matrix homeserver refused the request")
+            }
+            Error::Database(_) => {
+                tracing::error!(%error, "request failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.detail {
-            Some(detail) => json!({ "error": self.code, "detail": detail }),
-            None => json!({ "error": self.code }),
-        };
+        let mut body = json!({ "error": self.code });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        if let Some(detail) = self.detail {
+            body["detail"] = json!(detail);
+        }
         (self.status, Json(body)).into_response()
     }
 }

@@ -16,11 +16,14 @@ use ruma::{
             alias::{create_alias, get_alias},
             appservice::request_ping,
             room::{Visibility, create_room},
+            state,
         },
         error::{Error as MatrixApiError, ErrorKind, RetryAfter},
         path_builder::PathBuilder,
     },
+    events::StateEventType,
     profile::ProfileFieldValue,
+    serde::Raw,
 };
 use tracing::debug;
 
@@ -356,6 +359,54 @@ impl Homeserver {
             None,
         )
         .await?;
+        Ok(())
+    }
+
+    /// Sends a state event with an empty state key as the appservice's sender.
+    pub async fn set_state<C>(&self, room_id: &RoomId, content: &C) -> Result<(), HomeserverError>
+    where
+        C: ruma::events::StateEventContent<StateKey = ruma::events::EmptyStateKey>,
+    {
+        let request = state::send_state_event::v3::Request::new(
+            room_id.to_owned(),
+            &ruma::events::EmptyStateKey,
+            content,
+        )
+        .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        self.send(request, None).await?;
+        Ok(())
+    }
+
+    /// The content of the room's `m.room.power_levels`, as JSON.
+    pub async fn power_levels(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<serde_json::Value, HomeserverError> {
+        let request = state::get_state_event_for_key::v3::Request::new(
+            room_id.to_owned(),
+            StateEventType::RoomPowerLevels,
+            String::new(),
+        );
+        let response = self.send(request, None).await?;
+        serde_json::from_str(response.event_or_content.get())
+            .map_err(|e| HomeserverError::InvalidResponse(e.to_string()))
+    }
+
+    /// Replaces the room's `m.room.power_levels` content.
+    pub async fn set_power_levels(
+        &self,
+        room_id: &RoomId,
+        content: &serde_json::Value,
+    ) -> Result<(), HomeserverError> {
+        let raw = serde_json::value::to_raw_value(content)
+            .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        let request = state::send_state_event::v3::Request::new_raw(
+            room_id.to_owned(),
+            StateEventType::RoomPowerLevels,
+            String::new(),
+            Raw::from_json(raw),
+        );
+        self.send(request, None).await?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! city-bridge: the Matrix application service of DAARION.city.
 
 pub mod agents;
+pub mod api;
 /// The application: state, router, `run`.
 pub mod app;
 pub mod appservice;
@@ -9,7 +10,9 @@ pub mod config;
 pub mod error;
 pub mod homeserver;
 pub mod ingest;
+pub mod presence;
 pub mod rooms;
+pub mod slug;
 pub mod store;
 pub mod telemetry;
 

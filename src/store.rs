@@ -10,7 +10,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use self::{
     agents::Agent,
-    rooms::{CityRoom, RoomLock},
+    rooms::{CityRoom, NewRoom, RoomLock, RoomUpdate},
     transactions::{Applied, Batch},
 };
 

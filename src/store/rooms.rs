@@ -46,10 +46,17 @@ pub struct RoomLock {
 }
 
 impl RoomLock {
+    /// Releases the lock without changing anything. (Dropping a lock releases it only
+    /// when its connection is next used, which may be never: always call this.)
+    pub async fn release(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+
     /// Stores the Matrix room and releases the lock.
     pub async fn set_matrix_room(mut self, room_id: &str, alias: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE city_rooms SET matrix_room_id = $2, matrix_room_alias = $3, updated_at = now() \
+            "UPDATE city_rooms SET matrix_room_id = $2, matrix_room_alias = $3, \
+                 matrix_pending_since = NULL, updated_at = now() \
              WHERE id = $1",
         )
         .bind(&self.room.id)
@@ -61,7 +68,155 @@ impl RoomLock {
     }
 }
 
+/// A city room to create.
+#[derive(Debug, Clone)]
+pub struct NewRoom<'a> {
+    /// The slug.
+    pub slug: &'a str,
+    /// The name.
+    pub name: &'a str,
+    /// The description.
+    pub description: Option<&'a str>,
+    /// `public` or `private`.
+    pub visibility: &'a str,
+    /// Whether it becomes the default room (the previous default stops being it).
+    pub is_default: bool,
+}
+
+/// Changes to a city room's own fields.
+#[derive(Debug, Clone, Default)]
+pub struct RoomUpdate<'a> {
+    /// A new name.
+    pub name: Option<&'a str>,
+    /// A new description (`Some(None)` clears it).
+    pub description: Option<Option<&'a str>>,
+    /// Whether it is the default room.
+    pub is_default: Option<bool>,
+}
+
 impl Store {
+    /// Stores a new city room, pending its Matrix room. `None` if the slug is taken.
+    pub async fn insert_room(&self, room: &NewRoom<'_>) -> Result<Option<CityRoom>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if room.is_default {
+            sqlx::query(
+                "UPDATE city_rooms SET is_default = false, updated_at = now() WHERE is_default",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let inserted: Option<CityRoom> = sqlx::query_as(&format!(
+            "INSERT INTO city_rooms (id, slug, name, description, visibility, is_default, matrix_pending_since) \
+             VALUES ('room_city_' || $1, $1, $2, $3, $4, $5, now()) \
+             ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+        ))
+        .bind(room.slug)
+        .bind(room.name)
+        .bind(room.description)
+        .bind(room.visibility)
+        .bind(room.is_default)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Every city room, the default first, then by name; private ones only if asked.
+    pub async fn list_rooms(&self, include_private: bool) -> Result<Vec<CityRoom>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM city_rooms WHERE $1 OR visibility = 'public' \
+             ORDER BY is_default DESC, name, slug"
+        ))
+        .bind(include_private)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Applies `update` to the room `slug`; the room as it is afterwards.
+    pub async fn update_room(
+        &self,
+        slug: &str,
+        update: &RoomUpdate<'_>,
+    ) -> Result<Option<CityRoom>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if update.is_default == Some(true) {
+            sqlx::query("UPDATE city_rooms SET is_default = false, updated_at = now() WHERE is_default AND slug <> $1")
+                .bind(slug)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let room: Option<CityRoom> = sqlx::query_as(&format!(
+            "UPDATE city_rooms SET \
+                 name = COALESCE($2, name), \
+                 description = CASE WHEN $3 THEN $4 ELSE description END, \
+                 is_default = COALESCE($5, is_default), \
+                 updated_at = now() \
+             WHERE slug = $1 RETURNING {COLUMNS}"
+        ))
+        .bind(slug)
+        .bind(update.name)
+        .bind(update.description.is_some())
+        .bind(update.description.flatten())
+        .bind(update.is_default)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(room)
+    }
+
+    /// Marks the room archived, keeping the power levels it had to restore later, or
+    /// active again.
+    pub async fn set_archived(
+        &self,
+        slug: &str,
+        archived: bool,
+        saved_power_levels: Option<&serde_json::Value>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE city_rooms SET \
+                 archived_at = CASE WHEN $2 THEN COALESCE(archived_at, now()) ELSE NULL END, \
+                 pre_archive_power_levels = CASE WHEN $2 THEN COALESCE($3, pre_archive_power_levels) ELSE NULL END, \
+                 updated_at = now() \
+             WHERE slug = $1",
+        )
+        .bind(slug)
+        .bind(archived)
+        .bind(saved_power_levels)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The power levels saved when the room was archived.
+    pub async fn saved_power_levels(
+        &self,
+        slug: &str,
+    ) -> Result<Option<serde_json::Value>, sqlx::Error> {
+        Ok(
+            sqlx::query_scalar("SELECT pre_archive_power_levels FROM city_rooms WHERE slug = $1")
+                .bind(slug)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// Active rooms without a Matrix room; `pending_only` keeps those waiting for the
+    /// reconciler (created while Synapse was unavailable).
+    pub async fn rooms_without_matrix(
+        &self,
+        pending_only: bool,
+    ) -> Result<Vec<CityRoom>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM city_rooms \
+             WHERE matrix_room_id IS NULL AND archived_at IS NULL \
+               AND (NOT $1 OR matrix_pending_since IS NOT NULL) ORDER BY slug"
+        ))
+        .bind(pending_only)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The room with this slug.
     pub async fn room_by_slug(&self, slug: &str) -> Result<Option<CityRoom>, sqlx::Error> {
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM city_rooms WHERE slug = $1"))

@@ -4,6 +4,7 @@
 
 mod agents;
 mod appservice_api;
+mod city_api;
 mod crash;
 mod ingest;
 mod rooms;

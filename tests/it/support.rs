@@ -112,8 +112,22 @@ pub struct Bridge {
 
 impl Bridge {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with some environment variables overridden.
+    pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
         let serial = serial().await;
-        let state = AppState::new(config_with(&[])).await.expect("bridge state");
+        // The bridge's logs, shown for failing tests (RUST_LOG overrides the filter).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "city_bridge=info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(filter)
+            .try_init();
+        let state = AppState::new(config_with(overrides))
+            .await
+            .expect("bridge state");
         let listener = bind(env().bridge_addr).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app::run(listener, state.clone(), async {
@@ -351,6 +365,16 @@ impl MatrixUser {
         body["event_id"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a public room with this alias localpart; its id.
+    pub async fn create_room(&self, alias_localpart: &str) -> String {
+        let body = json!({"room_alias_name": alias_localpart, "preset": "public_chat"});
+        let created = self
+            .call(reqwest::Method::POST, "/v3/createRoom", Some(body))
+            .await
+            .expect("createRoom");
+        created["room_id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn state(&self, room_id: &str, kind: &str) -> Result<Value, Refused> {
         self.call(
             reqwest::Method::GET,
@@ -397,4 +421,60 @@ pub async fn count(pool: &PgPool, sql: &str, arg: &str) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count query")
+}
+
+pub const GATEWAY_SECRET: &str = "test-gateway-secret";
+
+/// A user JWT signed with the test secret.
+pub fn jwt(sub: &str, roles: &[&str]) -> String {
+    let claims = json!({"sub": sub, "roles": roles, "exp": chrono::Utc::now().timestamp() + 3600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret"),
+    )
+    .unwrap()
+}
+
+/// A REST call to the bridge; the status and the JSON body.
+pub async fn api(
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request =
+        reqwest::Client::new().request(method, format!("http://{}{path}", env().bridge_addr));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("bridge reachable");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn synapse_script(action: &str) {
+    let dir = var("CITY_BRIDGE_TEST_SYNAPSE_DIR");
+    let status =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/synapse/synapse.sh"))
+            .args([action, dir.as_str()])
+            .env("SERVER_NAME", &env().server_name)
+            .env("SYNAPSE_PORT", var("CITY_BRIDGE_TEST_SYNAPSE_PORT"))
+            .env("REGISTRATION", &env().registration)
+            .status()
+            .expect("run synapse.sh");
+    assert!(status.success(), "synapse.sh {action} failed");
+}
+
+/// Stops the test Synapse (really: the process ends).
+pub fn stop_synapse() {
+    synapse_script("stop");
+}
+
+/// Starts it again and waits until it answers.
+pub fn start_synapse() {
+    synapse_script("start");
 }

@@ -1,0 +1,132 @@
+//! Ingest load generator: plays Synapse against a running bridge — one transaction in
+//! flight, EVENTS_PER_TXN `m.room.message` events of realistic size each — and prints
+//! events/s and acknowledgement latency. At the end it checks in Postgres that every
+//! event sent is indexed. Run it with `scripts/bench-ingest.sh`, which sets everything up.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn var(name: &str, default: Option<&str>) -> String {
+    std::env::var(name)
+        .ok()
+        .or_else(|| default.map(ToOwned::to_owned))
+        .unwrap_or_else(|| panic!("{name} is required (run scripts/bench-ingest.sh)"))
+}
+
+/// A message as Synapse pushes it: ~900 bytes of JSON, like a chat line with formatting.
+fn event(room_id: &str, run: &str, n: u64) -> Value {
+    let body = format!(
+        "Повідомлення {n}: the energy cooperative meets on Thursday at the square; \
+         bring your ideas for the solar roof and the shared battery. Agenda and notes are \
+         in the room topic. Дякую!"
+    );
+    json!({
+        "type": "m.room.message",
+        "event_id": format!("${run}_{n}_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
+        "room_id": room_id,
+        "sender": "@alice:localhost",
+        "origin_server_ts": 1_763_000_000_000_u64 + n,
+        "content": {
+            "msgtype": "m.text",
+            "body": body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": format!("<p>{body}</p>"),
+            "m.mentions": {},
+        },
+        "unsigned": {"age": 12, "transaction_id": format!("m{n}")},
+        "depth": n,
+        "hashes": {"sha256": "kD6oU8vSN1sBCnIqmTsLw0iBMbo1N9R2vGZsaXsRANU"},
+        "signatures": {"localhost": {"ed25519:a_AbCd": "m2m5+QyBSXnLFJUDThhv/3Qs6qEzrqY0kUdnD0rBCqdl/9ug0bkUcgTmIYwbqc4UZJtUoX4d5ZbRy+yIeVvjDg"}},
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() {
+    let url = var("BENCH_BRIDGE_URL", Some("http://127.0.0.1:17125"));
+    let token = var("BENCH_HS_TOKEN", None);
+    let database_url = var("BENCH_DATABASE_URL", None);
+    let room_id = var("BENCH_ROOM_ID", Some("!bench:localhost"));
+    let per_txn: u64 = var("EVENTS_PER_TXN", Some("100")).parse().unwrap();
+    let seconds: u64 = var("BENCH_SECONDS", Some("20")).parse().unwrap();
+    let warmup = Duration::from_secs(3);
+
+    let run = format!("{:08x}", rand::random::<u32>());
+    let client = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    let mut sent = 0_u64;
+    let mut measured_events = 0_u64;
+    let start = Instant::now();
+    let mut measure_start = None;
+    let mut txn = 0_u64;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= warmup + Duration::from_secs(seconds) {
+            break;
+        }
+        let events: Vec<Value> = (0..per_txn)
+            .map(|i| event(&room_id, &run, sent + i))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "events": events })).unwrap();
+        txn += 1;
+        let t0 = Instant::now();
+        let response = client
+            .put(format!("{url}/_matrix/app/v1/transactions/{run}-{txn}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("bridge reachable");
+        assert_eq!(
+            response.status(),
+            200,
+            "transaction refused: {:?}",
+            response.text().await
+        );
+        let latency = t0.elapsed();
+        sent += per_txn;
+        if elapsed >= warmup {
+            measure_start.get_or_insert(t0);
+            latencies.push(latency);
+            measured_events += per_txn;
+        }
+    }
+    let wall = measure_start.expect("ran past warm-up").elapsed();
+    latencies.sort();
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let indexed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE matrix_event_id LIKE $1")
+            .bind(format!("${run}_%"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    println!("ingest benchmark: {per_txn} events per transaction, one transaction in flight");
+    println!("  transactions measured : {}", latencies.len());
+    println!(
+        "  events/s (sustained)  : {:.0}",
+        measured_events as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "  ack latency p50       : {:.2} ms",
+        percentile(&latencies, 50.0).as_secs_f64() * 1e3
+    );
+    println!(
+        "  ack latency p99       : {:.2} ms",
+        percentile(&latencies, 99.0).as_secs_f64() * 1e3
+    );
+    println!(
+        "  ack latency max       : {:.2} ms",
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!("  events sent / indexed : {sent} / {indexed}");
+    assert_eq!(
+        indexed as u64, sent,
+        "every acknowledged event must be indexed"
+    );
+}

@@ -1,0 +1,55 @@
+//! REST for the DAARION UI and internal callers: `/api/city/*`, `/internal/*`, and the
+//! OpenAPI document of them at `/openapi.json`.
+
+mod city_rooms;
+mod extract;
+mod internal;
+mod openapi;
+
+use axum::{
+    Json, Router,
+    routing::{get, post},
+};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use self::{city_rooms::CityRoomView, extract::ApiJson};
+use crate::app::AppState;
+
+/// The REST routes.
+pub fn router(cors_origins: &[String]) -> Router<AppState> {
+    let public = Router::new()
+        .route(
+            "/api/city/rooms",
+            get(city_rooms::list).post(city_rooms::create),
+        )
+        .route(
+            "/api/city/rooms/{slug}",
+            get(city_rooms::get).patch(city_rooms::update),
+        )
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }));
+    let public = if cors_origins.is_empty() {
+        public
+    } else {
+        let origins = cors_origins
+            .iter()
+            .filter_map(|o| o.parse().ok())
+            .collect::<Vec<_>>();
+        public.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([http::Method::GET, http::Method::POST, http::Method::PATCH])
+                .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE]),
+        )
+    };
+    public
+        .route(
+            "/internal/matrix/rooms/create",
+            post(internal::create_matrix_room),
+        )
+        .route(
+            "/internal/matrix/rooms/find-by-alias",
+            get(internal::find_by_alias),
+        )
+        .route("/internal/city/matrix/backfill", post(internal::backfill))
+        .route("/internal/city/rooms", get(internal::room_mapping))
+}

@@ -1,0 +1,142 @@
+//! Extractors of the REST API: JSON bodies whose rejections are API errors, and callers.
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request, rejection::JsonRejection};
+use http::{StatusCode, request::Parts};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    app::AppState,
+    auth::{bearer_token, secret_matches, verify_jwt},
+    error::ApiError,
+};
+
+/// A JSON body; a bad one is a 400 (or 415) with an API error body, like every other error.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            )
+            .with_detail("send Content-Type: application/json")),
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+                    .with_detail(e.body_text()))
+            }
+            Err(e) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_json").with_detail(e.body_text()))
+            }
+        }
+    }
+}
+
+/// Who is calling a write endpoint: another DAARION service (the internal secret) or an
+/// admin user (a JWT with the `admin` role).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// `Authorization: Bearer $MATRIX_GATEWAY_SECRET`.
+    Service,
+    /// A user JWT with the `admin` role.
+    Admin {
+        /// The user.
+        sub: String,
+    },
+}
+
+impl Caller {
+    /// Who, for logs: `service` or the user's id.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Service => "service",
+            Self::Admin { sub } => sub,
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
+        .with_detail("a bearer token is required")
+}
+
+/// The caller, if the request carries credentials; `Err` for credentials that are wrong.
+pub fn identify(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
+    let Some(token) = bearer_token(&parts.headers) else {
+        return Ok(None);
+    };
+    if secret_matches(token, &state.config.gateway_secret) {
+        return Ok(Some(Caller::Service));
+    }
+    let claims = state
+        .config
+        .jwt_secret
+        .as_deref()
+        .and_then(|secret| verify_jwt(token, secret))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))?;
+    if claims.is_admin() {
+        Ok(Some(Caller::Admin { sub: claims.sub }))
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
+            .with_detail("the admin role is required"))
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        identify(parts, &AppState::from_ref(state))?.ok_or_else(unauthorized)
+    }
+}
+
+/// Any caller with valid credentials, or none: reads show more to the former.
+#[derive(Debug, Clone)]
+pub struct MaybeCaller(pub Option<Caller>);
+
+impl<S> FromRequestParts<S> for MaybeCaller
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Ok(Self(
+            identify(parts, &AppState::from_ref(state)).unwrap_or(None),
+        ))
+    }
+}
+
+/// Another DAARION service, proven by `Authorization: Bearer $MATRIX_GATEWAY_SECRET`.
+#[derive(Debug, Clone, Copy)]
+pub struct Service;
+
+impl<S> FromRequestParts<S> for Service
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        match bearer_token(&parts.headers) {
+            None => Err(unauthorized()),
+            Some(token) if secret_matches(token, &state.config.gateway_secret) => Ok(Self),
+            Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! `/internal/*`: the Matrix gateway contract other DAARION services call, with the
+//! internal secret.
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::StatusCode,
+};
+use ruma::RoomAliasId;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    city_rooms::Visibility,
+    extract::{ApiJson, Service},
+};
+use crate::{
+    app::AppState,
+    error::ApiError,
+    rooms::{Ensured, is_valid_slug, slug_of_alias},
+    store::NewRoom,
+};
+
+/// A Matrix room and its alias.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MatrixRoomRef {
+    /// `!…` room id.
+    pub matrix_room_id: String,
+    /// `#city_<slug>:<server>`.
+    pub matrix_room_alias: String,
+}
+
+/// The room to create.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateMatrixRoom {
+    /// The city room's slug.
+    pub slug: String,
+    /// Its name (used if the city room does not exist yet).
+    pub name: String,
+    /// `public` (default) or `private`.
+    #[serde(default)]
+    pub visibility: Visibility,
+}
+
+fn matrix_unavailable() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "matrix_unavailable")
+        .with_detail("Failed to create Matrix room")
+}
+
+/// # `POST /internal/matrix/rooms/create`
+///
+/// Idempotent: a room that exists is returned as it is. A slug with no city room gets one.
+#[utoipa::path(post, path = "/internal/matrix/rooms/create", tag = "internal", request_body = CreateMatrixRoom,
+    security(("bearer" = [])),
+    responses((status = 200, body = MatrixRoomRef), (status = 400, description = "invalid slug"),
+        (status = 409, description = "the city room is archived"),
+        (status = 500, description = "matrix_unavailable")))]
+pub async fn create_matrix_room(
+    State(state): State<AppState>,
+    _service: Service,
+    ApiJson(body): ApiJson<CreateMatrixRoom>,
+) -> Result<Json<MatrixRoomRef>, ApiError> {
+    if !is_valid_slug(&body.slug) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias")
+            .with_detail("slug must match ^[a-z0-9][a-z0-9_-]{0,63}$"));
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
+    }
+    if state
+        .store
+        .room_by_slug(&body.slug)
+        .await
+        .map_err(crate::Error::from)?
+        .is_none()
+    {
+        let new = NewRoom {
+            slug: &body.slug,
+            name,
+            description: None,
+            visibility: if body.visibility == Visibility::Private {
+                "private"
+            } else {
+                "public"
+            },
+            is_default: false,
+        };
+        state
+            .store
+            .insert_room(&new)
+            .await
+            .map_err(crate::Error::from)?;
+    }
+    match state.rooms().ensure_matrix_room(&body.slug).await {
+        Ok(Ensured::Created(room_id) | Ensured::Existing(room_id)) => Ok(Json(MatrixRoomRef {
+            matrix_room_id: room_id.to_string(),
+            matrix_room_alias: crate::rooms::alias_of_slug(&body.slug, &state.config.server_name)
+                .to_string(),
+        })),
+        Ok(Ensured::Archived) => Err(ApiError::new(StatusCode::CONFLICT, "archived")),
+        Ok(Ensured::UnknownSlug) => Err(ApiError::not_found()),
+        Err(error) => {
+            tracing::warn!(%error, slug = %body.slug, "Matrix room creation failed");
+            Err(matrix_unavailable())
+        }
+    }
+}
+
+/// The alias to look up.
+#[derive(Debug, Deserialize)]
+pub struct AliasQuery {
+    alias: String,
+}
+
+/// # `GET /internal/matrix/rooms/find-by-alias?alias=…`
+///
+/// Answers from the bridge's own mapping: the bridge owns the `#city_*` namespace, and
+/// asking Synapse about an unknown alias in it would create the room.
+#[utoipa::path(get, path = "/internal/matrix/rooms/find-by-alias", tag = "internal",
+    params(("alias" = String, Query, description = "#city_<slug>:<server>")),
+    security(("bearer" = [])),
+    responses((status = 200, body = MatrixRoomRef), (status = 400, description = "not a city alias"),
+        (status = 404, description = "not_found")))]
+pub async fn find_by_alias(
+    State(state): State<AppState>,
+    _service: Service,
+    Query(query): Query<AliasQuery>,
+) -> Result<Json<MatrixRoomRef>, ApiError> {
+    let alias = RoomAliasId::parse(&query.alias).map_err(|_| invalid_alias())?;
+    let slug = slug_of_alias(&alias, &state.config.server_name).ok_or_else(invalid_alias)?;
+    let room = state
+        .store
+        .room_by_slug(slug)
+        .await
+        .map_err(crate::Error::from)?;
+    match room.and_then(|r| r.matrix_room_id.zip(r.matrix_room_alias)) {
+        Some((matrix_room_id, matrix_room_alias)) => Ok(Json(MatrixRoomRef {
+            matrix_room_id,
+            matrix_room_alias,
+        })),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+fn invalid_alias() -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias")
+        .with_detail("expected #city_<slug>:<server>")
+}
+
+/// A room that failed in a backfill.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BackfillFailure {
+    /// The room.
+    pub slug: String,
+    /// Why.
+    pub error: String,
+}
+
+/// What a backfill did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BackfillSummary {
+    /// Rooms without a Matrix room looked at.
+    pub checked: usize,
+    /// Found by their alias.
+    pub found: usize,
+    /// Created.
+    pub created: usize,
+    /// Failed.
+    pub failed: Vec<BackfillFailure>,
+}
+
+/// # `POST /internal/city/matrix/backfill`
+#[utoipa::path(post, path = "/internal/city/matrix/backfill", tag = "internal",
+    security(("bearer" = [])), responses((status = 200, body = BackfillSummary)))]
+pub async fn backfill(
+    State(state): State<AppState>,
+    _service: Service,
+) -> Result<Json<BackfillSummary>, ApiError> {
+    let summary = state.rooms().backfill().await?;
+    Ok(Json(BackfillSummary {
+        checked: summary.checked,
+        found: summary.found,
+        created: summary.created,
+        failed: summary
+            .failed
+            .into_iter()
+            .map(|(slug, error)| BackfillFailure { slug, error })
+            .collect(),
+    }))
+}
+
+/// One row of the mapping.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoomMapping {
+    /// The city room.
+    pub slug: String,
+    /// Its Matrix room.
+    pub matrix_room_id: Option<String>,
+    /// Its alias.
+    pub matrix_room_alias: Option<String>,
+    /// `active` or `archived`.
+    pub status: String,
+    /// `ready` or `pending`.
+    pub matrix_status: String,
+}
+
+/// # `GET /internal/city/rooms`
+#[utoipa::path(get, path = "/internal/city/rooms", tag = "internal",
+    security(("bearer" = [])), responses((status = 200, body = [RoomMapping])))]
+pub async fn room_mapping(
+    State(state): State<AppState>,
+    _service: Service,
+) -> Result<Json<Vec<RoomMapping>>, ApiError> {
+    let rooms = state
+        .store
+        .list_rooms(true)
+        .await
+        .map_err(crate::Error::from)?;
+    Ok(Json(
+        rooms
+            .into_iter()
+            .map(|room| {
+                let view = super::CityRoomView::new(room);
+                RoomMapping {
+                    slug: view.slug,
+                    matrix_room_id: view.matrix_room_id,
+                    matrix_room_alias: view.matrix_room_alias,
+                    status: view.status,
+                    matrix_status: view.matrix_status,
+                }
+            })
+            .collect(),
+    ))
+}

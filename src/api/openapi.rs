@@ -1,0 +1,41 @@
+//! The OpenAPI 3 document of the REST API, generated from the handlers' annotations.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use super::{city_rooms, internal};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "city-bridge", description = "REST API of the DAARION.city Matrix bridge"),
+    paths(
+        city_rooms::list, city_rooms::get, city_rooms::create, city_rooms::update,
+        internal::create_matrix_room, internal::find_by_alias, internal::backfill, internal::room_mapping,
+    ),
+    components(schemas(
+        city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
+        city_rooms::Visibility, internal::MatrixRoomRef, internal::CreateMatrixRoom,
+        internal::BackfillSummary, internal::BackfillFailure, internal::RoomMapping,
+    )),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
