@@ -47,6 +47,21 @@ impl Store {
         events: &[Raw<AnyTimelineEvent>],
         mut batch: Batch,
     ) -> Result<Applied, sqlx::Error> {
+        if batch.dead_letters.is_empty()
+            && batch
+                .changes
+                .iter()
+                .all(|(_, c)| matches!(c, Change::Message(_)))
+        {
+            match self
+                .apply_messages_only(txn_id, events.len(), &batch.changes)
+                .await
+            {
+                Ok(applied) => return Ok(applied),
+                Err(e) if is_data_error(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut tx = self.pool.begin().await?;
         if !claim_transaction(&mut tx, txn_id, events.len()).await? {
             return Ok(Applied::AlreadyApplied);
@@ -70,6 +85,59 @@ impl Store {
         Ok(Applied::Committed {
             changes,
             dead_letters: batch.dead_letters.len(),
+        })
+    }
+
+    /// The common case — nothing but new messages — in one statement, so one round trip
+    /// and one commit: claiming the transaction id and inserting the messages are atomic
+    /// as a single statement is.
+    async fn apply_messages_only(
+        &self,
+        txn_id: &str,
+        event_count: usize,
+        changes: &[(usize, Change)],
+    ) -> Result<Applied, sqlx::Error> {
+        let messages: Vec<&NewMessage> = changes
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Change::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        let columns = MessageColumns::new(&messages);
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "WITH claim AS ( \
+                 INSERT INTO appservice_transactions (txn_id, event_count) VALUES ($10, $11) \
+                 ON CONFLICT (txn_id) DO NOTHING RETURNING 1), \
+             inserted AS ( \
+                 INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
+                                       sender_matrix_id, sender_type, msgtype, content_preview, created_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                      $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
+                 WHERE EXISTS (SELECT 1 FROM claim) \
+                 ON CONFLICT (matrix_event_id) DO NOTHING RETURNING 1) \
+             SELECT (SELECT count(*) FROM claim)",
+        )
+        .bind(columns.channel_id)
+        .bind(columns.matrix_room_id)
+        .bind(columns.event_id)
+        .bind(columns.sender_id)
+        .bind(columns.sender_matrix_id)
+        .bind(columns.sender_type)
+        .bind(columns.msgtype)
+        .bind(columns.preview)
+        .bind(columns.created_at)
+        .bind(txn_id)
+        .bind(i32::try_from(event_count).unwrap_or(i32::MAX))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if claimed == Some(1) {
+            Applied::Committed {
+                changes: messages.len(),
+                dead_letters: 0,
+            }
+        } else {
+            Applied::AlreadyApplied
         })
     }
 
@@ -189,6 +257,37 @@ async fn apply_one_by_one(
     Ok(dead)
 }
 
+/// The columns of a batch of messages, as arrays for `UNNEST`.
+struct MessageColumns<'a> {
+    channel_id: Vec<&'a str>,
+    matrix_room_id: Vec<&'a str>,
+    event_id: Vec<&'a str>,
+    sender_id: Vec<&'a str>,
+    sender_matrix_id: Vec<&'a str>,
+    sender_type: Vec<&'static str>,
+    msgtype: Vec<&'static str>,
+    preview: Vec<&'a str>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> MessageColumns<'a> {
+    fn new(messages: &[&'a NewMessage]) -> Self {
+        let col =
+            |f: fn(&'a NewMessage) -> &'a str| messages.iter().map(|m| f(m)).collect::<Vec<_>>();
+        Self {
+            channel_id: col(|m| &m.channel_id),
+            matrix_room_id: col(|m| &m.matrix_room_id),
+            event_id: col(|m| &m.event_id),
+            sender_id: col(|m| &m.sender_id),
+            sender_matrix_id: col(|m| &m.sender_matrix_id),
+            sender_type: messages.iter().map(|m| m.sender_type.as_str()).collect(),
+            msgtype: messages.iter().map(|m| m.msgtype).collect(),
+            preview: col(|m| &m.preview),
+            created_at: messages.iter().map(|m| m.created_at).collect(),
+        }
+    }
+}
+
 async fn insert_messages(
     conn: &mut PgConnection,
     messages: &[&NewMessage],
@@ -196,8 +295,7 @@ async fn insert_messages(
     if messages.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&NewMessage) -> &str| messages.iter().map(|m| f(m)).collect::<Vec<&str>>();
-    let times: Vec<DateTime<Utc>> = messages.iter().map(|m| m.created_at).collect();
+    let columns = MessageColumns::new(messages);
     sqlx::query(
         "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
                                sender_matrix_id, sender_type, msgtype, content_preview, created_at) \
@@ -205,15 +303,15 @@ async fn insert_messages(
                               $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
          ON CONFLICT (matrix_event_id) DO NOTHING",
     )
-    .bind(col(|m| &m.channel_id))
-    .bind(col(|m| &m.matrix_room_id))
-    .bind(col(|m| &m.event_id))
-    .bind(col(|m| &m.sender_id))
-    .bind(col(|m| &m.sender_matrix_id))
-    .bind(col(|m| m.sender_type.as_str()))
-    .bind(col(|m| m.msgtype))
-    .bind(col(|m| &m.preview))
-    .bind(times)
+    .bind(columns.channel_id)
+    .bind(columns.matrix_room_id)
+    .bind(columns.event_id)
+    .bind(columns.sender_id)
+    .bind(columns.sender_matrix_id)
+    .bind(columns.sender_type)
+    .bind(columns.msgtype)
+    .bind(columns.preview)
+    .bind(columns.created_at)
     .execute(conn)
     .await?;
     Ok(())
