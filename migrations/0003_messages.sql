@@ -24,13 +24,6 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_channel_time ON messages (channel_id, created_at DESC);
 
--- Appservice transactions already committed: a resend of one is answered at once.
-CREATE TABLE appservice_transactions (
-    txn_id       TEXT PRIMARY KEY,
-    event_count  INTEGER NOT NULL,
-    completed_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-
 -- Events the bridge could not apply. They are skipped so Synapse's stream never stalls,
 -- and kept here (with the reason) to be looked at and replayed by hand.
 CREATE TABLE dead_letters (
@@ -44,3 +37,6 @@ CREATE TABLE dead_letters (
     event       TEXT NOT NULL,
     recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- A replayed transaction records its bad events once. (Synapse transaction ids are not
+-- unique over time, so they are no key: the event is.)
+CREATE UNIQUE INDEX dead_letters_once ON dead_letters (md5(event));

@@ -5,6 +5,7 @@ mod city_rooms;
 mod extract;
 mod internal;
 mod openapi;
+mod ws;
 
 use axum::{
     Json, Router,
@@ -52,4 +53,9 @@ pub fn router(cors_origins: &[String]) -> Router<AppState> {
         )
         .route("/internal/city/matrix/backfill", post(internal::backfill))
         .route("/internal/city/rooms", get(internal::room_mapping))
+        .route(
+            "/internal/agents/{agent_id}/presence",
+            axum::routing::put(internal::agent_presence),
+        )
+        .route("/ws/city/presence", get(ws::presence))
 }

@@ -14,10 +14,12 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
-    Result, api, appservice,
+    Error, Result, api, appservice,
+    bus::Bus,
     config::{CompiledNamespaces, Config},
     error::{ApiError, MatrixError},
     homeserver::{Homeserver, RetryPolicy},
+    presence::{LivePresence, PresenceHub},
     rooms::{CreationsInFlight, RoomDirectory, Rooms},
     store::Store,
 };
@@ -43,6 +45,12 @@ pub struct Shared {
     pub reconciler: tokio::sync::Notify,
     /// The appservice's own user.
     pub sender: ruma::OwnedUserId,
+    /// The bus to the platform.
+    pub bus: Bus,
+    /// Live presence of the rooms, fed by Synapse's pushes.
+    pub live: Arc<LivePresence>,
+    /// Latest presence per room as the bus carries it, and the WebSocket fan-out.
+    pub hub: Arc<PresenceHub>,
 }
 
 /// The state handed to handlers: cheap to clone.
@@ -69,6 +77,22 @@ impl AppState {
         let directory = RoomDirectory::default();
         directory.load(store.mapped_rooms().await?);
         info!(mapped_rooms = directory.len(), "state loaded");
+        let bus = Bus::connect(config.nats_url.as_deref())
+            .await
+            .map_err(|e| Error::Bus(format!("cannot connect to NATS: {e}")))?;
+        let hub = PresenceHub::new();
+        let presence_updates = bus
+            .subscribe("city.presence.room.>")
+            .await
+            .map_err(|e| Error::Bus(format!("cannot subscribe: {e}")))?;
+        tokio::spawn(Arc::clone(&hub).run(presence_updates));
+        let live = LivePresence::new(
+            &config.sender(),
+            bus.clone(),
+            config.presence_throttle,
+            homeserver.clone(),
+            config.server_name.clone(),
+        );
         Ok(Self(Arc::new(Shared {
             namespaces: CompiledNamespaces::new(&config.registration.namespaces),
             sender: config.sender(),
@@ -79,6 +103,9 @@ impl AppState {
             creations: CreationsInFlight::default(),
             ingest: tokio::sync::Mutex::new(()),
             reconciler: tokio::sync::Notify::new(),
+            bus,
+            live,
+            hub,
         })))
     }
 
@@ -97,7 +124,15 @@ impl AppState {
 
     /// The UI's view of a room, with live presence.
     pub fn live_view(&self, room: crate::store::CityRoom) -> crate::api::CityRoomView {
-        crate::api::CityRoomView::new(room)
+        let live = self.hub.room(&room.slug);
+        let mut view = crate::api::CityRoomView::new(room);
+        if let Some(live) = live {
+            view.members_online = Some(live.online_count);
+            view.last_event = live
+                .last_event_ts
+                .and_then(|ts| chrono::DateTime::from_timestamp_millis(i64::try_from(ts).ok()?));
+        }
+        view
     }
 }
 
@@ -122,6 +157,10 @@ pub async fn run(
     let workers = [
         tokio::spawn(startup_ping(state.clone())),
         tokio::spawn(crate::rooms::reconcile(state.clone())),
+        tokio::spawn({
+            let state = state.clone();
+            async move { state.live.rebuild(state.directory.all()).await }
+        }),
     ];
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

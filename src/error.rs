@@ -20,6 +20,9 @@ pub enum Error {
     /// A call to the homeserver failed.
     #[error("homeserver: {0}")]
     Homeserver(#[from] HomeserverError),
+    /// The bus (NATS) could not be reached.
+    #[error("bus: {0}")]
+    Bus(String),
 }
 
 /// The crate's result type.
@@ -139,7 +142,7 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::BAD_GATEWAY, "matrix_error")
                     .with_detail("the Matrix homeserver refused the request")
             }
-            Error::Database(_) => {
+            Error::Database(_) | Error::Bus(_) => {
                 tracing::error!(%error, "request failed");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }

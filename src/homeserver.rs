@@ -410,6 +410,22 @@ impl Homeserver {
         Ok(())
     }
 
+    /// Sets the presence of `user` (a user of the appservice), as that user.
+    pub async fn set_presence(
+        &self,
+        user: &UserId,
+        presence: &str,
+        status_msg: Option<String>,
+    ) -> Result<(), HomeserverError> {
+        let mut request = ruma::api::client::presence::set_presence::v3::Request::new(
+            user.to_owned(),
+            ruma::presence::PresenceState::from(presence),
+        );
+        request.status_msg = status_msg;
+        self.send(request, Some(user)).await?;
+        Ok(())
+    }
+
     /// Registers the virtual user `localpart` (`m.login.application_service`, no login).
     /// A user that already exists is not an error.
     pub async fn register_user(&self, localpart: &str) -> Result<(), HomeserverError> {

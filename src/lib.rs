@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod appservice;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod homeserver;

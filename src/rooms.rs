@@ -35,6 +35,15 @@ impl RoomDirectory {
             .cloned()
     }
 
+    /// Every mapped room.
+    pub fn all(&self) -> Vec<(String, MappedRoom)> {
+        let rooms = self.rooms.read().expect("not poisoned");
+        rooms
+            .iter()
+            .map(|(id, room)| (id.clone(), room.clone()))
+            .collect()
+    }
+
     /// Whether a Matrix room is mapped.
     pub fn contains(&self, matrix_room_id: &str) -> bool {
         self.rooms

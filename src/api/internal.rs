@@ -233,3 +233,74 @@ pub async fn room_mapping(
             .collect(),
     ))
 }
+
+/// An agent's presence.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AgentPresence {
+    /// `online`, `unavailable` or `offline`.
+    pub presence: String,
+    /// Free text shown by clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_msg: Option<String>,
+}
+
+/// # `PUT /internal/agents/{agent_id}/presence`
+///
+/// Sets the agent's presence in Matrix (as the agent) and in the live room counts at once.
+#[utoipa::path(put, path = "/internal/agents/{agent_id}/presence", tag = "internal", request_body = AgentPresence,
+    params(("agent_id" = String, Path, description = "agent:<name>")),
+    security(("bearer" = [])),
+    responses((status = 200, body = AgentPresence), (status = 404, description = "no such agent"),
+        (status = 422, description = "invalid presence")))]
+pub async fn agent_presence(
+    State(state): State<AppState>,
+    _service: Service,
+    axum::extract::Path(agent_id): axum::extract::Path<String>,
+    ApiJson(body): ApiJson<AgentPresence>,
+) -> Result<Json<AgentPresence>, ApiError> {
+    let Some(status) = crate::presence::PresenceStatus::parse(&body.presence) else {
+        return Err(ApiError::invalid(
+            "presence",
+            "must be online, unavailable or offline",
+        ));
+    };
+    if body
+        .status_msg
+        .as_deref()
+        .is_some_and(|m| m.chars().count() > 500)
+    {
+        return Err(ApiError::invalid(
+            "status_msg",
+            "must be at most 500 characters",
+        ));
+    }
+    let user = agent_id
+        .strip_prefix("agent:")
+        .and_then(|name| {
+            ruma::UserId::parse_with_server_name(format!("agent_{name}"), &state.config.server_name)
+                .ok()
+        })
+        .ok_or_else(ApiError::not_found)?;
+    let agent = state
+        .store
+        .agent(&agent_id)
+        .await
+        .map_err(crate::Error::from)?
+        .ok_or_else(ApiError::not_found)?;
+    if agent.matrix_user_id.is_none() {
+        crate::agents::provision(
+            &state.store,
+            &state.homeserver,
+            &state.config.server_name,
+            &user,
+        )
+        .await?;
+    }
+    state
+        .homeserver
+        .set_presence(&user, status.as_str(), body.status_msg.clone())
+        .await
+        .map_err(crate::Error::from)?;
+    state.live.set_presence(&user, status).await;
+    Ok(Json(body))
+}

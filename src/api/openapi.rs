@@ -13,11 +13,12 @@ use super::{city_rooms, internal};
     paths(
         city_rooms::list, city_rooms::get, city_rooms::create, city_rooms::update,
         internal::create_matrix_room, internal::find_by_alias, internal::backfill, internal::room_mapping,
+        internal::agent_presence,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
         city_rooms::Visibility, internal::MatrixRoomRef, internal::CreateMatrixRoom,
-        internal::BackfillSummary, internal::BackfillFailure, internal::RoomMapping,
+        internal::BackfillSummary, internal::BackfillFailure, internal::RoomMapping, internal::AgentPresence,
     )),
     modifiers(&BearerAuth),
 )]

@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use ruma::{api::appservice::event::push_events, events::AnyTimelineEvent, serde::Raw};
+use ruma::{
+    api::appservice::event::push_events::{self, v1::EphemeralData},
+    events::AnyTimelineEvent,
+    serde::Raw,
+};
 use tracing::{debug, warn};
 
 use super::{Ruma, RumaResponse};
@@ -26,12 +30,23 @@ const CREATION_WAIT: Duration = Duration::from_secs(30);
 /// Synapse resend, and the event id keeps the resend from adding rows.
 pub async fn push_events(
     State(state): State<AppState>,
-    Ruma { request, .. }: Ruma<push_events::v1::Request>,
+    Ruma { request, body }: Ruma<push_events::v1::Request>,
 ) -> Result<RumaResponse<push_events::v1::Response>, MatrixError> {
     // Synapse sends one transaction at a time; a resend racing a slow first attempt must
     // still be applied after it, in order.
     let _in_order = state.ingest.lock().await;
     let applied = apply(&state, request.txn_id.as_str(), &request.events).await?;
+    let ephemeral = if request.ephemeral.is_empty() {
+        legacy_ephemeral(&body)
+    } else {
+        request.ephemeral
+    };
+    if !ephemeral.is_empty() {
+        state
+            .live
+            .apply_ephemeral(&ephemeral, &state.directory)
+            .await;
+    }
     debug!(txn_id = %request.txn_id, events = request.events.len(), ?applied, "transaction applied");
     Ok(RumaResponse(push_events::v1::Response::new()))
 }
@@ -78,10 +93,20 @@ pub async fn apply(
         sender: &sender,
     };
     let mut upgrades = Vec::new();
+    // Every event of a mapped room is activity: the room's `last_event`.
+    let mut activity: Vec<(String, u64)> = Vec::new();
     for (index, envelope) in &envelopes {
         let Some(room) = state.directory.get(envelope.room_id.as_str()) else {
             continue;
         };
+        let ts = u64::from(envelope.origin_server_ts.get());
+        match activity
+            .iter_mut()
+            .find(|(r, _)| r == envelope.room_id.as_str())
+        {
+            Some((_, last)) => *last = (*last).max(ts),
+            None => activity.push((envelope.room_id.to_string(), ts)),
+        }
         match ingest::read_event(envelope, &room, &ctx) {
             Read::Change(change) => {
                 if let Change::RoomState(s) = &change
@@ -103,10 +128,45 @@ pub async fn apply(
         }
     }
 
+    let memberships: Vec<_> = batch
+        .changes
+        .iter()
+        .filter_map(|(_, change)| match change {
+            Change::Membership(m) => Some((
+                m.matrix_room_id.clone(),
+                m.user_id.clone(),
+                m.membership.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
     let applied = state.store.apply_transaction(txn_id, events, batch).await?;
     for (old, new, room) in upgrades {
         state.directory.remove(&old);
         state.directory.insert(new, room);
     }
+    if !memberships.is_empty() || !activity.is_empty() {
+        state
+            .live
+            .apply_room_events(&memberships, &activity, &state.directory)
+            .await;
+    }
     Ok(applied)
+}
+
+/// Ephemeral data under the legacy key, read only when the stable `ephemeral` key is
+/// empty (never both), and only parsed when the key is present at all.
+fn legacy_ephemeral(body: &[u8]) -> Vec<Raw<EphemeralData>> {
+    const KEY: &[u8] = b"\"de.sorunome.msc2409.ephemeral\"";
+    if !body.windows(KEY.len()).any(|w| w == KEY) {
+        return Vec::new();
+    }
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        #[serde(rename = "de.sorunome.msc2409.ephemeral", default)]
+        ephemeral: Vec<Raw<EphemeralData>>,
+    }
+    serde_json::from_slice::<Legacy>(body)
+        .map(|l| l.ephemeral)
+        .unwrap_or_default()
 }

@@ -52,7 +52,7 @@ pub struct UserPresence {
 }
 
 /// The published state of one city room.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "room.presence")]
 pub struct RoomPresence {
     /// Slug of the city room.

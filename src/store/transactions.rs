@@ -25,20 +25,17 @@ pub struct Batch {
 
 /// What applying a transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The transaction id was committed before; nothing was done again.
-    AlreadyApplied,
-    /// Committed.
-    Committed {
-        /// Row changes applied.
-        changes: usize,
-        /// Events recorded as dead letters.
-        dead_letters: usize,
-    },
+pub struct Applied {
+    /// Row changes applied (a replayed event's change applies as a no-op).
+    pub changes: usize,
+    /// Events recorded as dead letters.
+    pub dead_letters: usize,
 }
 
 impl Store {
-    /// Applies `batch` for transaction `txn_id` atomically. A change the database refuses
+    /// Applies `batch` of transaction `txn_id` atomically. Replays are harmless: every
+    /// change is idempotent per event (transaction ids are not unique over time, so they
+    /// are not trusted to skip anything). A change the database refuses
     /// (a value or constraint error) is dead-lettered and the rest still lands; only an
     /// unreachable database fails the whole transaction.
     pub async fn apply_transaction(
@@ -53,19 +50,13 @@ impl Store {
                 .iter()
                 .all(|(_, c)| matches!(c, Change::Message(_)))
         {
-            match self
-                .apply_messages_only(txn_id, events.len(), &batch.changes)
-                .await
-            {
+            match self.apply_messages_only(&batch.changes).await {
                 Ok(applied) => return Ok(applied),
                 Err(e) if is_data_error(&e) => {}
                 Err(e) => return Err(e),
             }
         }
         let mut tx = self.pool.begin().await?;
-        if !claim_transaction(&mut tx, txn_id, events.len()).await? {
-            return Ok(Applied::AlreadyApplied);
-        }
         let mut refused = Vec::new();
         match apply_grouped(&mut tx, &batch.changes).await {
             Ok(()) => {}
@@ -73,7 +64,6 @@ impl Store {
                 warn!(txn_id, error = %e, "a change was refused; applying one by one");
                 tx.rollback().await?;
                 tx = self.pool.begin().await?;
-                claim_transaction(&mut tx, txn_id, events.len()).await?;
                 refused = apply_one_by_one(&mut tx, &batch.changes, events).await?;
             }
             Err(e) => return Err(e),
@@ -82,19 +72,16 @@ impl Store {
         batch.dead_letters.extend(refused);
         insert_dead_letters(&mut tx, txn_id, &batch.dead_letters).await?;
         tx.commit().await?;
-        Ok(Applied::Committed {
+        Ok(Applied {
             changes,
             dead_letters: batch.dead_letters.len(),
         })
     }
 
-    /// The common case — nothing but new messages — in one statement, so one round trip
-    /// and one commit: claiming the transaction id and inserting the messages are atomic
-    /// as a single statement is.
+    /// The common case — nothing but new messages — as one statement: one round trip,
+    /// one commit.
     async fn apply_messages_only(
         &self,
-        txn_id: &str,
-        event_count: usize,
         changes: &[(usize, Change)],
     ) -> Result<Applied, sqlx::Error> {
         let messages: Vec<&NewMessage> = changes
@@ -104,40 +91,11 @@ impl Store {
                 _ => None,
             })
             .collect();
-        let columns = MessageColumns::new(&messages);
-        let claimed: Option<i64> = sqlx::query_scalar(
-            "WITH claim AS ( \
-                 INSERT INTO appservice_transactions (txn_id, event_count) VALUES ($10, $11) \
-                 ON CONFLICT (txn_id) DO NOTHING RETURNING 1), \
-             inserted AS ( \
-                 INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
-                                       sender_matrix_id, sender_type, msgtype, content_preview, created_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                      $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
-                 WHERE EXISTS (SELECT 1 FROM claim) \
-                 ON CONFLICT (matrix_event_id) DO NOTHING RETURNING 1) \
-             SELECT (SELECT count(*) FROM claim)",
-        )
-        .bind(columns.channel_id)
-        .bind(columns.matrix_room_id)
-        .bind(columns.event_id)
-        .bind(columns.sender_id)
-        .bind(columns.sender_matrix_id)
-        .bind(columns.sender_type)
-        .bind(columns.msgtype)
-        .bind(columns.preview)
-        .bind(columns.created_at)
-        .bind(txn_id)
-        .bind(i32::try_from(event_count).unwrap_or(i32::MAX))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(if claimed == Some(1) {
-            Applied::Committed {
-                changes: messages.len(),
-                dead_letters: 0,
-            }
-        } else {
-            Applied::AlreadyApplied
+        let mut conn = self.pool.acquire().await?;
+        insert_messages(&mut conn, &messages).await?;
+        Ok(Applied {
+            changes: messages.len(),
+            dead_letters: 0,
         })
     }
 
@@ -151,23 +109,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
-}
-
-/// Records the transaction id; false when it was already committed.
-async fn claim_transaction(
-    tx: &mut Transaction<'static, Postgres>,
-    txn_id: &str,
-    events: usize,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO appservice_transactions (txn_id, event_count) VALUES ($1, $2) \
-         ON CONFLICT (txn_id) DO NOTHING",
-    )
-    .bind(txn_id)
-    .bind(i32::try_from(events).unwrap_or(i32::MAX))
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
 }
 
 /// The fast path: one statement per kind of change.
@@ -436,7 +377,8 @@ async fn insert_dead_letters(
         |f: fn(&DeadLetter) -> Option<&str>| dead.iter().map(f).collect::<Vec<Option<&str>>>();
     sqlx::query(
         "INSERT INTO dead_letters (txn_id, event_id, room_id, event_type, reason, event) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(txn_id)
     .bind(opt(|d| d.event_id.as_deref()))

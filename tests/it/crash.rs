@@ -26,7 +26,7 @@ fn spawn_bridge() -> Child {
         Command::new(env!("CARGO_BIN_EXE_city-bridge"))
             .arg("serve")
             .envs(bridge_vars())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "city_bridge=warn")
             .spawn()
             .expect("spawn city-bridge"),
     )

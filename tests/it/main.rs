@@ -7,5 +7,6 @@ mod appservice_api;
 mod city_api;
 mod crash;
 mod ingest;
+mod presence;
 mod rooms;
 mod support;

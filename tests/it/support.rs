@@ -227,6 +227,7 @@ pub struct MatrixUser {
     pub user_id: String,
     token: String,
     http: reqwest::Client,
+    masquerade: bool,
 }
 
 impl MatrixUser {
@@ -252,7 +253,16 @@ impl MatrixUser {
             user_id: response["user_id"].as_str().unwrap().to_owned(),
             token: token.to_owned(),
             http,
+            masquerade: false,
         }
+    }
+
+    /// An appservice user (an agent), through the `as_token` and `?user_id=`.
+    pub fn masquerading(user_id: &str) -> Self {
+        let mut user = Self::appservice();
+        user.user_id = user_id.to_owned();
+        user.masquerade = true;
+        user
     }
 
     /// The appservice's own user (the creator of city rooms), with the `as_token`.
@@ -262,6 +272,7 @@ impl MatrixUser {
             user_id: config.sender().to_string(),
             token: config.registration.as_token,
             http: reqwest::Client::new(),
+            masquerade: false,
         }
     }
 
@@ -282,6 +293,9 @@ impl MatrixUser {
                 format!("{}/_matrix/client{path}", env().synapse_url),
             )
             .bearer_auth(&self.token);
+        if self.masquerade {
+            request = request.query(&[("user_id", &self.user_id)]);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -382,6 +396,10 @@ impl MatrixUser {
             None,
         )
         .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value, Refused> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Refused> {

@@ -1,0 +1,101 @@
+//! The event bus to the rest of the platform: NATS when `NATS_URL` is set, an in-process
+//! broadcast otherwise. Every instance subscribes to what it serves (the WebSocket
+//! gateways), so with NATS a client on any instance sees what another one published.
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::sync::{broadcast, mpsc};
+use tracing::warn;
+
+/// How many messages a slow in-process subscriber may fall behind before it misses some.
+const IN_PROCESS_CAPACITY: usize = 4096;
+
+/// A message on the bus.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    /// The subject, e.g. `city.presence.room.general`.
+    pub subject: String,
+    /// The JSON payload.
+    pub payload: Bytes,
+}
+
+/// The bus.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// Inside this process only.
+    InProcess(broadcast::Sender<BusMessage>),
+    /// A NATS server.
+    Nats(async_nats::Client),
+}
+
+impl Bus {
+    /// Connects to NATS at `url`, or makes an in-process bus when there is none.
+    pub async fn connect(url: Option<&str>) -> Result<Self, async_nats::ConnectError> {
+        Ok(match url {
+            Some(url) => Self::Nats(async_nats::connect(url).await?),
+            None => Self::InProcess(broadcast::channel(IN_PROCESS_CAPACITY).0),
+        })
+    }
+
+    /// Publishes `payload` on `subject`. A failure is logged: the bus carries live
+    /// updates, and the next one supersedes a lost one.
+    pub async fn publish(&self, subject: String, payload: Bytes) {
+        match self {
+            Self::InProcess(tx) => {
+                // No subscriber is not an error.
+                let _ = tx.send(BusMessage { subject, payload });
+            }
+            Self::Nats(client) => {
+                if let Err(error) = client.publish(subject.clone(), payload).await {
+                    warn!(%subject, %error, "NATS publish failed");
+                }
+            }
+        }
+    }
+
+    /// Messages whose subject matches `pattern` (NATS syntax; in-process only the
+    /// trailing `>` wildcard is understood), until the receiver is dropped.
+    pub async fn subscribe(
+        &self,
+        pattern: &str,
+    ) -> Result<mpsc::Receiver<BusMessage>, async_nats::SubscribeError> {
+        let (tx, rx) = mpsc::channel(IN_PROCESS_CAPACITY);
+        match self {
+            Self::InProcess(bus) => {
+                let mut messages = bus.subscribe();
+                let prefix = pattern.trim_end_matches('>').to_owned();
+                tokio::spawn(async move {
+                    loop {
+                        match messages.recv().await {
+                            Ok(m) if m.subject.starts_with(&prefix) => {
+                                if tx.send(m).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                warn!(n, "bus subscriber fell behind")
+                            }
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        }
+                    }
+                });
+            }
+            Self::Nats(client) => {
+                let mut subscription = client.subscribe(pattern.to_owned()).await?;
+                tokio::spawn(async move {
+                    while let Some(m) = subscription.next().await {
+                        let message = BusMessage {
+                            subject: m.subject.to_string(),
+                            payload: m.payload,
+                        };
+                        if tx.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(rx)
+    }
+}

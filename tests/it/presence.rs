@@ -1,0 +1,338 @@
+//! Live presence: Synapse pushes presence and typing; the bridge keeps per-room counts,
+//! serves them on `/ws/city/presence` and publishes them on the bus.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{
+    Bridge, GATEWAY_SECRET, MatrixUser, alias, api, encode, env, eventually, jwt, unique,
+};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect() -> Socket {
+    let url = format!(
+        "ws://{}/ws/city/presence?token={}",
+        env().bridge_addr,
+        jwt("user:viewer", &[])
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket connects")
+        .0
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("a message within 30 s")
+            .expect("socket open")
+            .expect("message");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).expect("JSON");
+        }
+    }
+}
+
+/// Reads updates until one for `slug` satisfies `check`.
+async fn until(
+    socket: &mut Socket,
+    slug: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        let update = next_json(socket).await;
+        if update["type"] == "room.presence" && update["room_slug"] == slug && check(&update) {
+            return update;
+        }
+    }
+}
+
+async fn set_presence(user: &MatrixUser, presence: &str) {
+    user.put(
+        &format!("/v3/presence/{}/status", encode(&user.user_id)),
+        json!({"presence": presence}),
+    )
+    .await
+    .expect("set presence");
+}
+
+async fn typing(user: &MatrixUser, room_id: &str, on: bool) {
+    let path = format!(
+        "/v3/rooms/{}/typing/{}",
+        encode(room_id),
+        encode(&user.user_id)
+    );
+    user.put(&path, json!({"typing": on, "timeout": 30000}))
+        .await
+        .expect("typing");
+}
+
+async fn new_room(name: &str) -> (String, String) {
+    let slug = unique("live-");
+    let (status, room) = api(
+        Method::POST,
+        "/api/city/rooms",
+        Some(GATEWAY_SECRET),
+        Some(json!({"slug": slug, "name": name})),
+    )
+    .await;
+    assert_eq!(status, 201, "{room}");
+    (slug, room["matrix_room_id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn websocket_needs_a_token_and_answers_ping() {
+    let bridge = Bridge::start().await;
+    let url = format!("ws://{}/ws/city/presence", env().bridge_addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let bad = format!("ws://{}/ws/city/presence?token=nope", env().bridge_addr);
+    assert!(tokio_tungstenite::connect_async(bad).await.is_err());
+
+    let mut socket = connect().await;
+    let snapshot = next_json(&mut socket).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert!(snapshot["rooms"].is_array());
+    socket.send(Message::text("ping")).await.unwrap();
+    loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Text(text) if text.as_str() == "pong" => break,
+            Message::Text(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn online_count_and_typing_follow_matrix() {
+    let bridge = Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "50")]).await;
+    let (slug, room_id) = new_room("Live").await;
+    let mut socket = connect().await;
+    assert_eq!(next_json(&mut socket).await["type"], "snapshot");
+
+    let alice = MatrixUser::register("alice").await;
+    set_presence(&alice, "online").await;
+    alice.join(&alias(&slug)).await.unwrap();
+    let update = until(&mut socket, &slug, "alice online in the room", |u| {
+        u["online_count"] == 1
+    })
+    .await;
+    assert_eq!(update["matrix_room_id"], room_id.as_str());
+    assert_eq!(update["matrix_room_alias"], alias(&slug));
+
+    // The REST list shows the same count.
+    let room = eventually("members_online in REST", || async {
+        let (_, room) = api(Method::GET, &format!("/api/city/rooms/{slug}"), None, None).await;
+        (room["members_online"] == 1).then_some(room)
+    })
+    .await;
+    assert!(room["last_event"].is_string(), "{room}");
+
+    typing(&alice, &room_id, true).await;
+    let update = until(&mut socket, &slug, "alice typing", |u| {
+        u["typing_count"] == 1
+    })
+    .await;
+    assert_eq!(update["typing_users"], json!([alice.user_id]));
+    typing(&alice, &room_id, false).await;
+    until(&mut socket, &slug, "typing stopped", |u| {
+        u["typing_count"] == 0
+    })
+    .await;
+
+    set_presence(&alice, "offline").await;
+    until(&mut socket, &slug, "alice offline", |u| {
+        u["online_count"] == 0
+    })
+    .await;
+    set_presence(&alice, "online").await;
+    until(&mut socket, &slug, "alice back online", |u| {
+        u["online_count"] == 1
+    })
+    .await;
+    alice.leave(&room_id).await;
+    until(&mut socket, &slug, "alice left", |u| u["online_count"] == 0).await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn bursts_are_throttled_and_end_in_the_final_state() {
+    let bridge = Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "1500")]).await;
+    let (slug, room_id) = new_room("Burst").await;
+    let alice = MatrixUser::register("alice").await;
+    alice.join(&room_id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut socket = connect().await;
+    next_json(&mut socket).await;
+
+    for on in [true, false, true, false, true] {
+        typing(&alice, &room_id, on).await;
+    }
+    // First change at once, the rest folded into one trailing update with the last state.
+    let mut updates = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout_at(deadline, socket.next()).await
+    {
+        let update: Value = serde_json::from_str(&text).unwrap();
+        if update["room_slug"] == slug.as_str() {
+            updates.push(update);
+        }
+    }
+    assert!(
+        !updates.is_empty() && updates.len() <= 3,
+        "throttled: {updates:#?}"
+    );
+    assert_eq!(
+        updates.last().unwrap()["typing_count"],
+        1,
+        "the burst ends typing: {updates:#?}"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_bridge_rebuilds_the_counts_without_new_pushes() {
+    let bridge = Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "50")]).await;
+    let (slug, room_id) = new_room("Restart").await;
+    let alice = MatrixUser::register("alice").await;
+    set_presence(&alice, "online").await;
+    alice.join(&room_id).await.unwrap();
+    let mut socket = connect().await;
+    until(&mut socket, &slug, "online before restart", |u| {
+        u["online_count"] == 1
+    })
+    .await;
+    bridge.stop().await;
+
+    let bridge = Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "50")]).await;
+    let snapshot = eventually("snapshot rebuilt", || async {
+        let mut socket = connect().await;
+        let snapshot = next_json(&mut socket).await;
+        let room = snapshot["rooms"]
+            .as_array()?
+            .iter()
+            .find(|r| r["room_slug"] == slug.as_str())?
+            .clone();
+        (room["online_count"] == 1).then_some(room)
+    })
+    .await;
+    assert_eq!(
+        snapshot,
+        json!({"room_slug": slug, "online_count": 1, "typing_count": 0})
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn agents_presence_counts_and_nats_carries_the_payloads() {
+    let nats = std::env::var("CITY_BRIDGE_TEST_NATS_URL")
+        .expect("CITY_BRIDGE_TEST_NATS_URL (scripts/test.sh sets it)");
+    let client = async_nats::connect(&nats).await.expect("NATS reachable");
+    let bridge =
+        Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "50"), ("NATS_URL", &nats)]).await;
+    let (slug, room_id) = new_room("Agents").await;
+    let name = unique("nova");
+    sqlx::query("INSERT INTO agents (id, display_name) VALUES ($1, 'Nova')")
+        .bind(format!("agent:{name}"))
+        .execute(bridge.pool())
+        .await
+        .unwrap();
+    let mut rooms = client
+        .subscribe(format!("city.presence.room.{slug}"))
+        .await
+        .unwrap();
+    let mut users = client
+        .subscribe(format!("city.presence.user.agent_{name}"))
+        .await
+        .unwrap();
+
+    // The agent is registered on first use, joins, and comes online through the API.
+    let agent = format!("@agent_{name}:{}", env().server_name);
+    let (status, body) = api(
+        Method::PUT,
+        &format!("/internal/agents/agent:{name}/presence"),
+        Some(GATEWAY_SECRET),
+        Some(json!({"presence": "online", "status_msg": "thinking"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let bot = MatrixUser::appservice();
+    bot.invite(&room_id, &agent).await.unwrap();
+    MatrixUser::masquerading(&agent)
+        .join(&room_id)
+        .await
+        .unwrap();
+    let members = bot
+        .get(&format!("/v3/rooms/{}/joined_members", encode(&room_id)))
+        .await
+        .unwrap();
+    assert!(
+        members["joined"].get(&agent).is_some(),
+        "agent joined: {members}"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline, rooms.next())
+            .await
+            .expect("room presence on NATS")
+            .unwrap();
+        let payload: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(payload["type"], "room.presence");
+        assert_eq!(payload["room_slug"], slug.as_str());
+        assert_eq!(payload["matrix_room_id"], room_id.as_str());
+        if payload["online_count"] == 1 {
+            break;
+        }
+    }
+    let message = tokio::time::timeout(Duration::from_secs(30), users.next())
+        .await
+        .expect("user presence on NATS")
+        .unwrap();
+    let payload: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        (
+            payload["type"].as_str(),
+            payload["matrix_user_id"].as_str(),
+            payload["status"].as_str()
+        ),
+        (Some("user.presence"), Some(agent.as_str()), Some("online"))
+    );
+
+    let (status, _) = api(
+        Method::PUT,
+        "/internal/agents/agent:nobody-here/presence",
+        Some(GATEWAY_SECRET),
+        Some(json!({"presence": "online"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = api(
+        Method::PUT,
+        &format!("/internal/agents/agent:{name}/presence"),
+        Some(GATEWAY_SECRET),
+        Some(json!({"presence": "dancing"})),
+    )
+    .await;
+    assert_eq!((status, &body["field"]), (422, &json!("presence")));
+    bridge.stop().await;
+}
