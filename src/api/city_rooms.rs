@@ -137,7 +137,8 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-fn check_name(name: &str) -> Result<String, ApiError> {
+/// A name of 1–100 characters, trimmed.
+pub(super) fn check_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     let chars = name.chars().count();
     if chars == 0 || chars > 100 || name.contains('\0') {

@@ -64,10 +64,8 @@ pub async fn create_matrix_room(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias")
             .with_detail("slug must match ^[a-z0-9][a-z0-9_-]{0,63}$"));
     }
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
-    }
+    let name = super::city_rooms::check_name(&body.name)?;
+    let name = name.as_str();
     if state
         .store
         .room_by_slug(&body.slug)
