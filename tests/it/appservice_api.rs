@@ -188,3 +188,36 @@ async fn health_reports_synapse_reachability() {
     let _ = env();
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn postgres_gone_means_a_500_without_internals_and_synapse_resends() {
+    let admin = sqlx::PgPool::connect(&env().database_url).await.unwrap();
+    let db = crate::support::unique("gone");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", env().database_url.rsplit_once('/').unwrap().0);
+    let bridge = Bridge::start_with(&[("DATABASE_URL", &url)]).await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let event = crate::support::message_event("!r:localhost", "$lost", "@a:localhost", "hi");
+    let (status, reply) = push("pg-gone", &json!({"events": [event]}), Some(&hs_token())).await;
+    // Not 200: the events are not durable, so Synapse must keep them and resend.
+    assert_eq!(
+        (status.as_u16(), reply),
+        (
+            500,
+            json!({"errcode": "M_UNKNOWN", "error": "Internal error"})
+        )
+    );
+    let (status, health) = get(&format!("{}/healthz", bridge.url()), None).await;
+    assert_eq!((status, &health["database"]), (200, &json!("unreachable")));
+    let (status, body) =
+        crate::support::api(reqwest::Method::GET, "/api/city/rooms", None, None).await;
+    assert_eq!((status, body), (500, json!({"error": "internal_error"})));
+    bridge.stop().await;
+}
