@@ -32,7 +32,7 @@ INSERT INTO city_rooms (id, slug, name, description, is_default) VALUES
     ('room_city_general', 'general', 'General', 'Головна кімната міста', true),
     ('room_city_welcome', 'welcome', 'Welcome', 'Start here: meet the city and its agents', false);
 
--- Latest applied state event per (room, type), so a replayed older event never wins.
+-- Last applied state event per (room, type): the same event pushed again changes nothing.
 CREATE TABLE matrix_room_state (
     matrix_room_id   TEXT NOT NULL,
     event_type       TEXT NOT NULL,

@@ -18,7 +18,7 @@ CREATE TABLE room_members (
     -- join | leave | invite | ban | knock
     membership     TEXT NOT NULL,
     display_name   TEXT,
-    -- The event that set this row and its time; an older event never overwrites a newer one.
+    -- The event that set this row, and its origin_server_ts.
     event_id       TEXT NOT NULL,
     event_ts       BIGINT NOT NULL,
     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),

@@ -39,6 +39,8 @@ impl Claims {
 pub fn verify_jwt(token: &str, secret: &str) -> Option<Claims> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "sub"]);
+    // DAARION tokens may name an audience; the bridge is not one it checks.
+    validation.validate_aud = false;
     jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(secret.as_bytes()),

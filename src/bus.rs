@@ -19,35 +19,58 @@ pub struct BusMessage {
     pub payload: Bytes,
 }
 
+/// How many messages may wait for a NATS server that is slow or away before new ones are
+/// dropped (live updates: the next one supersedes a lost one).
+const NATS_BACKLOG: usize = 8192;
+
 /// The bus.
 #[derive(Debug, Clone)]
 pub enum Bus {
     /// Inside this process only.
     InProcess(broadcast::Sender<BusMessage>),
-    /// A NATS server.
-    Nats(async_nats::Client),
+    /// A NATS server, fed by one publisher task so that publishing never waits on it.
+    Nats {
+        /// For subscriptions.
+        client: async_nats::Client,
+        /// To the publisher task.
+        outbox: mpsc::Sender<BusMessage>,
+    },
 }
 
 impl Bus {
     /// Connects to NATS at `url`, or makes an in-process bus when there is none.
     pub async fn connect(url: Option<&str>) -> Result<Self, async_nats::ConnectError> {
         Ok(match url {
-            Some(url) => Self::Nats(async_nats::connect(url).await?),
+            Some(url) => {
+                let client = async_nats::connect(url).await?;
+                let (outbox, mut queued) = mpsc::channel::<BusMessage>(NATS_BACKLOG);
+                let publisher = client.clone();
+                tokio::spawn(async move {
+                    while let Some(m) = queued.recv().await {
+                        if let Err(error) = publisher.publish(m.subject.clone(), m.payload).await {
+                            warn!(subject = %m.subject, %error, "NATS publish failed");
+                        }
+                    }
+                });
+                Self::Nats { client, outbox }
+            }
             None => Self::InProcess(broadcast::channel(IN_PROCESS_CAPACITY).0),
         })
     }
 
-    /// Publishes `payload` on `subject`. A failure is logged: the bus carries live
-    /// updates, and the next one supersedes a lost one.
-    pub async fn publish(&self, subject: String, payload: Bytes) {
+    /// Publishes `payload` on `subject` without waiting: ingestion, which calls this,
+    /// must never stall on the bus (a NATS outage would otherwise hold Synapse's stream).
+    /// What cannot be queued is dropped and logged; the bus carries live updates, and the
+    /// next one supersedes a lost one.
+    pub fn publish(&self, subject: String, payload: Bytes) {
         match self {
             Self::InProcess(tx) => {
                 // No subscriber is not an error.
                 let _ = tx.send(BusMessage { subject, payload });
             }
-            Self::Nats(client) => {
-                if let Err(error) = client.publish(subject.clone(), payload).await {
-                    warn!(%subject, %error, "NATS publish failed");
+            Self::Nats { outbox, .. } => {
+                if let Err(e) = outbox.try_send(BusMessage { subject, payload }) {
+                    warn!(subject = %e.into_inner().subject, "NATS backlog full; update dropped");
                 }
             }
         }
@@ -81,7 +104,7 @@ impl Bus {
                     }
                 });
             }
-            Self::Nats(client) => {
+            Self::Nats { client, .. } => {
                 let mut subscription = client.subscribe(pattern.to_owned()).await?;
                 tokio::spawn(async move {
                     while let Some(m) = subscription.next().await {

@@ -154,7 +154,7 @@ pub enum Read {
 pub fn read_event(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) -> Read {
     match envelope.kind.as_ref() {
         "m.room.message" => messages::read_message(envelope, room, ctx),
-        "m.room.redaction" => messages::read_redaction(envelope),
+        "m.room.redaction" => messages::read_redaction(envelope, ctx.server_name),
         "m.room.member" => membership::read_member(envelope, room),
         "m.room.name" | "m.room.topic" | "m.room.canonical_alias" | "m.room.tombstone" => {
             rooms::read_state(envelope, room)

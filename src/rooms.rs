@@ -367,7 +367,13 @@ impl Rooms<'_> {
                 Ok(Ensured::UnknownSlug | Ensured::Archived) => {}
                 Err(e) => {
                     warn!(slug = %room.slug, error = %e, "backfill failed for a room");
-                    summary.failed.push((room.slug, e.to_string()));
+                    // A code for the caller; the cause is in the log.
+                    let code = match &e {
+                        Error::Homeserver(h) if h.is_unavailable() => "matrix_unavailable",
+                        Error::Homeserver(_) => "matrix_error",
+                        Error::Database(_) | Error::Bus(_) => "internal_error",
+                    };
+                    summary.failed.push((room.slug, code.to_owned()));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! `GET /ws/city/presence`: a snapshot of every room on connect, then `room.presence`
-//! updates as they are published. A slow or stuck client is dropped without delaying
-//! anyone else.
+//! updates as they are published. Every client reads the same shared queue at its own
+//! pace: one that falls behind gets a fresh snapshot, one that is stuck is dropped, and
+//! neither delays anyone else.
 
 use std::time::Duration;
 
@@ -70,13 +71,14 @@ async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>) {
     ) {
         return;
     }
-    drop(hub);
     loop {
         let outgoing = tokio::select! {
             update = updates.recv() => match update {
                 Ok(text) => Message::Text(text),
-                // Fell behind the queue: dropped rather than slowing the others.
-                Err(RecvError::Lagged(_) | RecvError::Closed) => break,
+                // Fell behind the shared queue (a burst, or a slow reader): catch up with a
+                // fresh snapshot instead of replaying. Nobody else waited for it.
+                Err(RecvError::Lagged(_)) => Message::Text(Utf8Bytes::from(hub.snapshot())),
+                Err(RecvError::Closed) => break,
             },
             received = incoming.next() => match received {
                 Some(Ok(Message::Text(text))) if text.as_str() == "ping" => Message::Text(Utf8Bytes::from_static("pong")),

@@ -142,8 +142,13 @@ pub async fn apply(
         .collect();
     let applied = state.store.apply_transaction(txn_id, events, batch).await?;
     for (old, new, room) in upgrades {
-        state.directory.remove(&old);
-        state.directory.insert(new, room);
+        // Only if the tombstone was applied (it may have been dead-lettered).
+        let applied = state.store.rooms_by_matrix_ids(&[new.as_str()]).await?;
+        if applied.iter().any(|(_, mapped)| mapped.id == room.id) {
+            state.directory.remove(&old);
+            state.live.unmap_room(&old);
+            state.directory.insert(new, room);
+        }
     }
     if !memberships.is_empty() || !activity.is_empty() {
         state

@@ -19,7 +19,7 @@ pub struct MembershipChange {
     pub display_name: Option<String>,
     /// The event.
     pub event_id: String,
-    /// Its `origin_server_ts`; an older event never overwrites a newer one.
+    /// Its `origin_server_ts`.
     pub event_ts: i64,
 }
 

@@ -58,6 +58,8 @@ pub struct NewMessage {
 pub struct MessageEdit {
     /// The edited message's event id.
     pub target: String,
+    /// The room of the edit: only a message of the same room is edited.
+    pub matrix_room_id: String,
     /// Who edited: only the original sender's edits apply.
     pub sender_matrix_id: String,
     /// The new preview.
@@ -71,6 +73,15 @@ pub struct MessageEdit {
 pub struct Redaction {
     /// The redacted event's id.
     pub target: String,
+    /// The room of the redaction: only a message of the same room is redacted.
+    pub matrix_room_id: String,
+    /// Who redacted.
+    pub sender_matrix_id: String,
+    /// Whether the redactor is a user of this homeserver. Synapse accepts a remote
+    /// user's redaction of anyone's event into the room and only checks it when serving
+    /// the event; the index takes a redaction from the message's own sender or from a
+    /// local user (whose power Synapse did check).
+    pub sender_is_local: bool,
     /// When.
     pub redacted_at: DateTime<Utc>,
 }
@@ -106,6 +117,7 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
         return match indexed_body(&replacement.new_content.msgtype) {
             Some((_, body)) => Read::Change(Change::Edit(MessageEdit {
                 target: replacement.event_id.to_string(),
+                matrix_room_id: envelope.room_id.to_string(),
                 sender_matrix_id: envelope.sender.to_string(),
                 preview: preview(body),
                 edited_at: time(envelope),
@@ -130,7 +142,7 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
     }))
 }
 
-pub(super) fn read_redaction(envelope: &Envelope<'_>) -> Read {
+pub(super) fn read_redaction(envelope: &Envelope<'_>, server_name: &ruma::ServerName) -> Read {
     // Room version 11 moved `redacts` into the content; read both.
     let from_content =
         match serde_json::from_str::<RoomRedactionEventContent>(envelope.content.get()) {
@@ -140,6 +152,9 @@ pub(super) fn read_redaction(envelope: &Envelope<'_>) -> Read {
     match from_content.or_else(|| envelope.redacts.clone()) {
         Some(target) => Read::Change(Change::Redaction(Redaction {
             target: target.to_string(),
+            matrix_room_id: envelope.room_id.to_string(),
+            sender_matrix_id: envelope.sender.to_string(),
+            sender_is_local: envelope.sender.server_name() == server_name,
             redacted_at: time(envelope),
         })),
         None => Read::Invalid("m.room.redaction without redacts".to_owned()),

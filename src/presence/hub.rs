@@ -15,8 +15,9 @@ use tracing::warn;
 use super::RoomPresence;
 use crate::bus::BusMessage;
 
-/// How far a WebSocket client may fall behind before it is dropped.
-pub const CLIENT_QUEUE: usize = 64;
+/// How far a WebSocket client may fall behind before it is resynchronised with a snapshot.
+/// One shared ring buffer, not a queue per client.
+pub const CLIENT_QUEUE: usize = 256;
 
 /// Latest room states and the update stream.
 #[derive(Debug)]

@@ -46,6 +46,8 @@ struct State {
 /// The presence of every mapped room, kept live and published.
 pub struct LivePresence {
     state: Mutex<State>,
+    /// Consecutive rebuilds that failed, for their backoff.
+    retries: std::sync::atomic::AtomicU32,
     bus: Bus,
     homeserver: Homeserver,
     server_name: ruma::OwnedServerName,
@@ -71,6 +73,7 @@ impl LivePresence {
         server_name: ruma::OwnedServerName,
     ) -> Arc<Self> {
         Arc::new(Self {
+            retries: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(State {
                 aggregator: PresenceAggregator::new(sender.as_str()),
                 throttle: RoomThrottle::new(window),
@@ -142,13 +145,13 @@ impl LivePresence {
         let due = self.lock().throttle.due(Instant::now());
         for (_, room) in due {
             let (subject, payload) = room_message(&room);
-            self.bus.publish(subject, payload).await;
+            self.bus.publish(subject, payload);
         }
     }
 
-    async fn send(&self, out: Outgoing) {
+    fn send(&self, out: Outgoing) {
         for (subject, payload) in out {
-            self.bus.publish(subject, payload).await;
+            self.bus.publish(subject, payload);
         }
     }
 
@@ -220,7 +223,7 @@ impl LivePresence {
                 }
             }
         }
-        self.send(out).await;
+        self.send(out);
         self.rebuild_new(new_rooms);
     }
 
@@ -252,7 +255,7 @@ impl LivePresence {
                 }
             }
         }
-        self.send(out).await;
+        self.send(out);
         self.rebuild_new(new_rooms);
         if !unknown.is_empty() {
             let this = Arc::clone(self);
@@ -301,7 +304,7 @@ impl LivePresence {
                 }
             }
         }
-        self.send(out).await;
+        self.send(out);
     }
 
     /// Sets a user's presence (an agent's, set through the API) and publishes it.
@@ -317,13 +320,25 @@ impl LivePresence {
             }
             self.offer(&mut state, change.rooms, &mut out);
         }
-        self.send(out).await;
+        self.send(out);
+    }
+
+    /// Forgets a Matrix room (replaced by an upgrade).
+    pub fn unmap_room(&self, matrix_room_id: &str) {
+        self.lock().aggregator.unmap_room(matrix_room_id);
     }
 
     /// Rebuilds the state of `rooms` from the homeserver — joined members, then their
     /// presence — since Synapse keeps no ephemeral data for an appservice that was down.
     /// Publishes every room afterwards.
-    pub async fn rebuild(self: &Arc<Self>, rooms: Vec<(String, MappedRoom)>) {
+    pub fn rebuild(
+        self: &Arc<Self>,
+        rooms: Vec<(String, MappedRoom)>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.rebuild_once(rooms))
+    }
+
+    async fn rebuild_once(self: &Arc<Self>, rooms: Vec<(String, MappedRoom)>) {
         let homeserver = &self.homeserver;
         let started = Instant::now();
         let limit = Arc::new(Semaphore::new(REBUILD_CONCURRENCY));
@@ -343,6 +358,7 @@ impl LivePresence {
         }
         let mut users = std::collections::BTreeSet::<OwnedUserId>::new();
         let mut updated = Vec::new();
+        let mut failed = Vec::new();
         for (room_id, response) in members.join_all().await {
             match response {
                 Ok(response) => {
@@ -356,8 +372,27 @@ impl LivePresence {
                             .collect::<Vec<_>>(),
                     ));
                 }
-                Err(error) => warn!(%room_id, %error, "cannot load joined members"),
+                Err(error) => {
+                    warn!(%room_id, %error, "cannot load joined members; will retry");
+                    if let Some(room) = rooms.iter().find(|(id, _)| id == room_id.as_str()) {
+                        failed.push(room.clone());
+                    }
+                }
             }
+        }
+        if failed.is_empty() {
+            self.retries.store(0, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            // Synapse may still be starting: try those rooms again, backing off, until they load.
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let attempt = this
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .min(4);
+                tokio::time::sleep(Duration::from_secs(5 << attempt)).await;
+                this.rebuild(failed).await;
+            });
         }
         {
             let mut state = self.lock();
@@ -383,7 +418,7 @@ impl LivePresence {
             self.offer(&mut state, snapshot, &mut out);
         }
         info!(rooms = rooms.len(), elapsed = ?started.elapsed(), "presence rebuilt");
-        self.send(out).await;
+        self.send(out);
     }
 
     /// The current state of every room the aggregator knows.

@@ -46,8 +46,8 @@ pub struct RoomLock {
 }
 
 impl RoomLock {
-    /// Releases the lock without changing anything. (Dropping a lock releases it only
-    /// when its connection is next used, which may be never: always call this.)
+    /// Releases the lock without changing anything, at once rather than whenever the
+    /// dropped transaction's connection is next handled by the pool.
     pub async fn release(self) -> Result<(), sqlx::Error> {
         self.tx.rollback().await
     }
@@ -98,27 +98,37 @@ impl Store {
     /// Stores a new city room, pending its Matrix room. `None` if the slug is taken.
     pub async fn insert_room(&self, room: &NewRoom<'_>) -> Result<Option<CityRoom>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if room.is_default {
-            sqlx::query(
-                "UPDATE city_rooms SET is_default = false, updated_at = now() WHERE is_default",
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
         let inserted: Option<CityRoom> = sqlx::query_as(&format!(
-            "INSERT INTO city_rooms (id, slug, name, description, visibility, is_default, matrix_pending_since) \
-             VALUES ('room_city_' || $1, $1, $2, $3, $4, $5, now()) \
+            "INSERT INTO city_rooms (id, slug, name, description, visibility, matrix_pending_since) \
+             VALUES ('room_city_' || $1, $1, $2, $3, $4, now()) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
         .bind(room.slug)
         .bind(room.name)
         .bind(room.description)
         .bind(room.visibility)
-        .bind(room.is_default)
         .fetch_optional(&mut *tx)
         .await?;
+        let Some(mut inserted) = inserted else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        if room.is_default {
+            // Only once the room exists: a refused create leaves the default alone.
+            // Two statements: one default at every step, for the partial unique index.
+            sqlx::query(
+                "UPDATE city_rooms SET is_default = false, updated_at = now() WHERE is_default",
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE city_rooms SET is_default = true WHERE slug = $1")
+                .bind(room.slug)
+                .execute(&mut *tx)
+                .await?;
+            inserted.is_default = true;
+        }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(Some(inserted))
     }
 
     /// Every city room, the default first, then by name; private ones only if asked.
@@ -175,7 +185,7 @@ impl Store {
         sqlx::query(
             "UPDATE city_rooms SET \
                  archived_at = CASE WHEN $2 THEN COALESCE(archived_at, now()) ELSE NULL END, \
-                 pre_archive_power_levels = CASE WHEN $2 THEN COALESCE($3, pre_archive_power_levels) ELSE NULL END, \
+                 pre_archive_power_levels = CASE WHEN $2 THEN COALESCE(pre_archive_power_levels, $3) ELSE NULL END, \
                  updated_at = now() \
              WHERE slug = $1",
         )

@@ -266,14 +266,16 @@ async fn apply_edits(conn: &mut PgConnection, edits: &[&MessageEdit]) -> Result<
     let times: Vec<DateTime<Utc>> = edits.iter().map(|e| e.edited_at).collect();
     sqlx::query(
         "UPDATE messages m SET content_preview = u.preview, edited_at = u.ts \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(target, sender, preview, ts) \
-         WHERE m.matrix_event_id = u.target AND m.sender_matrix_id = u.sender \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) \
+              AS u(target, sender, preview, ts, room) \
+         WHERE m.matrix_event_id = u.target AND m.sender_matrix_id = u.sender AND m.matrix_room_id = u.room \
            AND m.redacted_at IS NULL AND (m.edited_at IS NULL OR m.edited_at <= u.ts)",
     )
     .bind(col(|e| &e.target))
     .bind(col(|e| &e.sender_matrix_id))
     .bind(col(|e| &e.preview))
     .bind(times)
+    .bind(col(|e| &e.matrix_room_id))
     .execute(conn)
     .await?;
     Ok(())
@@ -286,14 +288,20 @@ async fn apply_redactions(
     if redactions.is_empty() {
         return Ok(());
     }
-    let targets: Vec<&str> = redactions.iter().map(|r| r.target.as_str()).collect();
+    let col = |f: fn(&Redaction) -> &str| redactions.iter().map(|r| f(r)).collect::<Vec<&str>>();
+    let local: Vec<bool> = redactions.iter().map(|r| r.sender_is_local).collect();
     let times: Vec<DateTime<Utc>> = redactions.iter().map(|r| r.redacted_at).collect();
     sqlx::query(
         "UPDATE messages m SET content_preview = '', redacted_at = u.ts \
-         FROM UNNEST($1::text[], $2::timestamptz[]) AS u(target, ts) \
-         WHERE m.matrix_event_id = u.target AND m.redacted_at IS NULL",
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
+              AS u(target, room, sender, local, ts) \
+         WHERE m.matrix_event_id = u.target AND m.matrix_room_id = u.room \
+           AND (m.sender_matrix_id = u.sender OR u.local) AND m.redacted_at IS NULL",
     )
-    .bind(targets)
+    .bind(col(|r| &r.target))
+    .bind(col(|r| &r.matrix_room_id))
+    .bind(col(|r| &r.sender_matrix_id))
+    .bind(local)
     .bind(times)
     .execute(conn)
     .await?;
@@ -318,7 +326,7 @@ async fn upsert_members(
              room_id = EXCLUDED.room_id, membership = EXCLUDED.membership, \
              display_name = EXCLUDED.display_name, event_id = EXCLUDED.event_id, \
              event_ts = EXCLUDED.event_ts, updated_at = now() \
-         WHERE room_members.event_ts <= EXCLUDED.event_ts",
+         WHERE room_members.event_id IS DISTINCT FROM EXCLUDED.event_id",
     )
     .bind(col(|m| &m.matrix_room_id))
     .bind(col(|m| &m.user_id))
@@ -342,14 +350,15 @@ async fn apply_room_state(
         RoomStateField::CanonicalAlias(alias) => ("matrix_room_alias = $5", Some(alias)),
         RoomStateField::Tombstone(room) => ("matrix_room_id = $5", Some(room)),
     };
-    // The city room changes only when this event is newer than the last one of its type.
+    // Events apply in the order Synapse sends them (senders' clocks may be skewed, so
+    // origin_server_ts is no order); the same event again changes nothing.
     sqlx::query(&format!(
         "WITH newer AS ( \
              INSERT INTO matrix_room_state (matrix_room_id, event_type, event_id, origin_server_ts) \
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (matrix_room_id, event_type) DO UPDATE SET \
                  event_id = EXCLUDED.event_id, origin_server_ts = EXCLUDED.origin_server_ts \
-             WHERE matrix_room_state.origin_server_ts <= EXCLUDED.origin_server_ts \
+             WHERE matrix_room_state.event_id IS DISTINCT FROM EXCLUDED.event_id \
              RETURNING 1) \
          UPDATE city_rooms SET {set}, updated_at = now() \
          WHERE id = $6 AND matrix_room_id = $1 AND EXISTS (SELECT 1 FROM newer)"

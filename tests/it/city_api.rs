@@ -161,8 +161,13 @@ async fn duplicates_and_invalid_input_are_refused_with_the_field_named() {
     let bridge = Bridge::start().await;
     let slug = unique("dup-");
     assert_eq!(create(json!({"slug": slug, "name": "One"})).await.0, 201);
-    let (status, body) = create(json!({"slug": slug, "name": "Two"})).await;
+    let (status, body) = create(json!({"slug": slug, "name": "Two", "is_default": true})).await;
     assert_eq!((status, &body["error"]), (409, &json!("slug_taken")));
+    let (_, general) = api(Method::GET, "/api/city/rooms/general", None, None).await;
+    assert_eq!(
+        general["is_default"], true,
+        "a refused create leaves the default room alone"
+    );
 
     let (status, body) = create(json!({"name": ""})).await;
     assert_eq!((status, &body["field"]), (422, &json!("name")));

@@ -267,3 +267,45 @@ async fn events_of_unmapped_rooms_are_ignored() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn redactions_only_from_the_sender_or_a_local_user_and_only_in_their_room() {
+    let bridge = Bridge::start().await;
+    let (room_id, sender) = mapped_room(&bridge).await;
+    let target = format!("${}", unique("ev"));
+    let token = hs_token();
+    let body = json!({ "events": [message_event(&room_id, &target, &sender, "keep me")] });
+    assert_eq!(push(&unique("txn"), &body, Some(&token)).await.0, 200);
+
+    let redaction = |room: &str, by: &str| {
+        json!({"type": "m.room.redaction", "event_id": format!("${}", unique("r")), "room_id": room,
+               "sender": by, "origin_server_ts": 1_763_000_000_500_u64, "content": {"redacts": target}})
+    };
+    let other_room = mapped_room(&bridge).await.0;
+    let attempts = json!({ "events": [
+        redaction(&room_id, "@mallory:elsewhere.example"),
+        redaction(&other_room, &sender),
+    ]});
+    assert_eq!(push(&unique("txn"), &attempts, Some(&token)).await.0, 200);
+    let preview: String =
+        sqlx::query_scalar("SELECT content_preview FROM messages WHERE matrix_event_id = $1")
+            .bind(&target)
+            .fetch_one(bridge.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        preview, "keep me",
+        "a remote stranger, or another room, cannot redact it"
+    );
+
+    let own = json!({ "events": [redaction(&room_id, &sender)] });
+    assert_eq!(push(&unique("txn"), &own, Some(&token)).await.0, 200);
+    let redacted = count(
+        bridge.pool(),
+        "SELECT count(*) FROM messages WHERE matrix_event_id = $1 AND redacted_at IS NOT NULL",
+        &target,
+    )
+    .await;
+    assert_eq!(redacted, 1, "the sender's own redaction applies");
+    bridge.stop().await;
+}
