@@ -266,7 +266,7 @@ pub async fn create(
     security(("bearer" = [])),
     responses((status = 200, body = CityRoomView), (status = 404, description = "no such room"),
         (status = 422, description = "invalid field"),
-        (status = 503, description = "Synapse unavailable; nothing changed")))]
+        (status = 503, description = "Synapse unavailable; try again")))]
 pub async fn update(
     State(state): State<AppState>,
     _caller: Caller,
