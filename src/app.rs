@@ -86,8 +86,9 @@ impl AppState {
             .await
             .map_err(|e| Error::Bus(format!("cannot subscribe: {e}")))?;
         tokio::spawn(Arc::clone(&hub).run(presence_updates));
+        let sender = config.sender();
         let live = LivePresence::new(
-            &config.sender(),
+            &sender,
             bus.clone(),
             config.presence_throttle,
             homeserver.clone(),
@@ -95,7 +96,7 @@ impl AppState {
         );
         Ok(Self(Arc::new(Shared {
             namespaces: CompiledNamespaces::new(&config.registration.namespaces),
-            sender: config.sender(),
+            sender,
             config,
             store,
             homeserver,

@@ -86,11 +86,10 @@ pub async fn apply(
         }
     }
 
-    let sender = state.config.sender();
     let ctx = Context {
         server_name: &state.config.server_name,
         agents: &state.namespaces.users,
-        sender: &sender,
+        sender: &state.sender,
     };
     let mut upgrades = Vec::new();
     // Every event of a mapped room is activity: the room's `last_event`.

@@ -420,11 +420,6 @@ impl LivePresence {
         info!(rooms = rooms.len(), elapsed = ?started.elapsed(), "presence rebuilt");
         self.send(out);
     }
-
-    /// The current state of every room the aggregator knows.
-    pub fn snapshot(&self) -> Vec<RoomPresence> {
-        self.lock().aggregator.snapshot()
-    }
 }
 
 /// `city.presence.room.<slug>` with the room's state.

@@ -336,3 +336,16 @@ async fn agents_presence_counts_and_nats_carries_the_payloads() {
     assert_eq!((status, &body["field"]), (422, &json!("presence")));
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_nats_stops_start_up_with_a_clear_error() {
+    // Nothing listens on port 9: NATS_URL names a server that is not there.
+    let config = crate::support::config_with(&[("NATS_URL", "nats://127.0.0.1:9")]);
+    let error = city_bridge::app::AppState::new(config)
+        .await
+        .expect_err("no NATS, no start");
+    assert!(
+        error.to_string().contains("cannot connect to NATS"),
+        "{error}"
+    );
+}
