@@ -5,33 +5,42 @@
 #   scripts/test.sh [cargo test args...]
 #
 # PG_ADMIN_URL names a Postgres role that may create databases
-# (default postgres://postgres:postgres@127.0.0.1:5432/postgres).
+# (default postgres://postgres:postgres@127.0.0.1:5432/postgres). TEST_SLOT=N (0–9, default
+# 0) moves the database name and the ports so that two checkouts can run their suites side
+# by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_NATS=1 scripts/services.sh
 
+slot="${TEST_SLOT:-0}"
+case "$slot" in [0-9]) ;; *) echo "test.sh: TEST_SLOT must be 0 to 9" >&2; exit 2 ;; esac
 pg_admin="${PG_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 db=city_bridge_test
+[ "$slot" = 0 ] || db="city_bridge_test_$slot"
+synapse_port=$((18008 + slot * 100))
+bridge_port=$((17025 + slot * 100))
 psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 export CITY_BRIDGE_TEST_DATABASE_URL="${pg_admin%/*}/$db"
 
 work=.local/test
+[ "$slot" = 0 ] || work=".local/test-$slot"
 rm -rf "$work" && mkdir -p "$work"
 export CITY_BRIDGE_TEST_SERVER_NAME=localhost
-export CITY_BRIDGE_TEST_SYNAPSE_URL=http://127.0.0.1:18008
-export CITY_BRIDGE_TEST_BRIDGE_ADDR=127.0.0.1:17025
+export CITY_BRIDGE_TEST_SYNAPSE_URL="http://127.0.0.1:$synapse_port"
+export CITY_BRIDGE_TEST_BRIDGE_ADDR="127.0.0.1:$bridge_port"
 export CITY_BRIDGE_TEST_NATS_URL=nats://127.0.0.1:4222
 export CITY_BRIDGE_TEST_REGISTRATION="$PWD/$work/registration.yaml"
 # The tests stop and start Synapse themselves (to see what the bridge does without it).
-export CITY_BRIDGE_TEST_SYNAPSE_DIR="$PWD/$work/synapse" CITY_BRIDGE_TEST_SYNAPSE_PORT=18008
+export CITY_BRIDGE_TEST_SYNAPSE_DIR="$PWD/$work/synapse" CITY_BRIDGE_TEST_SYNAPSE_PORT="$synapse_port"
 
 cargo build --quiet --bin city-bridge
-target/debug/city-bridge generate-registration --server-name "$CITY_BRIDGE_TEST_SERVER_NAME" \
+target_dir="${CARGO_TARGET_DIR:-target}"
+"$target_dir/debug/city-bridge" generate-registration --server-name "$CITY_BRIDGE_TEST_SERVER_NAME" \
   --url "http://$CITY_BRIDGE_TEST_BRIDGE_ADDR" > "$CITY_BRIDGE_TEST_REGISTRATION"
 
 trap 'synapse/synapse.sh stop "$work/synapse"' EXIT
-SERVER_NAME=localhost SYNAPSE_PORT=18008 REGISTRATION="$CITY_BRIDGE_TEST_REGISTRATION" \
+SERVER_NAME=localhost SYNAPSE_PORT="$synapse_port" REGISTRATION="$CITY_BRIDGE_TEST_REGISTRATION" \
   synapse/synapse.sh start "$work/synapse"
 
 cargo test "$@"
