@@ -8,13 +8,15 @@ pub mod appservice;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod homeserver;
 pub mod ingest;
 pub mod presence;
 pub mod rooms;
-pub mod slug;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod workers;
 
 pub use error::{Error, Result};

@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 use super::extract::{ApiJson, Caller, MaybeCaller};
 use crate::{
     app::AppState,
+    domain::slugify,
     error::ApiError,
     rooms::{RoomPatch, is_valid_slug},
-    slug::slugify,
     store::{CityRoom, NewRoom},
 };
 

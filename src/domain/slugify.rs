@@ -1,8 +1,7 @@
 //! Slugs from room names: Ukrainian (and Russian) Cyrillic transliterated by the Ukrainian
 //! national system of 2010, so "Енергія" becomes "enerhiia", not an empty string.
 
-/// Longest slug (the `city_rooms.slug` check).
-pub const MAX_SLUG: usize = 64;
+use super::MAX_SLUG;
 
 fn cyrillic(c: char, word_start: bool) -> Option<&'static str> {
     Some(match c {
@@ -102,7 +101,7 @@ pub fn slugify(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rooms::is_valid_slug;
+    use crate::domain::Slug;
 
     #[test]
     fn ukrainian_names_become_readable_slugs() {
@@ -113,6 +112,6 @@ mod tests {
         assert_eq!(slugify("Energy Co-op 2025!"), "energy-co-op-2025");
         assert_eq!(slugify("🌞🌞"), "");
         let long = slugify(&"слово ".repeat(30));
-        assert!(long.len() <= MAX_SLUG && is_valid_slug(&long), "{long}");
+        assert!(Slug::parse(long.clone()).is_ok(), "{long}");
     }
 }
