@@ -3,7 +3,7 @@
 use ruma::{ServerName, UserId};
 use tracing::info;
 
-use crate::{Result, homeserver::Homeserver, store::Store};
+use crate::{Result, matrix::Homeserver, store::Store};
 
 /// The agent id `agent:<name>` of a user in the agent namespace on `server`.
 pub fn agent_id_of(user: &UserId, server: &ServerName) -> Option<String> {

@@ -14,10 +14,10 @@ use axum::{
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use self::{city_rooms::CityRoomView, extract::ApiJson};
-use crate::app::AppState;
+use crate::{app::AppState, config::CorsOrigins};
 
 /// The REST routes.
-pub fn router(cors_origins: &[String]) -> Router<AppState> {
+pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
     let public = Router::new()
         .route(
             "/api/city/rooms",
@@ -28,19 +28,19 @@ pub fn router(cors_origins: &[String]) -> Router<AppState> {
             get(city_rooms::get).patch(city_rooms::update),
         )
         .route("/openapi.json", get(|| async { Json(openapi::document()) }));
-    let public = if cors_origins.is_empty() {
-        public
-    } else {
-        let origins = cors_origins
-            .iter()
-            .filter_map(|o| o.parse().ok())
-            .collect::<Vec<_>>();
-        public.layer(
+    let allow = match cors_origins {
+        CorsOrigins::None => None,
+        CorsOrigins::Any => Some(AllowOrigin::any()),
+        CorsOrigins::List(origins) => Some(AllowOrigin::list(origins.iter().cloned())),
+    };
+    let public = match allow {
+        None => public,
+        Some(allow) => public.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(allow)
                 .allow_methods([http::Method::GET, http::Method::POST, http::Method::PATCH])
                 .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE]),
-        )
+        ),
     };
     public
         .route(

@@ -18,7 +18,7 @@ use crate::{
     bus::Bus,
     config::{CompiledNamespaces, Config},
     error::{ApiError, MatrixError},
-    homeserver::{Homeserver, RetryPolicy},
+    matrix::{Homeserver, RetryPolicy},
     presence::{LivePresence, PresenceHub},
     rooms::{CreationsInFlight, RoomDirectory, Rooms},
     store::Store,
@@ -68,10 +68,10 @@ impl Deref for AppState {
 impl AppState {
     /// Connects to Postgres (applying migrations) and loads the room map.
     pub async fn new(config: Config) -> Result<Self> {
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::connect(config.database_url.expose()).await?;
         let homeserver = Homeserver::new(
             &config.synapse_url,
-            &config.registration.as_token,
+            config.registration.as_token.clone(),
             RetryPolicy::default(),
         );
         let directory = RoomDirectory::default();

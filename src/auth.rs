@@ -1,21 +1,15 @@
-//! Bearer tokens and secrets: read from the `Authorization` header only, compared in
-//! constant time, never logged.
+//! Bearer tokens and JWTs: read from the `Authorization` header only, never logged;
+//! secrets are compared by [`crate::secret::Secret::matches`], in constant time.
 
 use http::{HeaderMap, header::AUTHORIZATION};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use subtle::ConstantTimeEq as _;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Whether `given` equals `expected`, in time that does not depend on where they differ.
-pub fn secret_matches(given: &str, expected: &str) -> bool {
-    given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 /// The claims of a DAARION user JWT.
@@ -90,8 +84,5 @@ mod tests {
         assert_eq!(bearer_token(&headers), Some("abc"));
         headers.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
         assert_eq!(bearer_token(&headers), None);
-        assert!(secret_matches("abc", "abc"));
-        assert!(!secret_matches("abd", "abc"));
-        assert!(!secret_matches("ab", "abc"));
     }
 }

@@ -9,6 +9,8 @@ use ruma::{
     api::appservice::{Namespace, Namespaces, Registration},
 };
 
+use crate::secret::Secret;
+
 /// Why the configuration could not be loaded; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -33,29 +35,74 @@ pub enum ConfigError {
     },
 }
 
-/// Everything the service needs to run.
+/// The appservice registration Synapse loaded, with its tokens kept secret.
+#[derive(Debug, Clone)]
+pub struct AppserviceRegistration {
+    /// `id`.
+    pub id: String,
+    /// `url`: where Synapse reaches the bridge.
+    pub url: Option<String>,
+    /// `as_token`: the bridge's credential towards Synapse.
+    pub as_token: Secret,
+    /// `hs_token`: Synapse's credential towards the bridge.
+    pub hs_token: Secret,
+    /// `sender_localpart`.
+    pub sender_localpart: String,
+    /// `namespaces`.
+    pub namespaces: Namespaces,
+    /// `receive_ephemeral`.
+    pub receive_ephemeral: bool,
+}
+
+impl From<Registration> for AppserviceRegistration {
+    fn from(r: Registration) -> Self {
+        Self {
+            id: r.id,
+            url: r.url,
+            as_token: Secret::new(r.as_token),
+            hs_token: Secret::new(r.hs_token),
+            sender_localpart: r.sender_localpart,
+            namespaces: r.namespaces,
+            receive_ephemeral: r.receive_ephemeral,
+        }
+    }
+}
+
+/// Browser origins allowed by CORS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers at all.
+    #[default]
+    None,
+    /// `*`: any origin (credentials are bearer tokens, never cookies, so this is safe).
+    Any,
+    /// These origins only.
+    List(Vec<http::HeaderValue>),
+}
+
+/// Everything the service needs to run. Its `Debug` shows no secret.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Postgres connection URL.
-    pub database_url: String,
+    /// Postgres connection URL (may hold a password).
+    pub database_url: Secret,
     /// Client-server base URL of the homeserver.
     pub synapse_url: String,
     /// The homeserver's server name.
     pub server_name: OwnedServerName,
     /// The appservice registration Synapse loaded.
-    pub registration: Registration,
+    pub registration: AppserviceRegistration,
     /// Where the HTTP server listens.
     pub listen_addr: SocketAddr,
     /// Bearer token of `/internal/*`.
-    pub gateway_secret: String,
+    pub gateway_secret: Secret,
     /// HS256 secret of user JWTs.
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// NATS server; `None` selects the in-process bus.
     pub nats_url: Option<String>,
     /// Per-room presence throttle window.
     pub presence_throttle: Duration,
-    /// Browser origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, comma-separated).
-    pub cors_origins: Vec<String>,
+    /// Browser origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, comma-separated, or `*`).
+    pub cors_origins: CorsOrigins,
 }
 
 impl Config {
@@ -119,24 +166,22 @@ impl Config {
             }
         })?;
 
+        let cors_origins = match get("CORS_ALLOWED_ORIGINS") {
+            Some(value) => parse_cors(&value)?,
+            None => CorsOrigins::None,
+        };
+
         Ok(Self {
-            database_url,
+            database_url: Secret::new(database_url),
             synapse_url,
             server_name,
-            registration,
+            registration: registration.into(),
             listen_addr,
-            gateway_secret,
-            jwt_secret: get("JWT_SECRET"),
+            gateway_secret: Secret::new(gateway_secret),
+            jwt_secret: get("JWT_SECRET").map(Secret::new),
             nats_url: get("NATS_URL"),
             presence_throttle,
-            cors_origins: get("CORS_ALLOWED_ORIGINS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|o| o.trim().to_owned())
-                        .filter(|o| !o.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            cors_origins,
         })
     }
 
@@ -148,6 +193,45 @@ impl Config {
         )
         .expect("sender_localpart was validated at load")
     }
+}
+
+/// `*`, or a comma-separated list of `http(s)://host[:port]` origins.
+fn parse_cors(value: &str) -> Result<CorsOrigins, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "CORS_ALLOWED_ORIGINS",
+        reason,
+    };
+    let origins: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins == ["*"] {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut list = Vec::with_capacity(origins.len());
+    for origin in origins {
+        if origin == "*" {
+            return Err(invalid("`*` must be the only value".to_owned()));
+        }
+        let scheme_ok = origin.starts_with("http://") || origin.starts_with("https://");
+        let header = http::HeaderValue::from_str(origin)
+            .ok()
+            .filter(|_| scheme_ok);
+        match header {
+            Some(header) if !origin.ends_with('/') => list.push(header),
+            _ => {
+                return Err(invalid(format!(
+                    "{origin:?} is not an origin like https://city.example.org (no path, no trailing /)"
+                )));
+            }
+        }
+    }
+    Ok(if list.is_empty() {
+        CorsOrigins::None
+    } else {
+        CorsOrigins::List(list)
+    })
 }
 
 fn load_registration(path: &PathBuf) -> Result<Registration, ConfigError> {
@@ -317,10 +401,10 @@ mod tests {
         let reg = reg.display().to_string();
         move |name| {
             Some(match name {
-                "DATABASE_URL" => "postgres://localhost/x".to_owned(),
+                "DATABASE_URL" => "postgres://bridge:db-password@localhost/x".to_owned(),
                 "SYNAPSE_URL" => "http://127.0.0.1:8008/".to_owned(),
                 "MATRIX_SERVER_NAME" => "example.org".to_owned(),
-                "MATRIX_GATEWAY_SECRET" => "s".to_owned(),
+                "MATRIX_GATEWAY_SECRET" => "gateway-secret-value".to_owned(),
                 "APPSERVICE_REGISTRATION" => reg.clone(),
                 _ => return None,
             })
@@ -351,6 +435,53 @@ mod tests {
             text,
             generate_registration(&server, "http://127.0.0.1:7025")
         );
+    }
+
+    #[test]
+    fn cors_star_and_bad_origins() {
+        let file = write_registration(&generate_registration(
+            &ServerName::parse("example.org").unwrap(),
+            "http://x",
+        ));
+        let with = |cors: &'static str| {
+            let base = env(&file.0);
+            Config::from_lookup(move |name| {
+                if name == "CORS_ALLOWED_ORIGINS" {
+                    Some(cors.to_owned())
+                } else {
+                    base(name)
+                }
+            })
+        };
+        assert_eq!(with("*").unwrap().cors_origins, CorsOrigins::Any);
+        assert!(matches!(
+            with("https://a.org, http://b.org:8080").unwrap().cors_origins,
+            CorsOrigins::List(l) if l.len() == 2
+        ));
+        let err = with("city.org").unwrap_err().to_string();
+        assert!(
+            err.starts_with("environment variable CORS_ALLOWED_ORIGINS is invalid"),
+            "{err}"
+        );
+        assert!(with("*, https://a.org").is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let file = write_registration(&generate_registration(
+            &ServerName::parse("example.org").unwrap(),
+            "http://x",
+        ));
+        let config = Config::from_lookup(env(&file.0)).unwrap();
+        let printed = format!("{config:?}");
+        for secret in [
+            config.registration.as_token.expose(),
+            config.registration.hs_token.expose(),
+            config.gateway_secret.expose(),
+            config.database_url.expose(),
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::homeserver::HomeserverError;
+use crate::matrix::HomeserverError;
 
 /// What can go wrong inside the service.
 #[derive(Debug, thiserror::Error)]

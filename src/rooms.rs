@@ -13,8 +13,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Error, Result,
-    homeserver::{Homeserver, NewMatrixRoom},
     ingest::{MappedRoom, NAME_PREFIX},
+    matrix::{Homeserver, NewMatrixRoom},
     store::{CityRoom, NewRoom, RoomUpdate, Store},
 };
 

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     app::AppState,
-    auth::{bearer_token, secret_matches, verify_jwt},
+    auth::{bearer_token, verify_jwt},
     error::ApiError,
 };
 
@@ -73,14 +73,14 @@ pub fn identify(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiEr
     let Some(token) = bearer_token(&parts.headers) else {
         return Ok(None);
     };
-    if secret_matches(token, &state.config.gateway_secret) {
+    if state.config.gateway_secret.matches(token) {
         return Ok(Some(Caller::Service));
     }
     let claims = state
         .config
         .jwt_secret
-        .as_deref()
-        .and_then(|secret| verify_jwt(token, secret))
+        .as_ref()
+        .and_then(|secret| verify_jwt(token, secret.expose()))
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))?;
     if claims.is_admin() {
         Ok(Some(Caller::Admin { sub: claims.sub }))
@@ -135,7 +135,7 @@ where
         let state = AppState::from_ref(state);
         match bearer_token(&parts.headers) {
             None => Err(unauthorized()),
-            Some(token) if secret_matches(token, &state.config.gateway_secret) => Ok(Self),
+            Some(token) if state.config.gateway_secret.matches(token) => Ok(Self),
             Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")),
         }
     }

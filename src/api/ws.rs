@@ -44,8 +44,8 @@ pub async fn presence(
 ) -> Result<Response, ApiError> {
     let token = query.token.as_deref().or_else(|| bearer_token(&headers));
     let valid = token
-        .zip(state.config.jwt_secret.as_deref())
-        .and_then(|(token, secret)| verify_jwt(token, secret))
+        .zip(state.config.jwt_secret.as_ref())
+        .and_then(|(token, secret)| verify_jwt(token, secret.expose()))
         .is_some();
     if !valid {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")

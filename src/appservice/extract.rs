@@ -12,11 +12,7 @@ use ruma::api::{
     IncomingRequest, IncomingRequestExt as _, OutgoingResponse, OutgoingResponseExt as _,
 };
 
-use crate::{
-    app::AppState,
-    auth::{bearer_token, secret_matches},
-    error::MatrixError,
-};
+use crate::{app::AppState, auth::bearer_token, error::MatrixError};
 
 /// Largest request body accepted: Synapse's worst transaction is 100 events of 64 KiB
 /// (6.4 MiB) plus ephemeral data; anything far beyond that is refused with 413.
@@ -44,7 +40,7 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, Matrix
             "Missing access token",
         ));
     };
-    if secret_matches(token, &state.config.registration.hs_token) {
+    if state.config.registration.hs_token.matches(token) {
         Ok(Authenticated)
     } else {
         Err(MatrixError::new(

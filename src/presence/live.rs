@@ -23,8 +23,8 @@ use super::{
 };
 use crate::{
     bus::Bus,
-    homeserver::Homeserver,
     ingest::MappedRoom,
+    matrix::Homeserver,
     rooms::{RoomDirectory, alias_of_slug},
 };
 

@@ -82,7 +82,7 @@ pub fn config_with(overrides: &[(&str, &str)]) -> Config {
 }
 
 pub fn hs_token() -> String {
-    config_with(&[]).registration.hs_token
+    config_with(&[]).registration.hs_token.expose().to_owned()
 }
 
 /// Only one bridge may hold the registered address at a time. (An async mutex: each test
@@ -270,7 +270,7 @@ impl MatrixUser {
         let config = config_with(&[]);
         Self {
             user_id: config.sender().to_string(),
-            token: config.registration.as_token,
+            token: config.registration.as_token.expose().to_owned(),
             http: reqwest::Client::new(),
             masquerade: false,
         }

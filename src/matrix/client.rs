@@ -1,31 +1,24 @@
-//! Outbound client-server calls to the homeserver as the appservice: the `as_token`,
-//! `?user_id=` masquerading, timeouts, and the one retry policy of the crate.
+//! The homeserver client: the `as_token`, `?user_id=` masquerading, timeouts, and the one
+//! retry policy of the crate ([`Homeserver::send`] and [`classify`]).
 
 use std::{borrow::Cow, collections::BTreeSet, time::Duration};
 
 use bytes::Bytes;
 use http::StatusCode;
 use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
+    OwnedUserId, UserId,
     api::{
         AppserviceUserIdentity, EndpointError as _, IncomingResponseExt as _, MatrixVersion,
         OutgoingRequest, OutgoingRequestAppserviceExt as _, SupportedVersions,
         auth_scheme::{AuthScheme, SendAccessToken},
-        client::{
-            account::{register, whoami},
-            alias::{create_alias, get_alias},
-            appservice::request_ping,
-            room::{Visibility, create_room},
-            state,
-        },
+        client::{account::whoami, appservice::request_ping},
         error::{Error as MatrixApiError, ErrorKind, RetryAfter},
         path_builder::PathBuilder,
     },
-    events::StateEventType,
-    profile::ProfileFieldValue,
-    serde::Raw,
 };
 use tracing::debug;
+
+use crate::secret::Secret;
 
 /// Why a call to the homeserver failed, classified for retry.
 #[derive(Debug, thiserror::Error)]
@@ -180,32 +173,19 @@ fn classify(result: Result<http::Response<Bytes>, reqwest::Error>) -> Outcome {
     })
 }
 
-/// A room for [`Homeserver::create_room`].
-#[derive(Debug, Clone)]
-pub struct NewMatrixRoom<'a> {
-    /// Localpart of the alias, `city_<slug>`.
-    pub alias_localpart: &'a str,
-    /// The room name.
-    pub name: &'a str,
-    /// The room topic.
-    pub topic: Option<&'a str>,
-    /// Public (`public_chat`, in the directory) or private (`private_chat`).
-    pub public: bool,
-}
-
 /// The homeserver, seen from the appservice.
 #[derive(Debug, Clone)]
 pub struct Homeserver {
     http: reqwest::Client,
     base_url: String,
-    as_token: String,
+    as_token: Secret,
     versions: SupportedVersions,
     retry: RetryPolicy,
 }
 
 impl Homeserver {
     /// A client of the homeserver at `base_url` that authenticates with `as_token`.
-    pub fn new(base_url: &str, as_token: &str, retry: RetryPolicy) -> Self {
+    pub fn new(base_url: &str, as_token: Secret, retry: RetryPolicy) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
@@ -214,7 +194,7 @@ impl Homeserver {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
-            as_token: as_token.to_owned(),
+            as_token,
             versions: SupportedVersions {
                 versions: BTreeSet::from([MatrixVersion::V1_11]),
                 features: BTreeSet::new(),
@@ -251,7 +231,7 @@ impl Homeserver {
                 .clone()
                 .try_into_http_request_with_identity::<Vec<u8>>(
                     &self.base_url,
-                    SendAccessToken::Appservice(&self.as_token),
+                    SendAccessToken::Appservice(self.as_token.expose()),
                     identity,
                     Cow::Borrowed(&self.versions),
                 )
@@ -312,142 +292,6 @@ impl Homeserver {
     /// is up and accepts our `as_token`.
     pub async fn whoami(&self) -> Result<OwnedUserId, HomeserverError> {
         Ok(self.send(whoami::v3::Request::new(), None).await?.user_id)
-    }
-
-    /// Creates a room as the appservice's sender and returns its id.
-    pub async fn create_room(
-        &self,
-        room: NewMatrixRoom<'_>,
-    ) -> Result<OwnedRoomId, HomeserverError> {
-        let mut request = create_room::v3::Request::new();
-        request.room_alias_name = Some(room.alias_localpart.to_owned());
-        request.name = Some(room.name.to_owned());
-        request.topic = room.topic.map(ToOwned::to_owned);
-        if room.public {
-            request.preset = Some(create_room::v3::RoomPreset::PublicChat);
-            request.visibility = Visibility::Public;
-        } else {
-            request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
-            request.visibility = Visibility::Private;
-        }
-        Ok(self.send(request, None).await?.room_id)
-    }
-
-    /// Resolves an alias; `None` when the homeserver does not know it.
-    pub async fn resolve_alias(
-        &self,
-        alias: &RoomAliasId,
-    ) -> Result<Option<OwnedRoomId>, HomeserverError> {
-        match self
-            .send(get_alias::v3::Request::new(alias.to_owned()), None)
-            .await
-        {
-            Ok(response) => Ok(Some(response.room_id)),
-            Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Points `alias` at `room_id`.
-    pub async fn set_alias(
-        &self,
-        alias: OwnedRoomAliasId,
-        room_id: &RoomId,
-    ) -> Result<(), HomeserverError> {
-        self.send(
-            create_alias::v3::Request::new(alias, room_id.to_owned()),
-            None,
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Sends a state event with an empty state key as the appservice's sender.
-    pub async fn set_state<C>(&self, room_id: &RoomId, content: &C) -> Result<(), HomeserverError>
-    where
-        C: ruma::events::StateEventContent<StateKey = ruma::events::EmptyStateKey>,
-    {
-        let request = state::send_state_event::v3::Request::new(
-            room_id.to_owned(),
-            &ruma::events::EmptyStateKey,
-            content,
-        )
-        .map_err(|e| HomeserverError::Request(e.to_string()))?;
-        self.send(request, None).await?;
-        Ok(())
-    }
-
-    /// The content of the room's `m.room.power_levels`, as JSON.
-    pub async fn power_levels(
-        &self,
-        room_id: &RoomId,
-    ) -> Result<serde_json::Value, HomeserverError> {
-        let request = state::get_state_event_for_key::v3::Request::new(
-            room_id.to_owned(),
-            StateEventType::RoomPowerLevels,
-            String::new(),
-        );
-        let response = self.send(request, None).await?;
-        serde_json::from_str(response.event_or_content.get())
-            .map_err(|e| HomeserverError::InvalidResponse(e.to_string()))
-    }
-
-    /// Replaces the room's `m.room.power_levels` content.
-    pub async fn set_power_levels(
-        &self,
-        room_id: &RoomId,
-        content: &serde_json::Value,
-    ) -> Result<(), HomeserverError> {
-        let raw = serde_json::value::to_raw_value(content)
-            .map_err(|e| HomeserverError::Request(e.to_string()))?;
-        let request = state::send_state_event::v3::Request::new_raw(
-            room_id.to_owned(),
-            StateEventType::RoomPowerLevels,
-            String::new(),
-            Raw::from_json(raw),
-        );
-        self.send(request, None).await?;
-        Ok(())
-    }
-
-    /// Sets the presence of `user` (a user of the appservice), as that user.
-    pub async fn set_presence(
-        &self,
-        user: &UserId,
-        presence: &str,
-        status_msg: Option<String>,
-    ) -> Result<(), HomeserverError> {
-        let mut request = ruma::api::client::presence::set_presence::v3::Request::new(
-            user.to_owned(),
-            ruma::presence::PresenceState::from(presence),
-        );
-        request.status_msg = status_msg;
-        self.send(request, Some(user)).await?;
-        Ok(())
-    }
-
-    /// Registers the virtual user `localpart` (`m.login.application_service`, no login).
-    /// A user that already exists is not an error.
-    pub async fn register_user(&self, localpart: &str) -> Result<(), HomeserverError> {
-        let mut request = register::v3::Request::new();
-        request.username = Some(localpart.to_owned());
-        request.login_type = Some(register::LoginType::ApplicationService);
-        request.inhibit_login = true;
-        match self.send(request, None).await {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Sets the display name of `user` (a user of the appservice), as that user.
-    pub async fn set_display_name(&self, user: &UserId, name: &str) -> Result<(), HomeserverError> {
-        let request = ruma::api::client::profile::set_profile_field::v3::Request::new(
-            user.to_owned(),
-            ProfileFieldValue::DisplayName(name.to_owned()),
-        );
-        self.send(request, Some(user)).await?;
-        Ok(())
     }
 }
 

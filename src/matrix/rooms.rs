@@ -1,0 +1,128 @@
+//! Rooms as the appservice's sender: creation, aliases, state, power levels, history.
+
+use ruma::{
+    OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId,
+    api::{
+        client::{
+            alias::{create_alias, get_alias},
+            room::{Visibility, create_room},
+            state,
+        },
+        error::ErrorKind,
+    },
+    events::StateEventType,
+    serde::Raw,
+};
+
+use super::{Homeserver, HomeserverError};
+
+/// A room for [`Homeserver::create_room`].
+#[derive(Debug, Clone)]
+pub struct NewMatrixRoom<'a> {
+    /// Localpart of the alias, `city_<slug>`.
+    pub alias_localpart: &'a str,
+    /// The room name.
+    pub name: &'a str,
+    /// The room topic.
+    pub topic: Option<&'a str>,
+    /// Public (`public_chat`, in the directory) or private (`private_chat`).
+    pub public: bool,
+}
+
+impl Homeserver {
+    /// Creates a room as the appservice's sender and returns its id.
+    pub async fn create_room(
+        &self,
+        room: NewMatrixRoom<'_>,
+    ) -> Result<OwnedRoomId, HomeserverError> {
+        let mut request = create_room::v3::Request::new();
+        request.room_alias_name = Some(room.alias_localpart.to_owned());
+        request.name = Some(room.name.to_owned());
+        request.topic = room.topic.map(ToOwned::to_owned);
+        if room.public {
+            request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+            request.visibility = Visibility::Public;
+        } else {
+            request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+            request.visibility = Visibility::Private;
+        }
+        Ok(self.send(request, None).await?.room_id)
+    }
+
+    /// Resolves an alias; `None` when the homeserver does not know it.
+    pub async fn resolve_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> Result<Option<OwnedRoomId>, HomeserverError> {
+        match self
+            .send(get_alias::v3::Request::new(alias.to_owned()), None)
+            .await
+        {
+            Ok(response) => Ok(Some(response.room_id)),
+            Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Points `alias` at `room_id`.
+    pub async fn set_alias(
+        &self,
+        alias: OwnedRoomAliasId,
+        room_id: &RoomId,
+    ) -> Result<(), HomeserverError> {
+        self.send(
+            create_alias::v3::Request::new(alias, room_id.to_owned()),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sends a state event with an empty state key as the appservice's sender.
+    pub async fn set_state<C>(&self, room_id: &RoomId, content: &C) -> Result<(), HomeserverError>
+    where
+        C: ruma::events::StateEventContent<StateKey = ruma::events::EmptyStateKey>,
+    {
+        let request = state::send_state_event::v3::Request::new(
+            room_id.to_owned(),
+            &ruma::events::EmptyStateKey,
+            content,
+        )
+        .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        self.send(request, None).await?;
+        Ok(())
+    }
+
+    /// The content of the room's `m.room.power_levels`, as JSON.
+    pub async fn power_levels(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<serde_json::Value, HomeserverError> {
+        let request = state::get_state_event_for_key::v3::Request::new(
+            room_id.to_owned(),
+            StateEventType::RoomPowerLevels,
+            String::new(),
+        );
+        let response = self.send(request, None).await?;
+        serde_json::from_str(response.event_or_content.get())
+            .map_err(|e| HomeserverError::InvalidResponse(e.to_string()))
+    }
+
+    /// Replaces the room's `m.room.power_levels` content.
+    pub async fn set_power_levels(
+        &self,
+        room_id: &RoomId,
+        content: &serde_json::Value,
+    ) -> Result<(), HomeserverError> {
+        let raw = serde_json::value::to_raw_value(content)
+            .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        let request = state::send_state_event::v3::Request::new_raw(
+            room_id.to_owned(),
+            StateEventType::RoomPowerLevels,
+            String::new(),
+            Raw::from_json(raw),
+        );
+        self.send(request, None).await?;
+        Ok(())
+    }
+}
