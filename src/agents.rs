@@ -3,16 +3,7 @@
 use ruma::{ServerName, UserId};
 use tracing::info;
 
-use crate::{Result, matrix::Homeserver, store::Store};
-
-/// The agent id `agent:<name>` of a user in the agent namespace on `server`.
-pub fn agent_id_of(user: &UserId, server: &ServerName) -> Option<String> {
-    if user.server_name() != server {
-        return None;
-    }
-    let name = user.localpart().strip_prefix("agent_")?;
-    (!name.is_empty()).then(|| format!("agent:{name}"))
-}
+use crate::{Result, domain::AgentId, matrix::Homeserver, store::Store};
 
 /// Registers the Matrix user of a known agent and sets its display name. Returns false,
 /// touching nothing, when `user` is not the user of an agent in `agents`.
@@ -22,10 +13,10 @@ pub async fn provision(
     server: &ServerName,
     user: &UserId,
 ) -> Result<bool> {
-    let Some(agent_id) = agent_id_of(user, server) else {
+    let Some(agent_id) = AgentId::of_user(user, server) else {
         return Ok(false);
     };
-    let Some(agent) = store.agent(&agent_id).await? else {
+    let Some(agent) = store.agent(agent_id.as_str()).await? else {
         return Ok(false);
     };
     homeserver.register_user(user.localpart()).await?;
@@ -37,22 +28,4 @@ pub async fn provision(
         .await?;
     info!(%user, agent = %agent.id, "registered agent user");
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agent_ids() {
-        let server = ServerName::parse("example.org").unwrap();
-        let id = |u: &str| agent_id_of(&UserId::parse(u).unwrap(), &server);
-        assert_eq!(
-            id("@agent_sofia:example.org").as_deref(),
-            Some("agent:sofia")
-        );
-        assert_eq!(id("@agent_:example.org"), None);
-        assert_eq!(id("@sofia:example.org"), None);
-        assert_eq!(id("@agent_sofia:other.org"), None);
-    }
 }

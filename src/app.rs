@@ -20,9 +20,13 @@ use crate::{
     error::{ApiError, MatrixError},
     matrix::{Homeserver, RetryPolicy},
     presence::{LivePresence, PresenceHub},
-    rooms::{CreationsInFlight, RoomDirectory, Rooms},
+    rooms::{CreationsInFlight, Discovery, RoomDirectory, RoomLocks, Rooms},
     store::Store,
+    workers::Workers,
 };
+
+/// How long shutdown waits for background tasks before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What every handler and worker shares.
 #[derive(Debug)]
@@ -39,6 +43,12 @@ pub struct Shared {
     pub directory: RoomDirectory,
     /// Room creations under way.
     pub creations: CreationsInFlight,
+    /// One turn per city room for creation and lifecycle changes.
+    pub room_locks: RoomLocks,
+    /// Rooms pushed to the bridge that it does not know, to look at.
+    pub discovery: Discovery,
+    /// Every background task.
+    pub workers: Workers,
     /// Held while a transaction is applied, so transactions apply in order.
     pub ingest: tokio::sync::Mutex<()>,
     /// Wakes the reconciler of pending Matrix rooms.
@@ -68,6 +78,7 @@ impl Deref for AppState {
 impl AppState {
     /// Connects to Postgres (applying migrations) and loads the room map.
     pub async fn new(config: Config) -> Result<Self> {
+        let workers = Workers::new();
         let store = Store::connect(config.database_url.expose()).await?;
         let homeserver = Homeserver::new(
             &config.synapse_url,
@@ -85,7 +96,7 @@ impl AppState {
             .subscribe("city.presence.room.>")
             .await
             .map_err(|e| Error::Bus(format!("cannot subscribe: {e}")))?;
-        tokio::spawn(Arc::clone(&hub).run(presence_updates));
+        workers.spawn("presence hub", Arc::clone(&hub).run(presence_updates));
         let sender = config.sender();
         let live = LivePresence::new(
             &sender,
@@ -102,6 +113,9 @@ impl AppState {
             homeserver,
             directory,
             creations: CreationsInFlight::default(),
+            room_locks: RoomLocks::default(),
+            discovery: Discovery::default(),
+            workers,
             ingest: tokio::sync::Mutex::new(()),
             reconciler: tokio::sync::Notify::new(),
             bus,
@@ -112,20 +126,12 @@ impl AppState {
 
     /// City rooms and their Matrix rooms.
     pub fn rooms(&self) -> Rooms<'_> {
-        Rooms {
-            store: &self.store,
-            homeserver: &self.homeserver,
-            directory: &self.directory,
-            creations: &self.creations,
-            server_name: &self.config.server_name,
-            sender: &self.sender,
-            reconciler: &self.reconciler,
-        }
+        Rooms::new(self)
     }
 
     /// The UI's view of a room, with live presence.
     pub fn live_view(&self, room: crate::store::CityRoom) -> crate::api::CityRoomView {
-        let live = self.hub.room(&room.slug);
+        let live = self.hub.room(room.slug.as_str());
         let mut view = crate::api::CityRoomView::new(room);
         if let Some(live) = live {
             view.members_online = Some(live.online_count);
@@ -155,20 +161,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
-    let workers = [
-        tokio::spawn(startup_ping(state.clone())),
-        tokio::spawn(crate::rooms::reconcile(state.clone())),
-        tokio::spawn({
-            let state = state.clone();
-            async move { state.live.rebuild(state.directory.all()).await }
-        }),
-    ];
+    let workers = state.workers.clone();
+    workers.spawn("startup ping", startup_ping(state.clone()));
+    workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
+    workers.spawn("discovery", Discovery::run(state.clone()));
+    workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
+    workers.spawn("presence rebuild", {
+        let state = state.clone();
+        async move { state.live.rebuild(state.directory.all()).await }
+    });
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    workers.iter().for_each(tokio::task::JoinHandle::abort);
+    workers.shutdown(SHUTDOWN_GRACE).await;
     info!("stopped");
     served
+}
+
+/// Deletes dead letters past `DEAD_LETTER_RETENTION_DAYS`, at start and every hour.
+async fn prune_dead_letters(state: AppState) {
+    let days = state.config.dead_letter_retention_days;
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match state.store.prune_dead_letters(days).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, days, "old dead letters deleted"),
+            Err(error) => warn!(%error, "cannot delete old dead letters"),
+        }
+    }
 }
 
 /// Pings the homeserver once we listen: it answers by pinging back and retrying the

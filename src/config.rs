@@ -103,6 +103,8 @@ pub struct Config {
     pub presence_throttle: Duration,
     /// Browser origins allowed by CORS (`CORS_ALLOWED_ORIGINS`, comma-separated, or `*`).
     pub cors_origins: CorsOrigins,
+    /// Dead letters older than this many days are deleted (`DEAD_LETTER_RETENTION_DAYS`).
+    pub dead_letter_retention_days: u32,
 }
 
 impl Config {
@@ -171,6 +173,19 @@ impl Config {
             None => CorsOrigins::None,
         };
 
+        let dead_letter_retention_days = match get("DEAD_LETTER_RETENTION_DAYS") {
+            Some(days) => {
+                days.parse()
+                    .ok()
+                    .filter(|d| *d > 0)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "DEAD_LETTER_RETENTION_DAYS",
+                        reason: format!("{days:?} is not a whole number of days above 0"),
+                    })?
+            }
+            None => 30,
+        };
+
         Ok(Self {
             database_url: Secret::new(database_url),
             synapse_url,
@@ -182,6 +197,7 @@ impl Config {
             nats_url: get("NATS_URL"),
             presence_throttle,
             cors_origins,
+            dead_letter_retention_days,
         })
     }
 

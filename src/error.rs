@@ -25,6 +25,26 @@ pub enum Error {
     Bus(String),
 }
 
+impl Error {
+    /// The status and API error code this error is answered with — the one mapping.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Homeserver(e) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "matrix_unavailable")
+            }
+            Self::Homeserver(_) => (StatusCode::BAD_GATEWAY, "matrix_error"),
+            Self::Database(_) | Self::Bus(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
+        }
+    }
+
+    /// The API error code alone.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -131,22 +151,28 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
+        let (status, code) = error.status_and_code();
         match &error {
             Error::Homeserver(e) if e.is_unavailable() => {
                 tracing::warn!(%error, "homeserver unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "matrix_unavailable")
+                Self::new(status, code)
                     .with_detail("the Matrix homeserver is unavailable; try again")
             }
             Error::Homeserver(_) => {
                 tracing::error!(%error, "homeserver refused a request");
-                Self::new(StatusCode::BAD_GATEWAY, "matrix_error")
-                    .with_detail("the Matrix homeserver refused the request")
+                Self::new(status, code).with_detail("the Matrix homeserver refused the request")
             }
             Error::Database(_) | Error::Bus(_) => {
                 tracing::error!(%error, "request failed");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                Self::new(status, code)
             }
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Error::from(error).into()
     }
 }
 

@@ -1,9 +1,12 @@
-//! Applying pushed events: turns the raw events of one Synapse transaction into a
-//! [`Batch`] of row changes (rooms, membership, messages), leniently: an event that cannot
-//! be understood becomes a [`DeadLetter`] and the rest goes on.
+//! Applying pushed events. [`apply`] (`pipeline.rs`) is the pipeline: envelopes → route
+//! each event to its city room → read it into a row change or a [`DeadLetter`] → one
+//! Postgres transaction → live presence. The readers (`messages.rs`, `membership.rs`,
+//! `rooms.rs`) are pure: they turn one event of a mapped room into a [`Change`],
+//! leniently — an event that cannot be understood becomes a dead letter and the rest goes on.
 
 mod membership;
 mod messages;
+mod pipeline;
 mod rooms;
 
 use std::borrow::Cow;
@@ -18,9 +21,14 @@ use serde_json::value::RawValue;
 pub use self::{
     membership::MembershipChange,
     messages::{MessageEdit, NewMessage, Redaction, SenderType, preview},
-    rooms::{NAME_PREFIX, RoomStateChange, RoomStateField},
+    pipeline::apply,
+    rooms::{RoomStateChange, RoomStateField},
 };
-use crate::config::NamespaceSet;
+use crate::{
+    config::NamespaceSet,
+    domain::{AgentId, USER_ID_PREFIX},
+    rooms::MappedRoom,
+};
 
 /// The fields every timeline event has, read without touching `content`: enough to route
 /// the event, so events of unmapped rooms cost one shallow parse.
@@ -55,15 +63,6 @@ impl<'a> Envelope<'a> {
     }
 }
 
-/// The city room a Matrix room maps to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappedRoom {
-    /// `city_rooms.id`.
-    pub id: String,
-    /// `city_rooms.slug`.
-    pub slug: String,
-}
-
 /// An event that could not be applied, kept with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeadLetter {
@@ -82,12 +81,15 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// A dead letter for `raw`, with whatever of its envelope could be read.
     pub fn new(raw: &RawValue, envelope: Option<&Envelope<'_>>, reason: impl Into<String>) -> Self {
+        // Postgres TEXT holds no NUL: a dead letter must always be storable, or the stream
+        // would stall on it.
+        let text = |s: &str| pg_text(s).into_owned();
         Self {
-            event_id: envelope.map(|e| e.event_id.to_string()),
-            room_id: envelope.map(|e| e.room_id.to_string()),
-            event_type: envelope.map(|e| e.kind.to_string()),
-            reason: reason.into(),
-            event: raw.get().to_owned(),
+            event_id: envelope.map(|e| text(e.event_id.as_str())),
+            room_id: envelope.map(|e| text(e.room_id.as_str())),
+            event_type: envelope.map(|e| text(&e.kind)),
+            reason: text(&reason.into()),
+            event: text(raw.get()),
         }
     }
 }
@@ -121,18 +123,19 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// DAARION entity id and sender type of a Matrix user.
     pub fn classify_sender(&self, user: &UserId) -> (String, SenderType) {
-        let local = user.server_name() == self.server_name;
-        if local
-            && self.agents.is_match(user.as_str())
-            && let Some(name) = user.localpart().strip_prefix("agent_")
+        if self.agents.is_match(user.as_str())
+            && let Some(agent) = AgentId::of_user(user, self.server_name)
         {
-            return (format!("agent:{name}"), SenderType::Agent);
+            return (agent.to_string(), SenderType::Agent);
         }
         if user == self.sender {
             return (user.to_string(), SenderType::Agent);
         }
-        if local {
-            (format!("user:{}", user.localpart()), SenderType::Human)
+        if user.server_name() == self.server_name {
+            (
+                format!("{USER_ID_PREFIX}{}", user.localpart()),
+                SenderType::Human,
+            )
         } else {
             (user.to_string(), SenderType::Human)
         }
@@ -164,7 +167,7 @@ pub fn read_event(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>)
 }
 
 /// Postgres TEXT cannot hold NUL; Matrix strings can.
-pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
+pub fn pg_text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', ""))
     } else {
@@ -189,9 +192,11 @@ pub(crate) mod tests {
     }
 
     pub fn room() -> MappedRoom {
+        let slug = crate::domain::Slug::parse("general").unwrap();
         MappedRoom {
-            id: "room_city_general".to_owned(),
-            slug: "general".to_owned(),
+            id: slug.city_room_id(),
+            slug,
+            visibility: crate::domain::Visibility::Public,
         }
     }
 
@@ -201,7 +206,7 @@ pub(crate) mod tests {
 
     pub fn event(kind: &str, sender: &str, content: serde_json::Value) -> serde_json::Value {
         json!({
-            "type": kind, "event_id": "$e1", "room_id": "!r", "sender": sender,
+            "type": kind, "event_id": "$e1", "room_id": "!r:example.org", "sender": sender,
             "origin_server_ts": 1_700_000_000_000_u64, "content": content,
         })
     }

@@ -10,7 +10,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use self::{
     agents::Agent,
-    rooms::{CityRoom, NewRoom, RoomLock, RoomUpdate},
+    rooms::{CityRoom, NewRoom, Recorded, RoomUpdate},
     transactions::{Applied, Batch},
 };
 

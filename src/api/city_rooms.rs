@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 use super::extract::{ApiJson, Caller, MaybeCaller};
 use crate::{
     app::AppState,
-    domain::slugify,
+    domain::{Slug, Visibility, slugify},
     error::ApiError,
-    rooms::{RoomPatch, is_valid_slug},
+    rooms::RoomPatch,
     store::{CityRoom, NewRoom},
 };
 
@@ -33,7 +33,7 @@ pub struct CityRoomView {
     /// The room the UI opens first.
     pub is_default: bool,
     /// `public` or `private`.
-    pub visibility: String,
+    pub visibility: Visibility,
     /// `active` or `archived`.
     pub status: String,
     /// `ready` once the Matrix room exists, `pending` until then.
@@ -66,36 +66,16 @@ impl CityRoomView {
                 "pending"
             }
             .to_owned(),
-            id: room.id,
-            slug: room.slug,
+            id: room.id.to_string(),
+            slug: room.slug.to_string(),
             name: room.name,
             description: room.description,
             is_default: room.is_default,
             visibility: room.visibility,
-            matrix_room_id: room.matrix_room_id,
-            matrix_room_alias: room.matrix_room_alias,
+            matrix_room_id: room.matrix_room_id.map(Into::into),
+            matrix_room_alias: room.matrix_room_alias.map(Into::into),
             members_online: None,
             last_event: None,
-        }
-    }
-}
-
-/// Who may see a room.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    /// In the room directory, joinable by anyone.
-    #[default]
-    Public,
-    /// Invite only, not listed.
-    Private,
-}
-
-impl Visibility {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Public => "public",
-            Self::Private => "private",
         }
     }
 }
@@ -167,11 +147,7 @@ pub async fn list(
     State(state): State<AppState>,
     MaybeCaller(caller): MaybeCaller,
 ) -> Result<Json<Vec<CityRoomView>>, ApiError> {
-    let rooms = state
-        .store
-        .list_rooms(caller.is_some())
-        .await
-        .map_err(crate::Error::from)?;
+    let rooms = state.store.list_rooms(caller.is_some()).await?;
     Ok(Json(
         rooms
             .into_iter()
@@ -189,13 +165,10 @@ pub async fn get(
     MaybeCaller(caller): MaybeCaller,
     Path(slug): Path<String>,
 ) -> Result<Json<CityRoomView>, ApiError> {
-    match state
-        .store
-        .room_by_slug(&slug)
-        .await
-        .map_err(crate::Error::from)?
-    {
-        Some(room) if room.visibility == "public" || caller.is_some() => {
+    // A value that is no slug (a NUL byte, say) names no room; it never reaches SQL.
+    let slug = Slug::parse(slug).map_err(|_| ApiError::not_found())?;
+    match state.store.room_by_slug(&slug).await? {
+        Some(room) if room.visibility == Visibility::Public || caller.is_some() => {
             Ok(Json(state.live_view(room)))
         }
         _ => Err(ApiError::not_found()),
@@ -221,29 +194,15 @@ pub async fn create(
     let name = check_name(&body.name)?;
     check_description(body.description.as_deref())?;
     let slug = match body.slug {
-        Some(slug) if is_valid_slug(&slug) => slug,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "slug",
-                "must match ^[a-z0-9][a-z0-9_-]{0,63}$",
-            ));
-        }
-        None => {
-            let slug = slugify(&name);
-            if !is_valid_slug(&slug) {
-                return Err(ApiError::invalid(
-                    "slug",
-                    "the name gives no slug; send one",
-                ));
-            }
-            slug
-        }
+        Some(slug) => Slug::parse(slug).map_err(|e| ApiError::invalid("slug", e.0))?,
+        None => Slug::parse(slugify(&name))
+            .map_err(|_| ApiError::invalid("slug", "the name gives no slug; send one"))?,
     };
     let new = NewRoom {
         slug: &slug,
         name: &name,
         description: body.description.as_deref(),
-        visibility: body.visibility.as_str(),
+        visibility: body.visibility,
         is_default: body.is_default,
     };
     let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
@@ -273,6 +232,7 @@ pub async fn update(
     Path(slug): Path<String>,
     ApiJson(body): ApiJson<UpdateCityRoom>,
 ) -> Result<Json<CityRoomView>, ApiError> {
+    let slug = Slug::parse(slug).map_err(|_| ApiError::not_found())?;
     let name = body.name.as_deref().map(check_name).transpose()?;
     check_description(body.description.as_ref().and_then(Option::as_deref))?;
     let patch = RoomPatch {

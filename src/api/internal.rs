@@ -10,14 +10,12 @@ use ruma::RoomAliasId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    city_rooms::Visibility,
-    extract::{ApiJson, Service},
-};
+use super::extract::{ApiJson, Service};
 use crate::{
     app::AppState,
+    domain::{AgentId, Slug, Visibility},
     error::ApiError,
-    rooms::{Ensured, is_valid_slug, slug_of_alias},
+    rooms::Ensured,
     store::NewRoom,
 };
 
@@ -60,48 +58,34 @@ pub async fn create_matrix_room(
     _service: Service,
     ApiJson(body): ApiJson<CreateMatrixRoom>,
 ) -> Result<Json<MatrixRoomRef>, ApiError> {
-    if !is_valid_slug(&body.slug) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias")
-            .with_detail("slug must match ^[a-z0-9][a-z0-9_-]{0,63}$"));
-    }
+    let slug = Slug::parse(body.slug).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias").with_detail(format!("slug {e}"))
+    })?;
     let name = super::city_rooms::check_name(&body.name)?;
-    let name = name.as_str();
-    if state
-        .store
-        .room_by_slug(&body.slug)
-        .await
-        .map_err(crate::Error::from)?
-        .is_none()
-    {
+    if state.store.room_by_slug(&slug).await?.is_none() {
         let new = NewRoom {
-            slug: &body.slug,
-            name,
+            slug: &slug,
+            name: &name,
             description: None,
-            visibility: if body.visibility == Visibility::Private {
-                "private"
-            } else {
-                "public"
-            },
+            visibility: body.visibility,
             is_default: false,
         };
-        state
-            .store
-            .insert_room(&new)
-            .await
-            .map_err(crate::Error::from)?;
+        state.store.insert_room(&new).await?;
     }
-    match state.rooms().ensure_matrix_room(&body.slug).await {
+    match state.rooms().ensure_matrix_room(&slug).await {
         Ok(Ensured::Created(room_id) | Ensured::Existing(room_id)) => Ok(Json(MatrixRoomRef {
             matrix_room_id: room_id.to_string(),
-            matrix_room_alias: crate::rooms::alias_of_slug(&body.slug, &state.config.server_name)
-                .to_string(),
+            matrix_room_alias: slug.alias(&state.config.server_name).to_string(),
         })),
         Ok(Ensured::Archived) => Err(ApiError::new(StatusCode::CONFLICT, "archived")),
         Ok(Ensured::UnknownSlug) => Err(ApiError::not_found()),
-        Err(error) => {
-            tracing::warn!(%error, slug = %body.slug, "Matrix room creation failed");
+        // The old gateway's contract: 500 `matrix_unavailable` when Matrix fails. A
+        // database failure is an internal error like anywhere else.
+        Err(error @ crate::Error::Homeserver(_)) => {
+            tracing::warn!(%error, %slug, "Matrix room creation failed");
             Err(matrix_unavailable())
         }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -126,16 +110,12 @@ pub async fn find_by_alias(
     Query(query): Query<AliasQuery>,
 ) -> Result<Json<MatrixRoomRef>, ApiError> {
     let alias = RoomAliasId::parse(&query.alias).map_err(|_| invalid_alias())?;
-    let slug = slug_of_alias(&alias, &state.config.server_name).ok_or_else(invalid_alias)?;
-    let room = state
-        .store
-        .room_by_slug(slug)
-        .await
-        .map_err(crate::Error::from)?;
+    let slug = Slug::of_alias(&alias, &state.config.server_name).ok_or_else(invalid_alias)?;
+    let room = state.store.room_by_slug(&slug).await?;
     match room.and_then(|r| r.matrix_room_id.zip(r.matrix_room_alias)) {
         Some((matrix_room_id, matrix_room_alias)) => Ok(Json(MatrixRoomRef {
-            matrix_room_id,
-            matrix_room_alias,
+            matrix_room_id: matrix_room_id.into(),
+            matrix_room_alias: matrix_room_alias.into(),
         })),
         None => Err(ApiError::not_found()),
     }
@@ -183,7 +163,10 @@ pub async fn backfill(
         failed: summary
             .failed
             .into_iter()
-            .map(|(slug, error)| BackfillFailure { slug, error })
+            .map(|(slug, error)| BackfillFailure {
+                slug: slug.to_string(),
+                error: error.to_owned(),
+            })
             .collect(),
     }))
 }
@@ -210,11 +193,7 @@ pub async fn room_mapping(
     State(state): State<AppState>,
     _service: Service,
 ) -> Result<Json<Vec<RoomMapping>>, ApiError> {
-    let rooms = state
-        .store
-        .list_rooms(true)
-        .await
-        .map_err(crate::Error::from)?;
+    let rooms = state.store.list_rooms(true).await?;
     Ok(Json(
         rooms
             .into_iter()
@@ -272,18 +251,12 @@ pub async fn agent_presence(
             "must be at most 500 characters",
         ));
     }
-    let user = agent_id
-        .strip_prefix("agent:")
-        .and_then(|name| {
-            ruma::UserId::parse_with_server_name(format!("agent_{name}"), &state.config.server_name)
-                .ok()
-        })
-        .ok_or_else(ApiError::not_found)?;
+    let agent_id = AgentId::parse(agent_id).map_err(|_| ApiError::not_found())?;
+    let user = agent_id.user_id(&state.config.server_name);
     let agent = state
         .store
-        .agent(&agent_id)
-        .await
-        .map_err(crate::Error::from)?
+        .agent(agent_id.as_str())
+        .await?
         .ok_or_else(ApiError::not_found)?;
     if agent.matrix_user_id.is_none() {
         crate::agents::provision(

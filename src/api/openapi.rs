@@ -17,7 +17,7 @@ use super::{city_rooms, internal};
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
-        city_rooms::Visibility, internal::MatrixRoomRef, internal::CreateMatrixRoom,
+        crate::domain::Visibility, internal::MatrixRoomRef, internal::CreateMatrixRoom,
         internal::BackfillSummary, internal::BackfillFailure, internal::RoomMapping, internal::AgentPresence,
     )),
     modifiers(&BearerAuth),

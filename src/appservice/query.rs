@@ -7,12 +7,7 @@ use ruma::api::appservice::query::{query_room_alias, query_user_id};
 use tracing::{info, warn};
 
 use super::{Ruma, RumaResponse};
-use crate::{
-    agents,
-    app::AppState,
-    error::MatrixError,
-    rooms::{Ensured, slug_of_alias},
-};
+use crate::{agents, app::AppState, domain::Slug, error::MatrixError, rooms::Ensured};
 
 /// A request that did not parse (a malformed id) is simply not one of ours; auth errors stay.
 fn unparsable_is_unknown<T>(request: Result<Ruma<T>, MatrixError>) -> Result<Ruma<T>, MatrixError> {
@@ -57,10 +52,10 @@ pub async fn query_room_alias(
     request: Result<Ruma<query_room_alias::v1::Request>, MatrixError>,
 ) -> Result<RumaResponse<query_room_alias::v1::Response>, MatrixError> {
     let alias = unparsable_is_unknown(request)?.request.room_alias;
-    let Some(slug) = slug_of_alias(&alias, &state.config.server_name) else {
+    let Some(slug) = Slug::of_alias(&alias, &state.config.server_name) else {
         return Err(MatrixError::not_found("Not a city room alias"));
     };
-    match state.rooms().ensure_matrix_room(slug).await? {
+    match state.rooms().ensure_matrix_room(&slug).await? {
         Ensured::Created(room_id) | Ensured::Existing(room_id) => {
             info!(%alias, %room_id, "answered alias query");
             Ok(RumaResponse(query_room_alias::v1::Response::new()))

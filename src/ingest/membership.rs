@@ -1,24 +1,28 @@
 //! `m.room.member` into the membership table.
 
-use ruma::{UserId, events::room::member::RoomMemberEventContent};
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId, UserId,
+    events::room::member::{MembershipState, RoomMemberEventContent},
+};
 
-use super::{Change, Envelope, MappedRoom, Read, pg_text};
+use super::{Change, Envelope, Read, pg_text};
+use crate::{domain::CityRoomId, rooms::MappedRoom};
 
 /// The membership of one user in one room, as of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipChange {
     /// The Matrix room.
-    pub matrix_room_id: String,
+    pub matrix_room_id: OwnedRoomId,
     /// `city_rooms.id`.
-    pub room_id: String,
+    pub room_id: CityRoomId,
     /// The member (the event's `state_key`).
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// `join`, `leave`, `invite`, `ban` or `knock`.
-    pub membership: String,
+    pub membership: MembershipState,
     /// The member's display name in the room.
     pub display_name: Option<String>,
     /// The event.
-    pub event_id: String,
+    pub event_id: OwnedEventId,
     /// Its `origin_server_ts`.
     pub event_ts: i64,
 }
@@ -36,15 +40,15 @@ pub(super) fn read_member(envelope: &Envelope<'_>, room: &MappedRoom) -> Read {
         Err(e) => return Read::Invalid(format!("m.room.member content: {e}")),
     };
     Read::Change(Change::Membership(MembershipChange {
-        matrix_room_id: envelope.room_id.to_string(),
+        matrix_room_id: envelope.room_id.clone(),
         room_id: room.id.clone(),
-        user_id: user_id.to_string(),
-        membership: content.membership.as_str().to_owned(),
+        user_id: user_id.to_owned(),
+        membership: content.membership,
         display_name: content
             .displayname
             .as_deref()
             .map(|n| pg_text(n).into_owned()),
-        event_id: envelope.event_id.to_string(),
+        event_id: envelope.event_id.clone(),
         event_ts: envelope.origin_server_ts.get().into(),
     }))
 }
@@ -66,9 +70,9 @@ mod tests {
         e["state_key"] = json!("@alice:example.org");
         match read(e) {
             Read::Change(Change::Membership(m)) => {
-                assert_eq!(m.membership, "join");
+                assert_eq!(m.membership, MembershipState::Join);
                 assert_eq!(m.display_name.as_deref(), Some("Alice"));
-                assert_eq!(m.user_id, "@alice:example.org");
+                assert_eq!(m.user_id.as_str(), "@alice:example.org");
             }
             other => panic!("{other:?}"),
         }

@@ -1,12 +1,16 @@
 //! `m.room.message` into the message index; edits (`m.replace`) and `m.room.redaction`.
 
 use chrono::{DateTime, Utc};
-use ruma::events::room::{
-    message::{MessageType, Relation, RoomMessageEventContent},
-    redaction::RoomRedactionEventContent,
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId,
+    events::room::{
+        message::{MessageType, Relation, RoomMessageEventContent},
+        redaction::RoomRedactionEventContent,
+    },
 };
 
-use super::{Change, Context, Envelope, MappedRoom, Read, pg_text};
+use super::{Change, Context, Envelope, Read, pg_text};
+use crate::{domain::CityRoomId, rooms::MappedRoom};
 
 /// Longest preview kept, in characters.
 pub const PREVIEW_CHARS: usize = 500;
@@ -34,15 +38,15 @@ impl SenderType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
     /// `city_rooms.id`.
-    pub channel_id: String,
+    pub channel_id: CityRoomId,
     /// The Matrix room.
-    pub matrix_room_id: String,
+    pub matrix_room_id: OwnedRoomId,
     /// The Matrix event.
-    pub event_id: String,
+    pub event_id: OwnedEventId,
     /// DAARION entity id of the sender.
     pub sender_id: String,
     /// Matrix id of the sender.
-    pub sender_matrix_id: String,
+    pub sender_matrix_id: OwnedUserId,
     /// Human or agent.
     pub sender_type: SenderType,
     /// `m.text`, `m.notice` or `m.emote`.
@@ -57,11 +61,11 @@ pub struct NewMessage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageEdit {
     /// The edited message's event id.
-    pub target: String,
+    pub target: OwnedEventId,
     /// The room of the edit: only a message of the same room is edited.
-    pub matrix_room_id: String,
+    pub matrix_room_id: OwnedRoomId,
     /// Who edited: only the original sender's edits apply.
-    pub sender_matrix_id: String,
+    pub sender_matrix_id: OwnedUserId,
     /// The new preview.
     pub preview: String,
     /// When.
@@ -72,11 +76,11 @@ pub struct MessageEdit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Redaction {
     /// The redacted event's id.
-    pub target: String,
+    pub target: OwnedEventId,
     /// The room of the redaction: only a message of the same room is redacted.
-    pub matrix_room_id: String,
+    pub matrix_room_id: OwnedRoomId,
     /// Who redacted.
-    pub sender_matrix_id: String,
+    pub sender_matrix_id: OwnedUserId,
     /// Whether the redactor is a user of this homeserver. Synapse accepts a remote
     /// user's redaction of anyone's event into the room and only checks it when serving
     /// the event; the index takes a redaction from the message's own sender or from a
@@ -116,9 +120,9 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
     if let Some(Relation::Replacement(replacement)) = &content.relates_to {
         return match indexed_body(&replacement.new_content.msgtype) {
             Some((_, body)) => Read::Change(Change::Edit(MessageEdit {
-                target: replacement.event_id.to_string(),
-                matrix_room_id: envelope.room_id.to_string(),
-                sender_matrix_id: envelope.sender.to_string(),
+                target: replacement.event_id.clone(),
+                matrix_room_id: envelope.room_id.clone(),
+                sender_matrix_id: envelope.sender.clone(),
                 preview: preview(body),
                 edited_at: time(envelope),
             })),
@@ -131,10 +135,10 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
     let (sender_id, sender_type) = ctx.classify_sender(&envelope.sender);
     Read::Change(Change::Message(NewMessage {
         channel_id: room.id.clone(),
-        matrix_room_id: envelope.room_id.to_string(),
-        event_id: envelope.event_id.to_string(),
+        matrix_room_id: envelope.room_id.clone(),
+        event_id: envelope.event_id.clone(),
         sender_id,
-        sender_matrix_id: envelope.sender.to_string(),
+        sender_matrix_id: envelope.sender.clone(),
         sender_type,
         msgtype,
         preview: preview(body),
@@ -151,9 +155,9 @@ pub(super) fn read_redaction(envelope: &Envelope<'_>, server_name: &ruma::Server
         };
     match from_content.or_else(|| envelope.redacts.clone()) {
         Some(target) => Read::Change(Change::Redaction(Redaction {
-            target: target.to_string(),
-            matrix_room_id: envelope.room_id.to_string(),
-            sender_matrix_id: envelope.sender.to_string(),
+            target,
+            matrix_room_id: envelope.room_id.clone(),
+            sender_matrix_id: envelope.sender.clone(),
             sender_is_local: envelope.sender.server_name() == server_name,
             redacted_at: time(envelope),
         })),
@@ -194,7 +198,7 @@ mod tests {
                     assert_eq!(m.msgtype, msgtype);
                     assert_eq!(m.sender_type, sender_type);
                     assert_eq!(m.preview, "hi");
-                    assert_eq!(m.channel_id, "room_city_general");
+                    assert_eq!(m.channel_id.as_str(), "room_city_general");
                 }
                 other => panic!("{msgtype}: {other:?}"),
             }

@@ -1,43 +1,44 @@
 //! Room state of mapped rooms: name, topic, canonical alias and tombstone.
 
-use ruma::events::room::{
-    canonical_alias::RoomCanonicalAliasEventContent, name::RoomNameEventContent,
-    tombstone::RoomTombstoneEventContent, topic::RoomTopicEventContent,
+use ruma::{
+    OwnedEventId, OwnedRoomAliasId, OwnedRoomId,
+    events::room::{
+        canonical_alias::RoomCanonicalAliasEventContent, name::RoomNameEventContent,
+        tombstone::RoomTombstoneEventContent, topic::RoomTopicEventContent,
+    },
 };
 use serde::de::DeserializeOwned;
 
-use super::{Change, Envelope, MappedRoom, Read, pg_text};
-
-/// What the Matrix room name is prefixed with; the city room name is kept without it.
-pub const NAME_PREFIX: &str = "DAARION City — ";
-
-/// Longest city room name, in characters (the `city_rooms.name` check).
-const NAME_CHARS: usize = 100;
+use super::{Change, Envelope, Read, pg_text};
+use crate::{
+    domain::{CityRoomId, MAX_NAME_CHARS, ROOM_NAME_PREFIX},
+    rooms::MappedRoom,
+};
 
 /// Which field of the city room a state event sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomStateField {
-    /// `m.room.name` → `name` (without [`NAME_PREFIX`]).
+    /// `m.room.name` → `name` (without [`ROOM_NAME_PREFIX`]).
     Name(String),
     /// `m.room.topic` → `description`.
     Topic(Option<String>),
     /// `m.room.canonical_alias` → `matrix_room_alias`.
-    CanonicalAlias(String),
+    CanonicalAlias(OwnedRoomAliasId),
     /// `m.room.tombstone` → the room was upgraded: `matrix_room_id` moves to the new room.
-    Tombstone(String),
+    Tombstone(OwnedRoomId),
 }
 
 /// A state change of a mapped room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomStateChange {
     /// `city_rooms.id`.
-    pub room_id: String,
+    pub room_id: CityRoomId,
     /// The Matrix room.
-    pub matrix_room_id: String,
+    pub matrix_room_id: OwnedRoomId,
     /// The event type, the key of "latest state" bookkeeping.
     pub event_type: &'static str,
     /// The event.
-    pub event_id: String,
+    pub event_id: OwnedEventId,
     /// Its `origin_server_ts`.
     pub event_ts: i64,
     /// What it sets.
@@ -53,11 +54,11 @@ fn field(envelope: &Envelope<'_>) -> Result<Option<(&'static str, RoomStateField
     Ok(match envelope.kind.as_ref() {
         "m.room.name" => {
             let name = content::<RoomNameEventContent>(envelope)?.name;
-            let name = name.strip_prefix(NAME_PREFIX).unwrap_or(&name).trim();
+            let name = name.strip_prefix(ROOM_NAME_PREFIX).unwrap_or(&name).trim();
             if name.is_empty() {
                 None
             } else {
-                let name: String = pg_text(name).chars().take(NAME_CHARS).collect();
+                let name: String = pg_text(name).chars().take(MAX_NAME_CHARS).collect();
                 Some(("m.room.name", RoomStateField::Name(name)))
             }
         }
@@ -71,15 +72,12 @@ fn field(envelope: &Envelope<'_>) -> Result<Option<(&'static str, RoomStateField
             .map(|alias| {
                 (
                     "m.room.canonical_alias",
-                    RoomStateField::CanonicalAlias(alias.to_string()),
+                    RoomStateField::CanonicalAlias(alias),
                 )
             }),
         "m.room.tombstone" => {
             let replacement = content::<RoomTombstoneEventContent>(envelope)?.replacement_room;
-            Some((
-                "m.room.tombstone",
-                RoomStateField::Tombstone(replacement.to_string()),
-            ))
+            Some(("m.room.tombstone", RoomStateField::Tombstone(replacement)))
         }
         _ => None,
     })
@@ -92,9 +90,9 @@ pub(super) fn read_state(envelope: &Envelope<'_>, room: &MappedRoom) -> Read {
     match field(envelope) {
         Ok(Some((event_type, field))) => Read::Change(Change::RoomState(RoomStateChange {
             room_id: room.id.clone(),
-            matrix_room_id: envelope.room_id.to_string(),
+            matrix_room_id: envelope.room_id.clone(),
             event_type,
-            event_id: envelope.event_id.to_string(),
+            event_id: envelope.event_id.clone(),
             event_ts: envelope.origin_server_ts.get().into(),
             field,
         })),
@@ -128,10 +126,10 @@ mod tests {
         );
         let tomb = state(
             "m.room.tombstone",
-            json!({"body": "moved", "replacement_room": "!new"}),
+            json!({"body": "moved", "replacement_room": "!new:example.org"}),
         );
         assert!(
-            matches!(tomb, Read::Change(Change::RoomState(RoomStateChange { field: RoomStateField::Tombstone(r), .. })) if r == "!new")
+            matches!(tomb, Read::Change(Change::RoomState(RoomStateChange { field: RoomStateField::Tombstone(r), .. })) if r.as_str() == "!new:example.org")
         );
         assert!(matches!(
             state("m.room.name", json!({"name": 7})),

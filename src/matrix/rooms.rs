@@ -1,16 +1,17 @@
 //! Rooms as the appservice's sender: creation, aliases, state, power levels, history.
 
 use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId,
+    OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UInt,
     api::{
         client::{
             alias::{create_alias, get_alias},
+            message::get_message_events,
             room::{Visibility, create_room},
             state,
         },
         error::ErrorKind,
     },
-    events::StateEventType,
+    events::{AnyStateEvent, AnyTimelineEvent, StateEventType},
     serde::Raw,
 };
 
@@ -124,5 +125,31 @@ impl Homeserver {
         );
         self.send(request, None).await?;
         Ok(())
+    }
+
+    /// The room's current state, as the appservice's sender (a member of every room it
+    /// created).
+    pub async fn room_state(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<Vec<Raw<AnyStateEvent>>, HomeserverError> {
+        let request = state::get_state_events::v3::Request::new(room_id.to_owned());
+        Ok(self.send(request, None).await?.room_state)
+    }
+
+    /// One page of the room's timeline, newest first, from `from` (the end when `None`):
+    /// the events and the token of the next (older) page, `None` at the room's start.
+    pub async fn history_page(
+        &self,
+        room_id: &RoomId,
+        from: Option<String>,
+        limit: u32,
+    ) -> Result<(Vec<Raw<AnyTimelineEvent>>, Option<String>), HomeserverError> {
+        let mut request = get_message_events::v3::Request::backward(room_id.to_owned());
+        request.from = from;
+        request.limit = UInt::from(limit);
+        let response = self.send(request, None).await?;
+        let end = response.end.filter(|_| !response.chunk.is_empty());
+        Ok((response.chunk, end))
     }
 }

@@ -13,6 +13,7 @@ use ruma::{
         appservice::event::push_events::v1::EphemeralData,
         client::{membership::joined_members, presence::get_presence},
     },
+    events::room::member::MembershipState,
     serde::Raw,
 };
 use tokio::{sync::Semaphore, task::JoinSet};
@@ -21,12 +22,7 @@ use tracing::{debug, info, warn};
 use super::{
     Offer, PresenceAggregator, PresenceStatus, RoomPresence, RoomThrottle, UserPresenceEvent,
 };
-use crate::{
-    bus::Bus,
-    ingest::MappedRoom,
-    matrix::Homeserver,
-    rooms::{RoomDirectory, alias_of_slug},
-};
+use crate::{bus::Bus, matrix::Homeserver, rooms::MappedRoom, rooms::RoomDirectory};
 
 /// How many homeserver calls a rebuild makes at once.
 const REBUILD_CONCURRENCY: usize = 8;
@@ -93,25 +89,25 @@ impl LivePresence {
     fn ensure_room(
         &self,
         state: &mut State,
-        matrix_room_id: &str,
+        matrix_room_id: &ruma::RoomId,
         directory: &RoomDirectory,
-        new_rooms: &mut Vec<(String, MappedRoom)>,
+        new_rooms: &mut Vec<(OwnedRoomId, MappedRoom)>,
     ) {
-        if state.aggregator.room(matrix_room_id).is_some() {
+        if state.aggregator.room(matrix_room_id.as_str()).is_some() {
             return;
         }
         let Some(room) = directory.get(matrix_room_id) else {
             return;
         };
-        let alias = alias_of_slug(&room.slug, &self.server_name).to_string();
+        let alias = room.slug.alias(&self.server_name).to_string();
         state
             .aggregator
-            .map_room(matrix_room_id, room.slug.clone(), Some(alias));
+            .map_room(matrix_room_id.as_str(), room.slug.to_string(), Some(alias));
         new_rooms.push((matrix_room_id.to_owned(), room));
     }
 
     /// Loads the members of rooms that became mapped, in the background.
-    fn rebuild_new(self: &Arc<Self>, new_rooms: Vec<(String, MappedRoom)>) {
+    fn rebuild_new(self: &Arc<Self>, new_rooms: Vec<(OwnedRoomId, MappedRoom)>) {
         if !new_rooms.is_empty() {
             let this = Arc::clone(self);
             tokio::spawn(async move { this.rebuild(new_rooms).await });
@@ -192,12 +188,7 @@ impl LivePresence {
                         self.offer(&mut state, change.rooms, &mut out);
                     }
                     EphemeralData::Typing(event) => {
-                        self.ensure_room(
-                            &mut state,
-                            event.room_id.as_str(),
-                            directory,
-                            &mut new_rooms,
-                        );
+                        self.ensure_room(&mut state, &event.room_id, directory, &mut new_rooms);
                         let users = event
                             .content
                             .user_ids
@@ -211,12 +202,7 @@ impl LivePresence {
                         }
                     }
                     EphemeralData::Receipt(event) => {
-                        self.ensure_room(
-                            &mut state,
-                            event.room_id.as_str(),
-                            directory,
-                            &mut new_rooms,
-                        );
+                        self.ensure_room(&mut state, &event.room_id, directory, &mut new_rooms);
                         state.aggregator.touch(event.room_id.as_str(), now);
                     }
                     _ => {}
@@ -230,8 +216,8 @@ impl LivePresence {
     /// Applies what a committed transaction did to membership and activity.
     pub async fn apply_room_events(
         self: &Arc<Self>,
-        memberships: &[(String, String, String)],
-        activity: &[(String, u64)],
+        memberships: &[(OwnedRoomId, OwnedUserId, MembershipState)],
+        activity: &[(OwnedRoomId, u64)],
         directory: &RoomDirectory,
     ) {
         let mut out = Vec::new();
@@ -241,16 +227,22 @@ impl LivePresence {
             let mut state = self.lock();
             for (room, ts) in activity {
                 self.ensure_room(&mut state, room, directory, &mut new_rooms);
-                state.aggregator.touch(room, *ts);
+                state.aggregator.touch(room.as_str(), *ts);
             }
             for (room, user, membership) in memberships {
                 self.ensure_room(&mut state, room, directory, &mut new_rooms);
                 // Synapse pushes presence only while a user shares a room with us: what a
                 // newcomer set before joining must be asked for.
-                if membership == "join" && state.aggregator.user(user).is_none() {
-                    unknown.push(user.clone());
+                if *membership == MembershipState::Join
+                    && state.aggregator.user(user.as_str()).is_none()
+                {
+                    unknown.push(user.to_string());
                 }
-                if let Some(changed) = state.aggregator.apply_membership(room, user, membership) {
+                if let Some(changed) = state.aggregator.apply_membership(
+                    room.as_str(),
+                    user.as_str(),
+                    membership.as_str(),
+                ) {
                     self.offer(&mut state, vec![changed], &mut out);
                 }
             }
@@ -324,8 +316,8 @@ impl LivePresence {
     }
 
     /// Forgets a Matrix room (replaced by an upgrade).
-    pub fn unmap_room(&self, matrix_room_id: &str) {
-        self.lock().aggregator.unmap_room(matrix_room_id);
+    pub fn unmap_room(&self, matrix_room_id: &ruma::RoomId) {
+        self.lock().aggregator.unmap_room(matrix_room_id.as_str());
     }
 
     /// Rebuilds the state of `rooms` from the homeserver — joined members, then their
@@ -333,20 +325,18 @@ impl LivePresence {
     /// Publishes every room afterwards.
     pub fn rebuild(
         self: &Arc<Self>,
-        rooms: Vec<(String, MappedRoom)>,
+        rooms: Vec<(OwnedRoomId, MappedRoom)>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.rebuild_once(rooms))
     }
 
-    async fn rebuild_once(self: &Arc<Self>, rooms: Vec<(String, MappedRoom)>) {
+    async fn rebuild_once(self: &Arc<Self>, rooms: Vec<(OwnedRoomId, MappedRoom)>) {
         let homeserver = &self.homeserver;
         let started = Instant::now();
         let limit = Arc::new(Semaphore::new(REBUILD_CONCURRENCY));
         let mut members = JoinSet::new();
-        for (matrix_room_id, _) in &rooms {
-            let Ok(room_id) = OwnedRoomId::try_from(matrix_room_id.as_str()) else {
-                continue;
-            };
+        for (room_id, _) in &rooms {
+            let room_id = room_id.clone();
             let (homeserver, limit) = (homeserver.clone(), Arc::clone(&limit));
             members.spawn(async move {
                 let _permit = limit.acquire_owned().await;
@@ -374,7 +364,7 @@ impl LivePresence {
                 }
                 Err(error) => {
                     warn!(%room_id, %error, "cannot load joined members; will retry");
-                    if let Some(room) = rooms.iter().find(|(id, _)| id == room_id.as_str()) {
+                    if let Some(room) = rooms.iter().find(|(id, _)| *id == room_id) {
                         failed.push(room.clone());
                     }
                 }
@@ -397,10 +387,12 @@ impl LivePresence {
         {
             let mut state = self.lock();
             for (matrix_room_id, room) in &rooms {
-                let alias = alias_of_slug(&room.slug, &self.server_name).to_string();
-                state
-                    .aggregator
-                    .map_room(matrix_room_id.clone(), room.slug.clone(), Some(alias));
+                let alias = room.slug.alias(&self.server_name).to_string();
+                state.aggregator.map_room(
+                    matrix_room_id.to_string(),
+                    room.slug.to_string(),
+                    Some(alias),
+                );
             }
             for (room_id, joined) in updated {
                 state.aggregator.set_members(room_id.as_str(), joined);
@@ -413,7 +405,7 @@ impl LivePresence {
             let mut state = self.lock();
             let snapshot = rooms
                 .iter()
-                .filter_map(|(id, _)| state.aggregator.room(id))
+                .filter_map(|(id, _)| state.aggregator.room(id.as_str()))
                 .collect();
             self.offer(&mut state, snapshot, &mut out);
         }

@@ -1,84 +1,116 @@
 //! `city_rooms`.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Transaction};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId};
+use sqlx::{Row as _, postgres::PgRow};
 
 use super::Store;
-use crate::ingest::MappedRoom;
+use crate::{
+    Result,
+    domain::{CityRoomId, Slug, Visibility},
+    rooms::MappedRoom,
+};
 
 /// A city room.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CityRoom {
     /// `room_city_<slug>`.
-    pub id: String,
+    pub id: CityRoomId,
     /// The slug.
-    pub slug: String,
+    pub slug: Slug,
     /// The name, without the Matrix prefix.
     pub name: String,
     /// The description (Matrix topic).
     pub description: Option<String>,
     /// The room the UI opens first.
     pub is_default: bool,
-    /// `public` or `private`.
-    pub visibility: String,
+    /// Who may see it.
+    pub visibility: Visibility,
     /// When it was archived.
     pub archived_at: Option<DateTime<Utc>>,
     /// The Matrix room, once it exists.
-    pub matrix_room_id: Option<String>,
+    pub matrix_room_id: Option<OwnedRoomId>,
     /// The Matrix alias, once it exists.
-    pub matrix_room_alias: Option<String>,
+    pub matrix_room_alias: Option<OwnedRoomAliasId>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
 }
 
+impl CityRoom {
+    /// The directory entry of the room.
+    pub fn mapped(&self) -> MappedRoom {
+        MappedRoom {
+            id: self.id.clone(),
+            slug: self.slug.clone(),
+            visibility: self.visibility,
+        }
+    }
+}
+
+fn decode<T, E: std::fmt::Display>(column: &str, value: Result<T, E>) -> Result<T, sqlx::Error> {
+    value.map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: e.to_string().into(),
+    })
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for CityRoom {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let matrix_room_id: Option<String> = row.try_get("matrix_room_id")?;
+        let matrix_room_alias: Option<String> = row.try_get("matrix_room_alias")?;
+        Ok(Self {
+            id: decode("id", CityRoomId::parse(row.try_get::<String, _>("id")?))?,
+            slug: decode("slug", Slug::parse(row.try_get::<String, _>("slug")?))?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            is_default: row.try_get("is_default")?,
+            visibility: decode(
+                "visibility",
+                Visibility::try_from(row.try_get::<String, _>("visibility")?),
+            )?,
+            archived_at: row.try_get("archived_at")?,
+            matrix_room_id: matrix_room_id
+                .map(|id| decode("matrix_room_id", OwnedRoomId::try_from(id)))
+                .transpose()?,
+            matrix_room_alias: matrix_room_alias
+                .map(|a| decode("matrix_room_alias", OwnedRoomAliasId::try_from(a)))
+                .transpose()?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
 const COLUMNS: &str = "id, slug, name, description, is_default, visibility, archived_at, \
                        matrix_room_id, matrix_room_alias, created_at, updated_at";
 
-/// A city room locked (`FOR UPDATE`) while its Matrix room is made, so that concurrent
-/// callers on any instance create one Matrix room, not two.
-#[derive(Debug)]
-pub struct RoomLock {
-    tx: Transaction<'static, Postgres>,
-    /// The room as it was when locked.
-    pub room: CityRoom,
-}
-
-impl RoomLock {
-    /// Releases the lock without changing anything, at once rather than whenever the
-    /// dropped transaction's connection is next handled by the pool.
-    pub async fn release(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
-    }
-
-    /// Stores the Matrix room and releases the lock.
-    pub async fn set_matrix_room(mut self, room_id: &str, alias: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE city_rooms SET matrix_room_id = $2, matrix_room_alias = $3, \
-                 matrix_pending_since = NULL, updated_at = now() \
-             WHERE id = $1",
-        )
-        .bind(&self.room.id)
-        .bind(room_id)
-        .bind(alias)
-        .execute(&mut *self.tx)
-        .await?;
-        self.tx.commit().await
-    }
+/// What recording a Matrix room found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The room is now the city room's.
+    Mapped {
+        /// Whether the city room is archived (it was archived during the creation).
+        archived: bool,
+    },
+    /// The city room already has another Matrix room (mapped by another instance).
+    Other(OwnedRoomId),
+    /// There is no such city room.
+    Gone,
 }
 
 /// A city room to create.
 #[derive(Debug, Clone)]
 pub struct NewRoom<'a> {
     /// The slug.
-    pub slug: &'a str,
+    pub slug: &'a Slug,
     /// The name.
     pub name: &'a str,
     /// The description.
     pub description: Option<&'a str>,
-    /// `public` or `private`.
-    pub visibility: &'a str,
+    /// Who may see it.
+    pub visibility: Visibility,
     /// Whether it becomes the default room (the previous default stops being it).
     pub is_default: bool,
 }
@@ -96,17 +128,18 @@ pub struct RoomUpdate<'a> {
 
 impl Store {
     /// Stores a new city room, pending its Matrix room. `None` if the slug is taken.
-    pub async fn insert_room(&self, room: &NewRoom<'_>) -> Result<Option<CityRoom>, sqlx::Error> {
+    pub async fn insert_room(&self, room: &NewRoom<'_>) -> Result<Option<CityRoom>> {
         let mut tx = self.pool.begin().await?;
         let inserted: Option<CityRoom> = sqlx::query_as(&format!(
             "INSERT INTO city_rooms (id, slug, name, description, visibility, matrix_pending_since) \
-             VALUES ('room_city_' || $1, $1, $2, $3, $4, now()) \
+             VALUES ($1, $2, $3, $4, $5, now()) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
-        .bind(room.slug)
+        .bind(room.slug.city_room_id().as_str())
+        .bind(room.slug.as_str())
         .bind(room.name)
         .bind(room.description)
-        .bind(room.visibility)
+        .bind(room.visibility.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(mut inserted) = inserted else {
@@ -122,7 +155,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             sqlx::query("UPDATE city_rooms SET is_default = true WHERE slug = $1")
-                .bind(room.slug)
+                .bind(room.slug.as_str())
                 .execute(&mut *tx)
                 .await?;
             inserted.is_default = true;
@@ -132,26 +165,26 @@ impl Store {
     }
 
     /// Every city room, the default first, then by name; private ones only if asked.
-    pub async fn list_rooms(&self, include_private: bool) -> Result<Vec<CityRoom>, sqlx::Error> {
-        sqlx::query_as(&format!(
+    pub async fn list_rooms(&self, include_private: bool) -> Result<Vec<CityRoom>> {
+        Ok(sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM city_rooms WHERE $1 OR visibility = 'public' \
              ORDER BY is_default DESC, name, slug"
         ))
         .bind(include_private)
         .fetch_all(&self.pool)
-        .await
+        .await?)
     }
 
     /// Applies `update` to the room `slug`; the room as it is afterwards.
     pub async fn update_room(
         &self,
-        slug: &str,
+        slug: &Slug,
         update: &RoomUpdate<'_>,
-    ) -> Result<Option<CityRoom>, sqlx::Error> {
+    ) -> Result<Option<CityRoom>> {
         let mut tx = self.pool.begin().await?;
         if update.is_default == Some(true) {
             sqlx::query("UPDATE city_rooms SET is_default = false, updated_at = now() WHERE is_default AND slug <> $1")
-                .bind(slug)
+                .bind(slug.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -163,7 +196,7 @@ impl Store {
                  updated_at = now() \
              WHERE slug = $1 RETURNING {COLUMNS}"
         ))
-        .bind(slug)
+        .bind(slug.as_str())
         .bind(update.name)
         .bind(update.description.is_some())
         .bind(update.description.flatten())
@@ -174,37 +207,47 @@ impl Store {
         Ok(room)
     }
 
-    /// Marks the room archived, keeping the power levels it had to restore later, or
-    /// active again.
-    pub async fn set_archived(
+    /// Keeps the power levels a room had before it was archived, unless some are kept
+    /// already: a retried archive never replaces the original levels with read-only ones.
+    /// The levels kept afterwards.
+    pub async fn keep_power_levels(
         &self,
-        slug: &str,
-        archived: bool,
-        saved_power_levels: Option<&serde_json::Value>,
-    ) -> Result<(), sqlx::Error> {
+        slug: &Slug,
+        levels: &serde_json::Value,
+    ) -> Result<Option<serde_json::Value>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE city_rooms SET pre_archive_power_levels = COALESCE(pre_archive_power_levels, $2) \
+             WHERE slug = $1 RETURNING pre_archive_power_levels",
+        )
+        .bind(slug.as_str())
+        .bind(levels)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
+    /// Marks the room archived, or active again (which drops the kept power levels: they
+    /// were put back).
+    pub async fn set_archived(&self, slug: &Slug, archived: bool) -> Result<()> {
         sqlx::query(
             "UPDATE city_rooms SET \
                  archived_at = CASE WHEN $2 THEN COALESCE(archived_at, now()) ELSE NULL END, \
-                 pre_archive_power_levels = CASE WHEN $2 THEN COALESCE(pre_archive_power_levels, $3) ELSE NULL END, \
+                 pre_archive_power_levels = CASE WHEN $2 THEN pre_archive_power_levels ELSE NULL END, \
                  updated_at = now() \
              WHERE slug = $1",
         )
-        .bind(slug)
+        .bind(slug.as_str())
         .bind(archived)
-        .bind(saved_power_levels)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// The power levels saved when the room was archived.
-    pub async fn saved_power_levels(
-        &self,
-        slug: &str,
-    ) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    /// The power levels kept when the room was archived.
+    pub async fn saved_power_levels(&self, slug: &Slug) -> Result<Option<serde_json::Value>> {
         Ok(
             sqlx::query_scalar("SELECT pre_archive_power_levels FROM city_rooms WHERE slug = $1")
-                .bind(slug)
+                .bind(slug.as_str())
                 .fetch_optional(&self.pool)
                 .await?
                 .flatten(),
@@ -212,68 +255,105 @@ impl Store {
     }
 
     /// Active rooms without a Matrix room; `pending_only` keeps those waiting for the
-    /// reconciler (created while Synapse was unavailable).
-    pub async fn rooms_without_matrix(
-        &self,
-        pending_only: bool,
-    ) -> Result<Vec<CityRoom>, sqlx::Error> {
-        sqlx::query_as(&format!(
+    /// reconciler (created while Synapse was unavailable, or whose creation was cut off).
+    pub async fn rooms_without_matrix(&self, pending_only: bool) -> Result<Vec<CityRoom>> {
+        Ok(sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM city_rooms \
              WHERE matrix_room_id IS NULL AND archived_at IS NULL \
                AND (NOT $1 OR matrix_pending_since IS NOT NULL) ORDER BY slug"
         ))
         .bind(pending_only)
         .fetch_all(&self.pool)
-        .await
+        .await?)
     }
 
     /// The room with this slug.
-    pub async fn room_by_slug(&self, slug: &str) -> Result<Option<CityRoom>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM city_rooms WHERE slug = $1"))
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn room_by_slug(&self, slug: &Slug) -> Result<Option<CityRoom>> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM city_rooms WHERE slug = $1"))
+                .bind(slug.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
-    /// Locks the room with this slug until the returned lock is dropped or used.
-    pub async fn lock_room(&self, slug: &str) -> Result<Option<RoomLock>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let room: Option<CityRoom> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM city_rooms WHERE slug = $1 FOR UPDATE"
-        ))
-        .bind(slug)
-        .fetch_optional(&mut *tx)
+    /// Notes that the Matrix room of `slug` is being created (one short statement, no lock
+    /// held across the Matrix call): if the bridge stops before it is recorded, the
+    /// reconciler finds the room pending and adopts what Synapse made.
+    pub async fn claim_creation(&self, slug: &Slug) -> Result<()> {
+        sqlx::query(
+            "UPDATE city_rooms SET matrix_pending_since = COALESCE(matrix_pending_since, now()) \
+             WHERE slug = $1 AND matrix_room_id IS NULL",
+        )
+        .bind(slug.as_str())
+        .execute(&self.pool)
         .await?;
-        Ok(room.map(|room| RoomLock { tx, room }))
+        Ok(())
+    }
+
+    /// Records the Matrix room of `slug`, unless it has another one already.
+    pub async fn record_matrix_room(
+        &self,
+        slug: &Slug,
+        room_id: &RoomId,
+        alias: &RoomAliasId,
+    ) -> Result<Recorded> {
+        let row: Option<(Option<String>, bool)> = sqlx::query_as(
+            "WITH updated AS ( \
+                 UPDATE city_rooms SET matrix_room_id = $2, matrix_room_alias = $3, \
+                     matrix_pending_since = NULL, updated_at = now() \
+                 WHERE slug = $1 AND (matrix_room_id IS NULL OR matrix_room_id = $2) \
+                 RETURNING matrix_room_id, archived_at IS NOT NULL AS archived) \
+             SELECT matrix_room_id, archived FROM updated \
+             UNION ALL \
+             SELECT matrix_room_id, archived_at IS NOT NULL FROM city_rooms \
+             WHERE slug = $1 AND NOT EXISTS (SELECT 1 FROM updated)",
+        )
+        .bind(slug.as_str())
+        .bind(room_id.as_str())
+        .bind(alias.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => Recorded::Gone,
+            Some((Some(id), archived)) if id == room_id.as_str() => Recorded::Mapped { archived },
+            Some((Some(id), _)) => match OwnedRoomId::try_from(id) {
+                Ok(other) => Recorded::Other(other),
+                Err(_) => Recorded::Gone,
+            },
+            Some((None, _)) => Recorded::Gone,
+        })
     }
 
     /// Every mapped Matrix room with its city room.
-    pub async fn mapped_rooms(&self) -> Result<Vec<(String, MappedRoom)>, sqlx::Error> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT matrix_room_id, id, slug FROM city_rooms WHERE matrix_room_id IS NOT NULL",
-        )
+    pub async fn mapped_rooms(&self) -> Result<Vec<(OwnedRoomId, MappedRoom)>> {
+        let rooms: Vec<CityRoom> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM city_rooms WHERE matrix_room_id IS NOT NULL"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(m, id, slug)| (m, MappedRoom { id, slug }))
-            .collect())
+        Ok(with_matrix_ids(rooms))
     }
 
     /// The mapped ones among `matrix_room_ids`.
     pub async fn rooms_by_matrix_ids(
         &self,
-        matrix_room_ids: &[&str],
-    ) -> Result<Vec<(String, MappedRoom)>, sqlx::Error> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT matrix_room_id, id, slug FROM city_rooms WHERE matrix_room_id = ANY($1)",
-        )
-        .bind(matrix_room_ids)
+        matrix_room_ids: &[&RoomId],
+    ) -> Result<Vec<(OwnedRoomId, MappedRoom)>> {
+        let ids: Vec<&str> = matrix_room_ids.iter().map(|id| id.as_str()).collect();
+        let rooms: Vec<CityRoom> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM city_rooms WHERE matrix_room_id = ANY($1)"
+        ))
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(m, id, slug)| (m, MappedRoom { id, slug }))
-            .collect())
+        Ok(with_matrix_ids(rooms))
     }
+}
+
+fn with_matrix_ids(rooms: Vec<CityRoom>) -> Vec<(OwnedRoomId, MappedRoom)> {
+    rooms
+        .into_iter()
+        .filter_map(|room| Some((room.matrix_room_id.clone()?, room.mapped())))
+        .collect()
 }

@@ -43,7 +43,7 @@ impl Store {
         txn_id: &str,
         events: &[Raw<AnyTimelineEvent>],
         mut batch: Batch,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> crate::Result<Applied> {
         if batch.dead_letters.is_empty()
             && batch
                 .changes
@@ -53,7 +53,7 @@ impl Store {
             match self.apply_messages_only(&batch.changes).await {
                 Ok(applied) => return Ok(applied),
                 Err(e) if is_data_error(&e) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -66,15 +66,15 @@ impl Store {
                 tx = self.pool.begin().await?;
                 refused = apply_one_by_one(&mut tx, &batch.changes, events).await?;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         let changes = batch.changes.len() - refused.len();
         batch.dead_letters.extend(refused);
-        insert_dead_letters(&mut tx, txn_id, &batch.dead_letters).await?;
+        let stored = insert_dead_letters(&mut tx, txn_id, &batch.dead_letters).await?;
         tx.commit().await?;
         Ok(Applied {
             changes,
-            dead_letters: batch.dead_letters.len(),
+            dead_letters: stored,
         })
     }
 
@@ -100,14 +100,25 @@ impl Store {
     }
 
     /// Dead letters recorded for a transaction, oldest first (for operators and tests).
-    pub async fn dead_letters(&self, txn_id: &str) -> Result<Vec<DeadLetter>, sqlx::Error> {
-        sqlx::query_as(
+    pub async fn dead_letters(&self, txn_id: &str) -> crate::Result<Vec<DeadLetter>> {
+        Ok(sqlx::query_as(
             "SELECT event_id, room_id, event_type, reason, event FROM dead_letters \
              WHERE txn_id = $1 ORDER BY id",
         )
         .bind(txn_id)
         .fetch_all(&self.pool)
-        .await
+        .await?)
+    }
+
+    /// Deletes dead letters older than `days`; how many.
+    pub async fn prune_dead_letters(&self, days: u32) -> crate::Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM dead_letters WHERE recorded_at < now() - make_interval(days => $1)",
+        )
+        .bind(i32::try_from(days).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }
 
@@ -121,25 +132,31 @@ async fn apply_grouped(
     let mut redactions = Vec::new();
     let mut members: Vec<&MembershipChange> = Vec::new();
     let mut states = Vec::new();
-    // A later event for the same key supersedes an earlier one in the same batch.
-    let mut edit_at: HashMap<&str, usize> = HashMap::new();
+    // A later event for the same key supersedes an earlier one in the same batch. Edits
+    // are keyed by target *and* sender: someone else's edit of the same message (which
+    // the update refuses) must not replace the author's.
+    let mut edit_at: HashMap<(&str, &str), usize> = HashMap::new();
     let mut member_at: HashMap<(&str, &str), usize> = HashMap::new();
     for (_, change) in changes {
         match change {
             Change::Message(m) => messages.push(m),
-            Change::Edit(e) => match edit_at.get(e.target.as_str()) {
-                Some(&i) => edits[i] = e,
-                None => {
-                    edit_at.insert(&e.target, edits.len());
-                    edits.push(e);
+            Change::Edit(e) => {
+                let key = (e.target.as_str(), e.sender_matrix_id.as_str());
+                match edit_at.get(&key) {
+                    Some(&i) => edits[i] = e,
+                    None => {
+                        edit_at.insert(key, edits.len());
+                        edits.push(e);
+                    }
                 }
-            },
+            }
             Change::Redaction(r) => redactions.push(r),
             Change::Membership(m) => {
-                match member_at.get(&(m.matrix_room_id.as_str(), m.user_id.as_str())) {
+                let key = (m.matrix_room_id.as_str(), m.user_id.as_str());
+                match member_at.get(&key) {
                     Some(&i) => members[i] = m,
                     None => {
-                        member_at.insert((&m.matrix_room_id, &m.user_id), members.len());
+                        member_at.insert(key, members.len());
                         members.push(m);
                     }
                 }
@@ -216,11 +233,11 @@ impl<'a> MessageColumns<'a> {
         let col =
             |f: fn(&'a NewMessage) -> &'a str| messages.iter().map(|m| f(m)).collect::<Vec<_>>();
         Self {
-            channel_id: col(|m| &m.channel_id),
-            matrix_room_id: col(|m| &m.matrix_room_id),
-            event_id: col(|m| &m.event_id),
+            channel_id: col(|m| m.channel_id.as_str()),
+            matrix_room_id: col(|m| m.matrix_room_id.as_str()),
+            event_id: col(|m| m.event_id.as_str()),
             sender_id: col(|m| &m.sender_id),
-            sender_matrix_id: col(|m| &m.sender_matrix_id),
+            sender_matrix_id: col(|m| m.sender_matrix_id.as_str()),
             sender_type: messages.iter().map(|m| m.sender_type.as_str()).collect(),
             msgtype: messages.iter().map(|m| m.msgtype).collect(),
             preview: col(|m| &m.preview),
@@ -271,11 +288,11 @@ async fn apply_edits(conn: &mut PgConnection, edits: &[&MessageEdit]) -> Result<
          WHERE m.matrix_event_id = u.target AND m.sender_matrix_id = u.sender AND m.matrix_room_id = u.room \
            AND m.redacted_at IS NULL AND (m.edited_at IS NULL OR m.edited_at <= u.ts)",
     )
-    .bind(col(|e| &e.target))
-    .bind(col(|e| &e.sender_matrix_id))
+    .bind(col(|e| e.target.as_str()))
+    .bind(col(|e| e.sender_matrix_id.as_str()))
     .bind(col(|e| &e.preview))
     .bind(times)
-    .bind(col(|e| &e.matrix_room_id))
+    .bind(col(|e| e.matrix_room_id.as_str()))
     .execute(conn)
     .await?;
     Ok(())
@@ -291,6 +308,8 @@ async fn apply_redactions(
     let col = |f: fn(&Redaction) -> &str| redactions.iter().map(|r| f(r)).collect::<Vec<&str>>();
     let local: Vec<bool> = redactions.iter().map(|r| r.sender_is_local).collect();
     let times: Vec<DateTime<Utc>> = redactions.iter().map(|r| r.redacted_at).collect();
+    let targets = col(|r| r.target.as_str());
+    let rooms = col(|r| r.matrix_room_id.as_str());
     sqlx::query(
         "UPDATE messages m SET content_preview = '', redacted_at = u.ts \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
@@ -298,11 +317,26 @@ async fn apply_redactions(
          WHERE m.matrix_event_id = u.target AND m.matrix_room_id = u.room \
            AND (m.sender_matrix_id = u.sender OR u.local) AND m.redacted_at IS NULL",
     )
-    .bind(col(|r| &r.target))
-    .bind(col(|r| &r.matrix_room_id))
-    .bind(col(|r| &r.sender_matrix_id))
+    .bind(&targets)
+    .bind(&rooms)
+    .bind(col(|r| r.sender_matrix_id.as_str()))
     .bind(local)
     .bind(times)
+    .execute(&mut *conn)
+    .await?;
+    // A dead letter keeps the event as received: once the event is redacted, keep only
+    // its envelope, never what was said.
+    sqlx::query(
+        "UPDATE dead_letters d SET \
+             event = json_build_object('event_id', d.event_id, 'room_id', d.room_id, \
+                                       'type', d.event_type, 'redacted', true)::text, \
+             reason = d.reason || ' (content removed: the event was redacted)' \
+         FROM UNNEST($1::text[], $2::text[]) AS u(target, room) \
+         WHERE d.event_id = u.target AND d.room_id = u.room \
+           AND d.reason NOT LIKE '%(content removed: the event was redacted)'",
+    )
+    .bind(&targets)
+    .bind(&rooms)
     .execute(conn)
     .await?;
     Ok(())
@@ -328,12 +362,12 @@ async fn upsert_members(
              event_ts = EXCLUDED.event_ts, updated_at = now() \
          WHERE room_members.event_id IS DISTINCT FROM EXCLUDED.event_id",
     )
-    .bind(col(|m| &m.matrix_room_id))
-    .bind(col(|m| &m.user_id))
-    .bind(col(|m| &m.room_id))
-    .bind(col(|m| &m.membership))
+    .bind(col(|m| m.matrix_room_id.as_str()))
+    .bind(col(|m| m.user_id.as_str()))
+    .bind(col(|m| m.room_id.as_str()))
+    .bind(col(|m| m.membership.as_str()))
     .bind(names)
-    .bind(col(|m| &m.event_id))
+    .bind(col(|m| m.event_id.as_str()))
     .bind(times)
     .execute(conn)
     .await?;
@@ -347,8 +381,8 @@ async fn apply_room_state(
     let (set, value): (&str, Option<&str>) = match &state.field {
         RoomStateField::Name(name) => ("name = $5", Some(name)),
         RoomStateField::Topic(topic) => ("description = $5", topic.as_deref()),
-        RoomStateField::CanonicalAlias(alias) => ("matrix_room_alias = $5", Some(alias)),
-        RoomStateField::Tombstone(room) => ("matrix_room_id = $5", Some(room)),
+        RoomStateField::CanonicalAlias(alias) => ("matrix_room_alias = $5", Some(alias.as_str())),
+        RoomStateField::Tombstone(room) => ("matrix_room_id = $5", Some(room.as_str())),
     };
     // Events apply in the order Synapse sends them (senders' clocks may be skewed, so
     // origin_server_ts is no order); the same event again changes nothing.
@@ -363,25 +397,68 @@ async fn apply_room_state(
          UPDATE city_rooms SET {set}, updated_at = now() \
          WHERE id = $6 AND matrix_room_id = $1 AND EXISTS (SELECT 1 FROM newer)"
     ))
-    .bind(&state.matrix_room_id)
+    .bind(state.matrix_room_id.as_str())
     .bind(state.event_type)
-    .bind(&state.event_id)
+    .bind(state.event_id.as_str())
     .bind(state.event_ts)
     .bind(value)
-    .bind(&state.room_id)
+    .bind(state.room_id.as_str())
     .execute(conn)
     .await?;
     Ok(())
 }
 
+/// Records dead letters. They must never stall the stream: a dead letter the database
+/// refuses even so is logged (without its content) and skipped. `tx` is still usable
+/// afterwards. How many were stored.
 async fn insert_dead_letters(
     tx: &mut Transaction<'static, Postgres>,
     txn_id: &str,
     dead: &[DeadLetter],
-) -> Result<(), sqlx::Error> {
+) -> Result<usize, sqlx::Error> {
     if dead.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let txn_id = crate::ingest::pg_text(txn_id);
+    sqlx::query("SAVEPOINT dead_letters")
+        .execute(&mut **tx)
+        .await?;
+    match insert_dead_letter_rows(tx, &txn_id, dead).await {
+        Ok(()) => return Ok(dead.len()),
+        Err(e) if is_data_error(&e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT dead_letters")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let mut stored = 0;
+    for letter in dead {
+        sqlx::query("SAVEPOINT dead_letter")
+            .execute(&mut **tx)
+            .await?;
+        match insert_dead_letter_rows(tx, &txn_id, std::slice::from_ref(letter)).await {
+            Ok(()) => stored += 1,
+            Err(e) if is_data_error(&e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT dead_letter")
+                    .execute(&mut **tx)
+                    .await?;
+                tracing::error!(
+                    txn_id = %txn_id, event_id = ?letter.event_id, error = %e,
+                    "a dead letter could not be stored; skipped"
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(stored)
+}
+
+async fn insert_dead_letter_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    txn_id: &str,
+    dead: &[DeadLetter],
+) -> Result<(), sqlx::Error> {
     let opt =
         |f: fn(&DeadLetter) -> Option<&str>| dead.iter().map(f).collect::<Vec<Option<&str>>>();
     sqlx::query(

@@ -1,0 +1,225 @@
+//! City rooms Synapse has but the bridge never recorded. If the bridge stops (or Postgres
+//! fails, or the alias query is cancelled) after `createRoom` and before the mapping is
+//! stored, Synapse knows the alias and never asks again; the room's events arrive as
+//! events of a room the bridge does not know. Each such room is looked at once: created
+//! by the bridge's own user, with a `#city_<slug>` canonical alias of an unmapped city
+//! room → adopted, and what was said in it is read back and indexed.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use ruma::{
+    OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, events::AnyTimelineEvent, serde::Raw,
+};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::Rooms;
+use crate::{Result, app::AppState, domain::Slug};
+
+/// Rooms waiting to be looked at, at most this many.
+const QUEUE: usize = 1024;
+/// Timeline events read back from an adopted room, at most.
+const HISTORY_LIMIT: usize = 10_000;
+/// Events per page, and per ingested batch.
+const PAGE: u32 = 100;
+
+/// Unknown rooms, offered by ingestion, looked at by one worker.
+#[derive(Debug)]
+pub struct Discovery {
+    tx: mpsc::Sender<OwnedRoomId>,
+    rx: Mutex<Option<mpsc::Receiver<OwnedRoomId>>>,
+    queued: Mutex<HashSet<OwnedRoomId>>,
+    /// Events of rooms the bridge did not know, since start.
+    unmapped_events: AtomicU64,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            queued: Mutex::default(),
+            unmapped_events: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Discovery {
+    /// Counts `events` of `room_id`, a room the bridge does not know, and has the room
+    /// looked at unless it is already queued.
+    pub fn offer(&self, room_id: &RoomId, events: usize) {
+        let total = self
+            .unmapped_events
+            .fetch_add(events as u64, Ordering::Relaxed)
+            + events as u64;
+        debug!(%room_id, events, total, "events of a room that is not a city room");
+        let mut queued = self.queued.lock().expect("not poisoned");
+        if queued.contains(room_id) {
+            return;
+        }
+        if self.tx.try_send(room_id.to_owned()).is_ok() {
+            queued.insert(room_id.to_owned());
+        } else {
+            warn!(%room_id, "discovery queue full; the room will be looked at on its next event");
+        }
+    }
+
+    /// Events of rooms the bridge did not know, since start.
+    pub fn unmapped_events(&self) -> u64 {
+        self.unmapped_events.load(Ordering::Relaxed)
+    }
+
+    /// Looks at offered rooms until the bridge shuts down.
+    pub async fn run(state: AppState) {
+        let Some(mut rx) = state.discovery.rx.lock().expect("not poisoned").take() else {
+            return;
+        };
+        while let Some(room_id) = rx.recv().await {
+            if let Err(error) = discover(&state, &room_id).await {
+                // Not remembered as "not a city room": the next event tries again.
+                warn!(%room_id, %error, "could not look at an unknown room");
+            }
+            state
+                .discovery
+                .queued
+                .lock()
+                .expect("not poisoned")
+                .remove(&room_id);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StateEnvelope {
+    #[serde(rename = "type")]
+    kind: String,
+    sender: OwnedUserId,
+    #[serde(default)]
+    state_key: Option<String>,
+    content: serde_json::Value,
+}
+
+/// What the room's state says about it.
+fn city_alias_of(
+    state: &[Raw<ruma::events::AnyStateEvent>],
+    bridge: &OwnedUserId,
+) -> Option<OwnedRoomAliasId> {
+    let mut created_by_bridge = false;
+    let mut alias = None;
+    for raw in state {
+        let Ok(event) = raw.deserialize_as_unchecked::<StateEnvelope>() else {
+            continue;
+        };
+        if event.state_key.as_deref() != Some("") {
+            continue;
+        }
+        match event.kind.as_str() {
+            "m.room.create" => created_by_bridge = &event.sender == bridge,
+            "m.room.canonical_alias" => {
+                alias = event.content["alias"]
+                    .as_str()
+                    .and_then(|a| OwnedRoomAliasId::try_from(a).ok());
+            }
+            _ => {}
+        }
+    }
+    alias.filter(|_| created_by_bridge)
+}
+
+async fn discover(state: &AppState, room_id: &RoomId) -> Result<()> {
+    if state.directory.contains(room_id) {
+        return Ok(());
+    }
+    let room_state = match state.homeserver.room_state(room_id).await {
+        Ok(room_state) => room_state,
+        Err(e) if !e.is_unavailable() => {
+            // Not a member (a room an agent was invited to, say): not ours.
+            debug!(%room_id, error = %e, "room state not readable; not a city room");
+            state.directory.mark_not_city(room_id.to_owned());
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let server = &state.config.server_name;
+    let slug = city_alias_of(&room_state, &state.sender).and_then(|a| Slug::of_alias(&a, server));
+    let Some(slug) = slug else {
+        state.directory.mark_not_city(room_id.to_owned());
+        return Ok(());
+    };
+    let rooms = Rooms::new(state);
+    let _turn = state.room_locks.lock(&slug).await;
+    let room = match state.store.room_by_slug(&slug).await? {
+        Some(room) if room.matrix_room_id.is_none() && room.archived_at.is_none() => room,
+        _ => {
+            state.directory.mark_not_city(room_id.to_owned());
+            return Ok(());
+        }
+    };
+    info!(%room_id, %slug, "found the unrecorded Matrix room of a city room; adopting it");
+    rooms.record(&room, room_id, false).await?;
+    Ok(())
+}
+
+#[derive(Deserialize, Default)]
+struct Unsigned {
+    #[serde(default)]
+    redacted_because: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct TimelineEnvelope {
+    #[serde(default)]
+    state_key: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    unsigned: Option<Unsigned>,
+}
+
+/// Reads back what was said in a room the bridge just adopted — its current state and up
+/// to 10,000 timeline events — and indexes it through the ingest pipeline, oldest first.
+/// Idempotent per event, like every ingestion.
+pub async fn index_history(state: &AppState, room_id: &RoomId) -> Result<()> {
+    let homeserver = &state.homeserver;
+    // Membership, name, topic as they are now: the timeline's older state events could
+    // otherwise undo newer pushes.
+    let current: Vec<Raw<AnyTimelineEvent>> = homeserver
+        .room_state(room_id)
+        .await?
+        .into_iter()
+        .map(Raw::cast_unchecked)
+        .collect();
+    let mut timeline = Vec::new();
+    let mut from = None;
+    while timeline.len() < HISTORY_LIMIT {
+        let (chunk, next) = homeserver.history_page(room_id, from, PAGE).await?;
+        timeline.extend(chunk.into_iter().filter(|raw| {
+            raw.deserialize_as_unchecked::<TimelineEnvelope>()
+                .is_ok_and(|e| {
+                    e.state_key.is_none() && e.unsigned.is_none_or(|u| u.redacted_because.is_none())
+                })
+        }));
+        match next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    timeline.reverse();
+    let txn_id = format!("history:{room_id}");
+    let mut indexed = 0;
+    for batch in [current, timeline] {
+        for chunk in batch.chunks(PAGE as usize) {
+            let _in_order = state.ingest.lock().await;
+            let applied = crate::ingest::apply(state, &txn_id, chunk).await?;
+            indexed += applied.changes;
+        }
+    }
+    info!(%room_id, indexed, "indexed the history of an adopted room");
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! The reconciler: creates (or adopts) the Matrix rooms of city rooms left pending —
+//! stored while the homeserver was unavailable, or whose creation was cut off before it
+//! was recorded.
+
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::app::AppState;
+
+/// Runs until the bridge shuts down (it is spawned through [`crate::workers::Workers`]),
+/// with exponential backoff while the homeserver fails. Woken at once by
+/// `state.reconciler.notify_one()`.
+pub async fn reconcile(state: AppState) {
+    const MIN: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(10);
+    let mut delay = MIN;
+    loop {
+        let pending = match state.store.rooms_without_matrix(true).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                warn!(error = %e, "reconciler cannot read pending rooms");
+                Vec::new()
+            }
+        };
+        debug!(pending = pending.len(), "reconciling pending Matrix rooms");
+        let mut failed = false;
+        for room in &pending {
+            match state.rooms().ensure_matrix_room(&room.slug).await {
+                Ok(ensured) => info!(slug = %room.slug, ?ensured, "pending Matrix room reconciled"),
+                Err(e) => {
+                    warn!(slug = %room.slug, error = %e, "pending Matrix room still failing");
+                    failed = true;
+                }
+            }
+        }
+        delay = if failed { (delay * 2).min(MAX) } else { MIN };
+        let wait = if failed { delay } else { MAX };
+        tokio::select! {
+            () = state.reconciler.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
