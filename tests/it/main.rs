@@ -8,5 +8,6 @@ mod city_api;
 mod crash;
 mod ingest;
 mod presence;
+mod recovery;
 mod rooms;
 mod support;

@@ -398,6 +398,10 @@ impl MatrixUser {
         .await
     }
 
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, Refused> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
     pub async fn put(&self, path: &str, body: Value) -> Result<Value, Refused> {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
