@@ -29,3 +29,39 @@ pub async fn provision(
     info!(%user, agent = %agent.id, "registered agent user");
     Ok(true)
 }
+
+/// Keeps every agent in the presence the platform set for it: Synapse times out users that
+/// do not sync (about 30 s), so the presence is set again every `every`, and at once on
+/// start (after a restart). Runs until the bridge shuts down.
+pub async fn keep_presence(state: crate::app::AppState, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let agents = match state.store.agents_present().await {
+            Ok(agents) => agents,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read agent presence");
+                continue;
+            }
+        };
+        for (id, presence, status_msg) in agents {
+            let (Ok(agent), Some(status)) = (
+                AgentId::parse(id),
+                crate::presence::PresenceStatus::parse(&presence),
+            ) else {
+                continue;
+            };
+            let user = agent.user_id(&state.config.server_name);
+            if let Err(error) = state
+                .homeserver
+                .set_presence(&user, status.as_str(), status_msg)
+                .await
+            {
+                tracing::warn!(%user, %error, "cannot refresh an agent's presence");
+                continue;
+            }
+            state.live.set_presence(&user, status);
+        }
+    }
+}

@@ -88,15 +88,19 @@ impl AppState {
         let directory = RoomDirectory::default();
         directory.load(store.mapped_rooms().await?);
         info!(mapped_rooms = directory.len(), "state loaded");
-        let bus = Bus::connect(config.nats_url.as_deref())
+        let bus = Bus::connect(config.nats_url.as_deref(), &workers)
             .await
             .map_err(|e| Error::Bus(format!("cannot connect to NATS: {e}")))?;
         let hub = PresenceHub::new();
         let presence_updates = bus
-            .subscribe("city.presence.room.>")
+            .subscribe(crate::presence::wire::ROOM_SUBJECTS)
             .await
             .map_err(|e| Error::Bus(format!("cannot subscribe: {e}")))?;
-        workers.spawn("presence hub", Arc::clone(&hub).run(presence_updates));
+        workers.spawn(
+            "presence hub",
+            Arc::clone(&hub).run(presence_updates, store.clone()),
+        );
+        workers.spawn("room catalog", Arc::clone(&hub).keep_catalog(store.clone()));
         let sender = config.sender();
         let live = LivePresence::new(
             &sender,
@@ -104,6 +108,7 @@ impl AppState {
             config.presence_throttle,
             homeserver.clone(),
             config.server_name.clone(),
+            workers.clone(),
         );
         Ok(Self(Arc::new(Shared {
             namespaces: CompiledNamespaces::new(&config.registration.namespaces),
@@ -133,8 +138,9 @@ impl AppState {
     pub fn live_view(&self, room: crate::store::CityRoom) -> crate::api::CityRoomView {
         let live = self.hub.room(room.slug.as_str());
         let mut view = crate::api::CityRoomView::new(room);
+        // A number for every room: nobody there (or no Matrix room yet) is 0.
+        view.members_online = Some(live.as_ref().map_or(0, |live| live.online_count));
         if let Some(live) = live {
-            view.members_online = Some(live.online_count);
             view.last_event = live
                 .last_event_ts
                 .and_then(|ts| chrono::DateTime::from_timestamp_millis(i64::try_from(ts).ok()?));
@@ -166,6 +172,10 @@ pub async fn run(
     workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
     workers.spawn("discovery", Discovery::run(state.clone()));
     workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
+    workers.spawn(
+        "agent presence",
+        crate::agents::keep_presence(state.clone(), state.config.agent_presence_refresh),
+    );
     workers.spawn("presence rebuild", {
         let state = state.clone();
         async move { state.live.rebuild(state.directory.all()).await }

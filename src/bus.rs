@@ -7,6 +7,8 @@ use futures_util::StreamExt as _;
 use tokio::sync::{broadcast, mpsc};
 use tracing::warn;
 
+use crate::workers::Workers;
+
 /// How many messages a slow in-process subscriber may fall behind before it misses some.
 const IN_PROCESS_CAPACITY: usize = 4096;
 
@@ -27,34 +29,51 @@ const NATS_BACKLOG: usize = 8192;
 #[derive(Debug, Clone)]
 pub enum Bus {
     /// Inside this process only.
-    InProcess(broadcast::Sender<BusMessage>),
+    InProcess {
+        /// The broadcast.
+        tx: broadcast::Sender<BusMessage>,
+        /// Where subscription tasks run.
+        workers: Workers,
+    },
     /// A NATS server, fed by one publisher task so that publishing never waits on it.
     Nats {
         /// For subscriptions.
         client: async_nats::Client,
         /// To the publisher task.
         outbox: mpsc::Sender<BusMessage>,
+        /// Where the publisher and subscription tasks run.
+        workers: Workers,
     },
 }
 
 impl Bus {
     /// Connects to NATS at `url`, or makes an in-process bus when there is none.
-    pub async fn connect(url: Option<&str>) -> Result<Self, async_nats::ConnectError> {
+    pub async fn connect(
+        url: Option<&str>,
+        workers: &Workers,
+    ) -> Result<Self, async_nats::ConnectError> {
         Ok(match url {
             Some(url) => {
                 let client = async_nats::connect(url).await?;
                 let (outbox, mut queued) = mpsc::channel::<BusMessage>(NATS_BACKLOG);
                 let publisher = client.clone();
-                tokio::spawn(async move {
+                workers.spawn("bus publisher", async move {
                     while let Some(m) = queued.recv().await {
                         if let Err(error) = publisher.publish(m.subject.clone(), m.payload).await {
                             warn!(subject = %m.subject, %error, "NATS publish failed");
                         }
                     }
                 });
-                Self::Nats { client, outbox }
+                Self::Nats {
+                    client,
+                    outbox,
+                    workers: workers.clone(),
+                }
             }
-            None => Self::InProcess(broadcast::channel(IN_PROCESS_CAPACITY).0),
+            None => Self::InProcess {
+                tx: broadcast::channel(IN_PROCESS_CAPACITY).0,
+                workers: workers.clone(),
+            },
         })
     }
 
@@ -64,7 +83,7 @@ impl Bus {
     /// next one supersedes a lost one.
     pub fn publish(&self, subject: String, payload: Bytes) {
         match self {
-            Self::InProcess(tx) => {
+            Self::InProcess { tx, .. } => {
                 // No subscriber is not an error.
                 let _ = tx.send(BusMessage { subject, payload });
             }
@@ -84,10 +103,10 @@ impl Bus {
     ) -> Result<mpsc::Receiver<BusMessage>, async_nats::SubscribeError> {
         let (tx, rx) = mpsc::channel(IN_PROCESS_CAPACITY);
         match self {
-            Self::InProcess(bus) => {
+            Self::InProcess { tx: bus, workers } => {
                 let mut messages = bus.subscribe();
                 let prefix = pattern.trim_end_matches('>').to_owned();
-                tokio::spawn(async move {
+                workers.spawn("bus subscription", async move {
                     loop {
                         match messages.recv().await {
                             Ok(m) if m.subject.starts_with(&prefix) => {
@@ -104,9 +123,11 @@ impl Bus {
                     }
                 });
             }
-            Self::Nats { client, .. } => {
+            Self::Nats {
+                client, workers, ..
+            } => {
                 let mut subscription = client.subscribe(pattern.to_owned()).await?;
-                tokio::spawn(async move {
+                workers.spawn("bus subscription", async move {
                     while let Some(m) = subscription.next().await {
                         let message = BusMessage {
                             subject: m.subject.to_string(),

@@ -105,6 +105,8 @@ pub struct Config {
     pub cors_origins: CorsOrigins,
     /// Dead letters older than this many days are deleted (`DEAD_LETTER_RETENTION_DAYS`).
     pub dead_letter_retention_days: u32,
+    /// How often agents' presence is set again in Synapse (`AGENT_PRESENCE_REFRESH_SECS`).
+    pub agent_presence_refresh: Duration,
 }
 
 impl Config {
@@ -186,6 +188,21 @@ impl Config {
             None => 30,
         };
 
+        let agent_presence_refresh = match get("AGENT_PRESENCE_REFRESH_SECS") {
+            Some(secs) => Duration::from_secs(
+                secs.parse()
+                    .ok()
+                    .filter(|s| (1..=25).contains(s))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "AGENT_PRESENCE_REFRESH_SECS",
+                        reason: format!(
+                            "{secs:?}: must be 1 to 25 (Synapse times users out after 30 s)"
+                        ),
+                    })?,
+            ),
+            None => Duration::from_secs(20),
+        };
+
         Ok(Self {
             database_url: Secret::new(database_url),
             synapse_url,
@@ -198,6 +215,7 @@ impl Config {
             presence_throttle,
             cors_origins,
             dead_letter_retention_days,
+            agent_presence_refresh,
         })
     }
 

@@ -4,11 +4,12 @@ mod aggregator;
 mod hub;
 mod live;
 mod throttle;
+pub mod wire;
 
 pub use aggregator::{
     PresenceAggregator, PresenceChange, PresenceStatus, RoomPresence, RoomSummary, UserPresence,
     UserPresenceEvent,
 };
-pub use hub::PresenceHub;
+pub use hub::{PresenceHub, Update, Viewer};
 pub use live::LivePresence;
 pub use throttle::{Offer, RoomThrottle};

@@ -71,6 +71,7 @@ pub async fn create_matrix_room(
             is_default: false,
         };
         state.store.insert_room(&new).await?;
+        state.hub.catalog_changed();
     }
     match state.rooms().ensure_matrix_room(&slug).await {
         Ok(Ensured::Created(room_id) | Ensured::Existing(room_id)) => Ok(Json(MatrixRoomRef {
@@ -223,7 +224,9 @@ pub struct AgentPresence {
 
 /// # `PUT /internal/agents/{agent_id}/presence`
 ///
-/// Sets the agent's presence in Matrix (as the agent) and in the live room counts at once.
+/// Sets the agent's presence in Matrix (as the agent) and in the live room counts at once,
+/// and keeps it: refreshed before Synapse would time the agent out, re-applied after a
+/// restart, until the platform sets another.
 #[utoipa::path(put, path = "/internal/agents/{agent_id}/presence", tag = "internal", request_body = AgentPresence,
     params(("agent_id" = String, Path, description = "agent:<name>")),
     security(("bearer" = [])),
@@ -267,11 +270,20 @@ pub async fn agent_presence(
         )
         .await?;
     }
+    // Kept first: the keeper refreshes it in Synapse until the platform sets another.
+    state
+        .store
+        .set_agent_presence(
+            agent_id.as_str(),
+            status.as_str(),
+            body.status_msg.as_deref(),
+        )
+        .await?;
     state
         .homeserver
         .set_presence(&user, status.as_str(), body.status_msg.clone())
         .await
         .map_err(crate::Error::from)?;
-    state.live.set_presence(&user, status).await;
+    state.live.set_presence(&user, status);
     Ok(Json(body))
 }

@@ -1,5 +1,6 @@
-//! `GET /ws/city/presence`: a snapshot of every room on connect, then `room.presence`
-//! updates as they are published. Every client reads the same shared queue at its own
+//! `GET /ws/city/presence`: a snapshot of every city room the client may see on connect
+//! (private rooms only for admins), then `room.presence` updates of those rooms as they
+//! are published. Every client reads the same shared queue at its own
 //! pace: one that falls behind gets a fresh snapshot, one that is stuck is dropped, and
 //! neither delays anyone else.
 
@@ -21,7 +22,7 @@ use crate::{
     app::AppState,
     auth::{bearer_token, verify_jwt},
     error::ApiError,
-    presence::PresenceHub,
+    presence::{PresenceHub, Viewer},
 };
 
 /// A client whose socket accepts nothing for this long is considered stuck.
@@ -43,28 +44,30 @@ pub async fn presence(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let token = query.token.as_deref().or_else(|| bearer_token(&headers));
-    let valid = token
+    let Some(claims) = token
         .zip(state.config.jwt_secret.as_ref())
         .and_then(|(token, secret)| verify_jwt(token, secret.expose()))
-        .is_some();
-    if !valid {
+    else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
             .with_detail("a valid JWT is required"));
-    }
+    };
+    let viewer = Viewer {
+        admin: claims.is_admin(),
+    };
     let hub = state.hub.clone();
     // Small buffers: ten thousand idle clients must stay cheap.
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, hub)))
+        .on_upgrade(move |socket| serve(socket, hub, viewer)))
 }
 
-async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>) {
+async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>, viewer: Viewer) {
     // Subscribe before taking the snapshot, so no update falls between the two.
     let mut updates = hub.subscribe();
     let (mut sink, mut incoming) = socket.split();
-    let snapshot = Message::Text(Utf8Bytes::from(hub.snapshot()));
+    let snapshot = Message::Text(Utf8Bytes::from(hub.snapshot(viewer)));
     if !matches!(
         tokio::time::timeout(SEND_TIMEOUT, sink.send(snapshot)).await,
         Ok(Ok(()))
@@ -74,10 +77,12 @@ async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>) {
     loop {
         let outgoing = tokio::select! {
             update = updates.recv() => match update {
-                Ok(text) => Message::Text(text),
+                // Private rooms only for those who may see them.
+                Ok(update) if viewer.may_see(update.visibility) => Message::Text(update.text),
+                Ok(_) => continue,
                 // Fell behind the shared queue (a burst, or a slow reader): catch up with a
                 // fresh snapshot instead of replaying. Nobody else waited for it.
-                Err(RecvError::Lagged(_)) => Message::Text(Utf8Bytes::from(hub.snapshot())),
+                Err(RecvError::Lagged(_)) => Message::Text(Utf8Bytes::from(hub.snapshot(viewer))),
                 Err(RecvError::Closed) => break,
             },
             received = incoming.next() => match received {

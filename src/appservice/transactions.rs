@@ -29,10 +29,7 @@ pub async fn push_events(
         request.ephemeral
     };
     if !ephemeral.is_empty() {
-        state
-            .live
-            .apply_ephemeral(&ephemeral, &state.directory)
-            .await;
+        state.live.apply_ephemeral(&ephemeral, &state.directory);
     }
     debug!(txn_id = %request.txn_id, events = request.events.len(), ?applied, "transaction applied");
     Ok(RumaResponse(push_events::v1::Response::new()))

@@ -107,8 +107,7 @@ pub async fn apply(
     if !memberships.is_empty() || !activity.is_empty() {
         state
             .live
-            .apply_room_events(&memberships, &activity, &state.directory)
-            .await;
+            .apply_room_events(&memberships, &activity, &state.directory);
     }
     Ok(applied)
 }

@@ -8,6 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::wire::{RoomPresence, RoomSummary, UserPresenceEvent};
+
 /// A user's presence as Matrix reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,72 +51,6 @@ pub struct UserPresence {
     pub status: PresenceStatus,
     /// Last activity, in milliseconds since the Unix epoch.
     pub last_active_ts: u64,
-}
-
-/// The published state of one city room.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "room.presence")]
-pub struct RoomPresence {
-    /// Slug of the city room.
-    pub room_slug: String,
-    /// Matrix room the city room is mapped to.
-    pub matrix_room_id: String,
-    /// Canonical alias, when one is known.
-    pub matrix_room_alias: Option<String>,
-    /// Joined members who are online, the appservice sender excluded.
-    pub online_count: usize,
-    /// Number of users currently typing.
-    pub typing_count: usize,
-    /// Users currently typing, in the order the homeserver listed them.
-    pub typing_users: Vec<String>,
-    /// Timestamp of the latest event seen in the room, in milliseconds since the Unix epoch.
-    pub last_event_ts: Option<u64>,
-}
-
-impl RoomPresence {
-    /// The short form sent in WebSocket snapshots, where clients only need the counts.
-    pub fn summary(&self) -> RoomSummary {
-        RoomSummary {
-            room_slug: self.room_slug.clone(),
-            online_count: self.online_count,
-            typing_count: self.typing_count,
-        }
-    }
-}
-
-/// One entry of a WebSocket snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RoomSummary {
-    /// Slug of the city room.
-    pub room_slug: String,
-    /// Joined members who are online, the appservice sender excluded.
-    pub online_count: usize,
-    /// Number of users currently typing.
-    pub typing_count: usize,
-}
-
-/// A user's status changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename = "user.presence")]
-pub struct UserPresenceEvent {
-    /// Full Matrix user id.
-    pub matrix_user_id: String,
-    /// The new status.
-    pub status: PresenceStatus,
-    /// Last activity, in milliseconds since the Unix epoch.
-    pub last_active_ts: u64,
-}
-
-impl UserPresenceEvent {
-    /// The part of the user id between `@` and the first `:`, which is how city
-    /// accounts are named.
-    pub fn localpart(&self) -> &str {
-        let id = self
-            .matrix_user_id
-            .strip_prefix('@')
-            .unwrap_or(&self.matrix_user_id);
-        id.split_once(':').map_or(id, |(local, _)| local)
-    }
 }
 
 /// What one presence update changed.
@@ -799,12 +735,6 @@ mod tests {
             serde_json::to_string(&event).expect("serialisable"),
             r#"{"type":"user.presence","matrix_user_id":"@user1:srv","status":"online","last_active_ts":1732610000000}"#
         );
-        assert_eq!(event.localpart(), "user1");
-        let odd = UserPresenceEvent {
-            matrix_user_id: s("@a:b:c"),
-            ..event
-        };
-        assert_eq!(odd.localpart(), "a");
     }
 
     #[test]

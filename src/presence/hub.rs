@@ -1,29 +1,63 @@
 //! The serving side of presence, on every instance: the latest state of each room as the
-//! bus carries it, for WebSocket snapshots and the REST room list, and the fan-out of
-//! updates to WebSocket clients.
+//! bus carries it, the catalog of city rooms (which exist, which are private), WebSocket
+//! snapshots and the fan-out of updates, each client seeing only the rooms it may.
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::warn;
 
-use super::RoomPresence;
-use crate::bus::BusMessage;
+use super::{
+    RoomPresence,
+    wire::{RoomSummary, Snapshot},
+};
+use crate::{bus::BusMessage, domain::Visibility, store::Store};
 
 /// How far a WebSocket client may fall behind before it is resynchronised with a snapshot.
 /// One shared ring buffer, not a queue per client.
 pub const CLIENT_QUEUE: usize = 256;
 
-/// Latest room states and the update stream.
+/// How often the catalog is read again even when nothing said it changed (rooms created
+/// on another instance).
+const CATALOG_REFRESH: Duration = Duration::from_secs(30);
+
+/// Who is watching: decides which rooms a client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    /// Admins see private rooms too.
+    pub admin: bool,
+}
+
+impl Viewer {
+    /// Whether this viewer may see a room of this visibility.
+    pub fn may_see(self, visibility: Visibility) -> bool {
+        self.admin || visibility == Visibility::Public
+    }
+}
+
+/// One update as clients receive it: serialised once, tagged so each client can filter
+/// without parsing.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// The room's visibility (private when the catalog does not know it yet).
+    pub visibility: Visibility,
+    /// The `room.presence` payload.
+    pub text: Utf8Bytes,
+}
+
+/// Latest room states, the catalog and the update stream.
 #[derive(Debug)]
 pub struct PresenceHub {
     latest: RwLock<BTreeMap<String, RoomPresence>>,
-    updates: broadcast::Sender<Utf8Bytes>,
+    /// Active city rooms by slug.
+    catalog: RwLock<BTreeMap<String, Visibility>>,
+    catalog_changed: Notify,
+    updates: broadcast::Sender<Update>,
 }
 
 impl PresenceHub {
@@ -31,15 +65,59 @@ impl PresenceHub {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             latest: RwLock::default(),
+            catalog: RwLock::default(),
+            catalog_changed: Notify::new(),
             updates: broadcast::channel(CLIENT_QUEUE).0,
         })
     }
 
-    /// Feeds the hub from a bus subscription to `city.presence.room.>` until it ends.
-    pub async fn run(self: Arc<Self>, mut messages: mpsc::Receiver<BusMessage>) {
+    /// Feeds the hub from a bus subscription to `city.presence.room.>` until it ends. A
+    /// room the catalog does not know yet (created a moment ago) makes it read the
+    /// catalog again first, so the update goes to the right clients.
+    pub async fn run(self: Arc<Self>, mut messages: mpsc::Receiver<BusMessage>, store: Store) {
         while let Some(message) = messages.recv().await {
+            let slug = message
+                .subject
+                .strip_prefix(super::wire::ROOM_SUBJECT_PREFIX);
+            let known = slug.is_some_and(|slug| {
+                self.catalog
+                    .read()
+                    .expect("not poisoned")
+                    .contains_key(slug)
+            });
+            if !known {
+                match store.room_catalog().await {
+                    Ok(rooms) => self.set_catalog(rooms),
+                    Err(error) => warn!(%error, "cannot read the room catalog"),
+                }
+            }
             self.receive(&message.payload);
         }
+    }
+
+    /// Keeps the catalog of city rooms current: read now, then whenever
+    /// [`Self::catalog_changed`] is called and every 30 s.
+    pub async fn keep_catalog(self: Arc<Self>, store: Store) {
+        loop {
+            match store.room_catalog().await {
+                Ok(rooms) => self.set_catalog(rooms),
+                Err(error) => warn!(%error, "cannot read the room catalog"),
+            }
+            tokio::select! {
+                () = self.catalog_changed.notified() => {}
+                () = tokio::time::sleep(CATALOG_REFRESH) => {}
+            }
+        }
+    }
+
+    /// Rooms were created, archived or restored: read the catalog again.
+    pub fn catalog_changed(&self) {
+        self.catalog_changed.notify_one();
+    }
+
+    /// Replaces the catalog: the active city rooms with their visibility.
+    pub fn set_catalog(&self, rooms: Vec<(String, Visibility)>) {
+        *self.catalog.write().expect("not poisoned") = rooms.into_iter().collect();
     }
 
     /// Takes one `room.presence` payload.
@@ -54,16 +132,27 @@ impl PresenceHub {
         let Ok(text) = std::str::from_utf8(payload) else {
             return;
         };
+        // Unknown to the catalog yet (created a moment ago elsewhere): private until known.
+        let visibility = self
+            .catalog
+            .read()
+            .expect("not poisoned")
+            .get(&room.room_slug)
+            .copied()
+            .unwrap_or(Visibility::Private);
         self.latest
             .write()
             .expect("not poisoned")
             .insert(room.room_slug.clone(), room);
         // Serialised once; every client's queue holds the same bytes.
-        let _ = self.updates.send(Utf8Bytes::from(text));
+        let _ = self.updates.send(Update {
+            visibility,
+            text: Utf8Bytes::from(text),
+        });
     }
 
     /// Updates from now on; a receiver that falls [`CLIENT_QUEUE`] behind sees `Lagged`.
-    pub fn subscribe(&self) -> broadcast::Receiver<Utf8Bytes> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
         self.updates.subscribe()
     }
 
@@ -72,10 +161,73 @@ impl PresenceHub {
         self.latest.read().expect("not poisoned").get(slug).cloned()
     }
 
-    /// `{"type":"snapshot","rooms":[{room_slug, online_count, typing_count}, …]}`.
-    pub fn snapshot(&self) -> String {
+    /// `{"type":"snapshot","rooms":[…]}`: every active city room `viewer` may see, with
+    /// zero counts where nobody is (or the Matrix room does not exist yet).
+    pub fn snapshot(&self, viewer: Viewer) -> String {
+        let catalog = self.catalog.read().expect("not poisoned");
         let latest = self.latest.read().expect("not poisoned");
-        let rooms: Vec<_> = latest.values().map(RoomPresence::summary).collect();
-        json!({ "type": "snapshot", "rooms": rooms }).to_string()
+        let rooms: Vec<RoomSummary> = catalog
+            .iter()
+            .filter(|(_, visibility)| viewer.may_see(**visibility))
+            .map(|(slug, _)| match latest.get(slug) {
+                Some(room) => room.summary(),
+                None => RoomSummary {
+                    room_slug: slug.clone(),
+                    online_count: 0,
+                    typing_count: 0,
+                },
+            })
+            .collect();
+        Snapshot::new(&rooms).to_json()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presence(slug: &str, online: usize) -> Vec<u8> {
+        serde_json::to_vec(&RoomPresence {
+            room_slug: slug.to_owned(),
+            matrix_room_id: format!("!{slug}:city.org"),
+            matrix_room_alias: None,
+            online_count: online,
+            typing_count: 0,
+            typing_users: vec![],
+            last_event_ts: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn private_rooms_only_for_those_who_may_see_them() {
+        let hub = PresenceHub::new();
+        hub.set_catalog(vec![
+            ("general".to_owned(), Visibility::Public),
+            ("council".to_owned(), Visibility::Private),
+            ("quiet".to_owned(), Visibility::Public),
+        ]);
+        let mut updates = hub.subscribe();
+        hub.receive(&presence("general", 2));
+        hub.receive(&presence("council", 1));
+        let citizen = Viewer { admin: false };
+        let admin = Viewer { admin: true };
+        let seen: serde_json::Value = serde_json::from_str(&hub.snapshot(citizen)).unwrap();
+        let slugs: Vec<&str> = seen["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room_slug"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            slugs,
+            ["general", "quiet"],
+            "every public room, none private"
+        );
+        assert_eq!(seen["rooms"][1]["online_count"], 0);
+        assert!(hub.snapshot(admin).contains("council"));
+        assert_eq!(updates.try_recv().unwrap().visibility, Visibility::Public);
+        let private = updates.try_recv().unwrap();
+        assert!(!citizen.may_see(private.visibility) && admin.may_see(private.visibility));
     }
 }

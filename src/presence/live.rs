@@ -20,9 +20,14 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use tracing::{debug, info, warn};
 
 use super::{
-    Offer, PresenceAggregator, PresenceStatus, RoomPresence, RoomThrottle, UserPresenceEvent,
+    Offer, PresenceAggregator, PresenceStatus, RoomPresence, RoomThrottle, UserPresenceEvent, wire,
 };
-use crate::{bus::Bus, matrix::Homeserver, rooms::MappedRoom, rooms::RoomDirectory};
+use crate::{
+    bus::Bus,
+    matrix::Homeserver,
+    rooms::{MappedRoom, RoomDirectory},
+    workers::Workers,
+};
 
 /// How many homeserver calls a rebuild makes at once.
 const REBUILD_CONCURRENCY: usize = 8;
@@ -47,6 +52,7 @@ pub struct LivePresence {
     bus: Bus,
     homeserver: Homeserver,
     server_name: ruma::OwnedServerName,
+    workers: Workers,
 }
 
 impl std::fmt::Debug for LivePresence {
@@ -67,6 +73,7 @@ impl LivePresence {
         window: Duration,
         homeserver: Homeserver,
         server_name: ruma::OwnedServerName,
+        workers: Workers,
     ) -> Arc<Self> {
         Arc::new(Self {
             retries: std::sync::atomic::AtomicU32::new(0),
@@ -77,6 +84,7 @@ impl LivePresence {
             bus,
             homeserver,
             server_name,
+            workers,
         })
     }
 
@@ -110,7 +118,10 @@ impl LivePresence {
     fn rebuild_new(self: &Arc<Self>, new_rooms: Vec<(OwnedRoomId, MappedRoom)>) {
         if !new_rooms.is_empty() {
             let this = Arc::clone(self);
-            tokio::spawn(async move { this.rebuild(new_rooms).await });
+            self.workers.spawn(
+                "presence rebuild",
+                async move { this.rebuild(new_rooms).await },
+            );
         }
     }
 
@@ -127,9 +138,9 @@ impl LivePresence {
                 } => {
                     if newly_scheduled {
                         let this = Arc::clone(self);
-                        tokio::spawn(async move {
+                        self.workers.spawn("presence throttle", async move {
                             tokio::time::sleep_until(at.into()).await;
-                            this.flush_due().await;
+                            this.flush_due();
                         });
                     }
                 }
@@ -137,7 +148,7 @@ impl LivePresence {
         }
     }
 
-    async fn flush_due(&self) {
+    fn flush_due(&self) {
         let due = self.lock().throttle.due(Instant::now());
         for (_, room) in due {
             let (subject, payload) = room_message(&room);
@@ -152,7 +163,7 @@ impl LivePresence {
     }
 
     /// Applies the ephemeral data of one transaction: `m.presence`, `m.typing`, `m.receipt`.
-    pub async fn apply_ephemeral(
+    pub fn apply_ephemeral(
         self: &Arc<Self>,
         data: &[Raw<EphemeralData>],
         directory: &RoomDirectory,
@@ -183,7 +194,7 @@ impl LivePresence {
                             now.saturating_sub(ago),
                         );
                         if let Some(user) = change.user {
-                            out.push(user_message(&user));
+                            out.push(self.user_message(&user));
                         }
                         self.offer(&mut state, change.rooms, &mut out);
                     }
@@ -214,7 +225,7 @@ impl LivePresence {
     }
 
     /// Applies what a committed transaction did to membership and activity.
-    pub async fn apply_room_events(
+    pub fn apply_room_events(
         self: &Arc<Self>,
         memberships: &[(OwnedRoomId, OwnedUserId, MembershipState)],
         activity: &[(OwnedRoomId, u64)],
@@ -251,7 +262,9 @@ impl LivePresence {
         self.rebuild_new(new_rooms);
         if !unknown.is_empty() {
             let this = Arc::clone(self);
-            tokio::spawn(async move { this.load_presence(unknown).await });
+            self.workers.spawn("presence lookup", async move {
+                this.load_presence(unknown).await
+            });
         }
     }
 
@@ -289,6 +302,11 @@ impl LivePresence {
                                 status,
                                 now.saturating_sub(ago),
                             );
+                            // Learnt here first, the push that follows is "no change":
+                            // the user's subject must carry it now.
+                            if let Some(user) = change.user {
+                                out.push(self.user_message(&user));
+                            }
                             self.offer(&mut state, change.rooms, &mut out);
                         }
                     }
@@ -300,7 +318,7 @@ impl LivePresence {
     }
 
     /// Sets a user's presence (an agent's, set through the API) and publishes it.
-    pub async fn set_presence(self: &Arc<Self>, user: &UserId, status: PresenceStatus) {
+    pub fn set_presence(self: &Arc<Self>, user: &UserId, status: PresenceStatus) {
         let mut out = Vec::new();
         {
             let mut state = self.lock();
@@ -308,7 +326,7 @@ impl LivePresence {
                 .aggregator
                 .apply_presence(user.as_str(), status, now_ms());
             if let Some(user) = change.user {
-                out.push(user_message(&user));
+                out.push(self.user_message(&user));
             }
             self.offer(&mut state, change.rooms, &mut out);
         }
@@ -317,7 +335,12 @@ impl LivePresence {
 
     /// Forgets a Matrix room (replaced by an upgrade).
     pub fn unmap_room(&self, matrix_room_id: &ruma::RoomId) {
-        self.lock().aggregator.unmap_room(matrix_room_id.as_str());
+        let mut state = self.lock();
+        // A held update of the old room must not go out after it.
+        if let Some(room) = state.aggregator.room(matrix_room_id.as_str()) {
+            state.throttle.forget(room.room_slug.as_str());
+        }
+        state.aggregator.unmap_room(matrix_room_id.as_str());
     }
 
     /// Rebuilds the state of `rooms` from the homeserver — joined members, then their
@@ -375,7 +398,7 @@ impl LivePresence {
         } else {
             // Synapse may still be starting: try those rooms again, backing off, until they load.
             let this = Arc::clone(self);
-            tokio::spawn(async move {
+            self.workers.spawn("presence rebuild retry", async move {
                 let attempt = this
                     .retries
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -417,17 +440,16 @@ impl LivePresence {
 /// `city.presence.room.<slug>` with the room's state.
 fn room_message(room: &RoomPresence) -> (String, Bytes) {
     let payload = serde_json::to_vec(room).expect("presence serialises");
-    (
-        format!("city.presence.room.{}", room.room_slug),
-        Bytes::from(payload),
-    )
+    (wire::room_subject(&room.room_slug), Bytes::from(payload))
 }
 
-/// `city.presence.user.<localpart>` with the user's status.
-fn user_message(user: &UserPresenceEvent) -> (String, Bytes) {
-    let payload = serde_json::to_vec(user).expect("presence serialises");
-    (
-        format!("city.presence.user.{}", user.localpart()),
-        Bytes::from(payload),
-    )
+impl LivePresence {
+    /// `city.presence.user.<token>` with the user's status.
+    fn user_message(&self, user: &UserPresenceEvent) -> (String, Bytes) {
+        let payload = serde_json::to_vec(user).expect("presence serialises");
+        (
+            wire::user_subject(&user.matrix_user_id, &self.server_name),
+            Bytes::from(payload),
+        )
+    }
 }

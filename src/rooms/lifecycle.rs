@@ -49,6 +49,7 @@ impl Rooms<'_> {
         let Some(room) = self.state.store.insert_room(new).await? else {
             return Ok(None);
         };
+        self.state.hub.catalog_changed();
         match self.ensure_matrix_room(&room.slug).await {
             Ok(_) => {}
             Err(Error::Homeserver(e)) if e.is_unavailable() => {
@@ -114,6 +115,9 @@ impl Rooms<'_> {
                 }
             }
             None => {}
+        }
+        if patch.archived.is_some() {
+            self.state.hub.catalog_changed();
         }
         let update = RoomUpdate {
             name: patch.name.as_deref(),

@@ -31,4 +31,32 @@ impl Store {
             .await?;
         Ok(())
     }
+
+    /// Keeps the presence the platform set for an agent.
+    pub async fn set_agent_presence(
+        &self,
+        id: &str,
+        presence: &str,
+        status_msg: Option<&str>,
+    ) -> crate::Result<()> {
+        sqlx::query(
+            "UPDATE agents SET presence = $2, status_msg = $3, presence_set_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(presence)
+        .bind(status_msg)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Registered agents whose kept presence is not offline: id, presence, status message.
+    pub async fn agents_present(&self) -> crate::Result<Vec<(String, String, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, presence, status_msg FROM agents \
+             WHERE presence IN ('online', 'unavailable') AND matrix_user_id IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }

@@ -325,6 +325,19 @@ impl Store {
         })
     }
 
+    /// Every active city room's slug and visibility, for the presence catalog.
+    pub async fn room_catalog(&self) -> Result<Vec<(String, Visibility)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT slug, visibility FROM city_rooms WHERE archived_at IS NULL ORDER BY slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(slug, v)| Some((slug, Visibility::try_from(v).ok()?)))
+            .collect())
+    }
+
     /// Every mapped Matrix room with its city room.
     pub async fn mapped_rooms(&self) -> Result<Vec<(OwnedRoomId, MappedRoom)>> {
         let rooms: Vec<CityRoom> = sqlx::query_as(&format!(

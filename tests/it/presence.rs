@@ -16,11 +16,11 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect() -> Socket {
-    let url = format!(
-        "ws://{}/ws/city/presence?token={}",
-        env().bridge_addr,
-        jwt("user:viewer", &[])
-    );
+    connect_as(&jwt("user:viewer", &[])).await
+}
+
+async fn connect_as(token: &str) -> Socket {
+    let url = format!("ws://{}/ws/city/presence?token={token}", env().bridge_addr,);
     tokio_tungstenite::connect_async(url)
         .await
         .expect("WebSocket connects")
@@ -104,7 +104,12 @@ async fn websocket_needs_a_token_and_answers_ping() {
         other => panic!("expected 401, got {other:?}"),
     }
     let bad = format!("ws://{}/ws/city/presence?token=nope", env().bridge_addr);
-    assert!(tokio_tungstenite::connect_async(bad).await.is_err());
+    match tokio_tungstenite::connect_async(bad).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401, "a bad token is refused as such")
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
 
     let mut socket = connect().await;
     let snapshot = next_json(&mut socket).await;
@@ -179,7 +184,6 @@ async fn bursts_are_throttled_and_end_in_the_final_state() {
     let (slug, room_id) = new_room("Burst").await;
     let alice = MatrixUser::register("alice").await;
     alice.join(&room_id).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1600)).await;
     let mut socket = connect().await;
     next_json(&mut socket).await;
 
@@ -348,4 +352,177 @@ async fn an_unreachable_nats_stops_start_up_with_a_clear_error() {
         error.to_string().contains("cannot connect to NATS"),
         "{error}"
     );
+}
+
+fn slugs(snapshot: &Value) -> Vec<String> {
+    snapshot["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .map(|r| r["room_slug"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn private_rooms_reach_only_admins_and_every_room_is_in_the_snapshot() {
+    let bridge = Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "50")]).await;
+    let (quiet, _) = new_room("Quiet").await;
+    let council = unique("council-");
+    let (status, room) = api(
+        Method::POST,
+        "/api/city/rooms",
+        Some(GATEWAY_SECRET),
+        Some(json!({"slug": council, "name": "Council", "visibility": "private"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{room}");
+    let council_room = room["matrix_room_id"].as_str().unwrap().to_owned();
+    let admin_token = jwt("user:mayor", &["admin"]);
+
+    // Every active room the client may see, nobody there included; no private room.
+    let snapshot = eventually("the new rooms in the snapshot", || async {
+        let mut socket = connect().await;
+        let snapshot = next_json(&mut socket).await;
+        slugs(&snapshot).contains(&quiet).then_some(snapshot)
+    })
+    .await;
+    assert!(!slugs(&snapshot).contains(&council), "{snapshot}");
+    let entry = snapshot["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room_slug"] == quiet.as_str())
+        .unwrap();
+    assert_eq!(
+        (
+            entry["online_count"].as_u64(),
+            entry["typing_count"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    let mut admin = connect_as(&admin_token).await;
+    assert!(slugs(&next_json(&mut admin).await).contains(&council));
+    let (_, listed) = api(Method::GET, &format!("/api/city/rooms/{quiet}"), None, None).await;
+    assert_eq!(
+        listed["members_online"], 0,
+        "a number even when nobody is there"
+    );
+
+    // Alice comes online in the private room, then types in the public one.
+    let mut citizen = connect().await;
+    next_json(&mut citizen).await;
+    let alice = MatrixUser::register("alice").await;
+    MatrixUser::appservice()
+        .invite(&council_room, &alice.user_id)
+        .await
+        .unwrap();
+    alice.join(&council_room).await.unwrap();
+    set_presence(&alice, "online").await;
+    until(&mut admin, &council, "admin sees the private room", |u| {
+        u["online_count"] == 1
+    })
+    .await;
+    let quiet_room = alice.join(&alias(&quiet)).await.unwrap();
+    typing(&alice, &quiet_room, true).await;
+    // Everything the citizen got up to the public update: nothing of the private room.
+    loop {
+        let update = next_json(&mut citizen).await;
+        assert_ne!(
+            update["room_slug"],
+            council.as_str(),
+            "private room leaked: {update}"
+        );
+        if update["room_slug"] == quiet.as_str() && update["typing_count"] == 1 {
+            break;
+        }
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_learnt_by_lookup_is_published_on_the_users_subject() {
+    let nats = std::env::var("CITY_BRIDGE_TEST_NATS_URL")
+        .expect("CITY_BRIDGE_TEST_NATS_URL (scripts/test.sh sets it)");
+    let client = async_nats::connect(&nats).await.expect("NATS reachable");
+    let bridge =
+        Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "50"), ("NATS_URL", &nats)]).await;
+    let (_, room_id) = new_room("Lookup").await;
+    let alice = MatrixUser::register("alice").await;
+    let mut subject = client
+        .subscribe(format!("city.presence.user.{}", alice.localpart()))
+        .await
+        .unwrap();
+    // Online before sharing a room with the bridge: nothing was pushed about her yet.
+    set_presence(&alice, "online").await;
+    alice.join(&room_id).await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), subject.next())
+        .await
+        .expect("her status on her subject")
+        .unwrap();
+    let payload: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(payload["matrix_user_id"], alice.user_id.as_str());
+    assert_eq!(payload["status"], "online");
+    bridge.stop().await;
+}
+
+async fn synapse_presence(observer: &MatrixUser, user: &str) -> String {
+    observer
+        .get(&format!("/v3/presence/{}/status", encode(user)))
+        .await
+        .expect("presence")["presence"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_agent_set_online_stays_online_and_a_restart_reapplies_it() {
+    let bridge = Bridge::start_with(&[("AGENT_PRESENCE_REFRESH_SECS", "5")]).await;
+    let name = unique("vigil");
+    sqlx::query("INSERT INTO agents (id, display_name) VALUES ($1, 'Vigil')")
+        .bind(format!("agent:{name}"))
+        .execute(bridge.pool())
+        .await
+        .unwrap();
+    let agent = format!("@agent_{name}:{}", env().server_name);
+    let (status, body) = api(
+        Method::PUT,
+        &format!("/internal/agents/agent:{name}/presence"),
+        Some(GATEWAY_SECRET),
+        Some(json!({"presence": "online"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The agent itself asks Synapse (presence is visible to those sharing a room, and to
+    // the user).
+    let observer = MatrixUser::masquerading(&agent);
+    // Synapse times out users that do not sync after about 30 s: watch for 45 s.
+    let until = tokio::time::Instant::now() + Duration::from_secs(45);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(
+            synapse_presence(&observer, &agent).await,
+            "online",
+            "still online"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    bridge.stop().await;
+
+    // While the bridge is down the agent drops offline (as Synapse's timeout would do);
+    // the next bridge puts back what the platform set.
+    MatrixUser::masquerading(&agent)
+        .put(
+            &format!("/v3/presence/{}/status", encode(&agent)),
+            json!({"presence": "offline"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(synapse_presence(&observer, &agent).await, "offline");
+    let bridge = Bridge::start_with(&[("AGENT_PRESENCE_REFRESH_SECS", "5")]).await;
+    eventually("presence re-applied after a restart", || {
+        let (observer, agent) = (observer.clone(), agent.clone());
+        async move { (synapse_presence(&observer, &agent).await == "online").then_some(()) }
+    })
+    .await;
+    bridge.stop().await;
 }
