@@ -6,6 +6,7 @@ mod agents;
 mod appservice_api;
 mod city_api;
 mod crash;
+mod fuzz;
 mod ingest;
 mod presence;
 mod recovery;

@@ -190,9 +190,10 @@ async fn bursts_are_throttled_and_end_in_the_final_state() {
     for on in [true, false, true, false, true] {
         typing(&alice, &room_id, on).await;
     }
-    // First change at once, the rest folded into one trailing update with the last state.
+    // First change at once, the rest folded into one trailing update with the last state
+    // (plus, at most, the held update of Alice's join, whose window may still be open).
     let mut updates = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while let Ok(Some(Ok(Message::Text(text)))) =
         tokio::time::timeout_at(deadline, socket.next()).await
     {
@@ -202,7 +203,7 @@ async fn bursts_are_throttled_and_end_in_the_final_state() {
         }
     }
     assert!(
-        !updates.is_empty() && updates.len() <= 3,
+        !updates.is_empty() && updates.len() <= 4,
         "throttled: {updates:#?}"
     );
     assert_eq!(
