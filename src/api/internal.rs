@@ -108,8 +108,11 @@ pub struct AliasQuery {
 pub async fn find_by_alias(
     State(state): State<AppState>,
     _service: Service,
-    Query(query): Query<AliasQuery>,
+    query: Result<Query<AliasQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MatrixRoomRef>, ApiError> {
+    let Query(query) = query.map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias").with_detail("?alias= is required")
+    })?;
     let alias = RoomAliasId::parse(&query.alias).map_err(|_| invalid_alias())?;
     let slug = Slug::of_alias(&alias, &state.config.server_name).ok_or_else(invalid_alias)?;
     let room = state.store.room_by_slug(&slug).await?;

@@ -103,7 +103,8 @@ async fn user_query_answers_both_ways() {
         }
     };
     assert_eq!(query(format!("@agent_{name}:{server}")).await.0, 200);
-    let (status, reply) = query(format!("@agent_{}:{server}", unique("ghost"))).await;
+    let ghost = format!("@agent_{}:{server}", unique("ghost"));
+    let (status, reply) = query(ghost.clone()).await;
     assert_eq!(
         (status, reply["errcode"].as_str()),
         (404, Some("M_NOT_FOUND"))
@@ -118,11 +119,20 @@ async fn user_query_answers_both_ways() {
         404,
         "another server"
     );
-    let unregistered: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM agents WHERE id LIKE 'agent:ghost%' ")
-            .fetch_one(bridge.pool())
-            .await
-            .unwrap();
-    assert_eq!(unregistered, 0);
+    // Nothing was registered in Synapse for the agent the platform does not know.
+    let observer = crate::support::MatrixUser::register("observer").await;
+    let refused = observer
+        .get(&format!("/v3/profile/{}", encode(&ghost)))
+        .await
+        .expect_err("no such user");
+    assert_eq!(refused.status, 404);
+    // While the known agent's user exists.
+    observer
+        .get(&format!(
+            "/v3/profile/{}",
+            encode(&format!("@agent_{name}:{server}"))
+        ))
+        .await
+        .expect("registered agent");
     bridge.stop().await;
 }

@@ -274,7 +274,22 @@ async fn who_may_write() {
     ] {
         let (status, body) = api(Method::GET, "/internal/city/rooms", token.as_deref(), None).await;
         assert_eq!(status, expected, "{token:?}: {body}");
-        assert!(body.is_object() || body.is_array(), "JSON body either way");
+        if expected == 200 {
+            let general = body
+                .as_array()
+                .expect("the mapping is a list")
+                .iter()
+                .find(|r| r["slug"] == "general")
+                .expect("the seeded room is in the mapping");
+            assert_eq!(general["status"], "active");
+        } else {
+            let code = if expected == 401 {
+                "unauthorized"
+            } else {
+                "forbidden"
+            };
+            assert_eq!(body["error"], code, "{token:?}: {body}");
+        }
     }
     bridge.stop().await;
 }

@@ -1,5 +1,6 @@
-//! The bridge killed with SIGKILL while messages flow: after a restart every message is
-//! indexed exactly once.
+//! The bridge killed with SIGKILL while messages flow: after a restart every message a
+//! client was given an event id for is indexed — nothing acknowledged is lost. (Once is
+//! the primary key's job; the test does not pretend to check it.)
 
 use std::process::Command;
 
@@ -48,7 +49,7 @@ async fn wait_healthy() {
 }
 
 #[tokio::test]
-async fn sigkill_while_messages_are_sent_loses_and_duplicates_nothing() {
+async fn sigkill_while_messages_are_sent_loses_nothing() {
     let _serial = serial().await;
     let pool = sqlx::PgPool::connect(&crate::support::env().database_url)
         .await
@@ -90,14 +91,20 @@ async fn sigkill_while_messages_are_sent_loses_and_duplicates_nothing() {
         }
     })
     .await;
-    assert_eq!(indexed, 40);
-    let distinct: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT matrix_event_id) FROM messages WHERE matrix_event_id = ANY($1)",
+    assert_eq!(
+        indexed, 40,
+        "every event sent across the crash is in the index"
+    );
+    // And with the body that was sent, in the right room.
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE matrix_event_id = ANY($1) \
+         AND (channel_id <> $2 OR content_preview NOT LIKE 'message %')",
     )
     .bind(&sent)
+    .bind(channel)
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(distinct, 40, "each sent event is indexed once");
+    assert_eq!(wrong, 0, "indexed as sent");
     bridge.kill();
 }

@@ -142,6 +142,11 @@ async fn random_requests_to_every_documented_path_never_get_a_5xx() {
     ];
     let mut sent = 0;
     for (path, methods) in doc["paths"].as_object().expect("paths") {
+        // Backfill has no input to fuzz, and each call would create a Matrix room for
+        // every pending city room of every other test.
+        if path == "/internal/city/matrix/backfill" {
+            continue;
+        }
         for method in methods.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let mut cases: Vec<String> = (0..25)
