@@ -184,6 +184,23 @@ async fn bursts_are_throttled_and_end_in_the_final_state() {
     let (slug, room_id) = new_room("Burst").await;
     let alice = MatrixUser::register("alice").await;
     alice.join(&room_id).await.unwrap();
+    // Synapse delivers to this bridge again (it backs off from an appservice that was
+    // away, as bridges of earlier tests were): a message of Alice's is indexed.
+    let marker = alice.send_text(&room_id, "here").await;
+    let pool = bridge.pool().clone();
+    eventually("Synapse pushing to this bridge", || {
+        let (pool, marker) = (pool.clone(), marker.clone());
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM messages WHERE matrix_event_id = $1")
+                    .bind(marker)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (n == 1).then_some(())
+        }
+    })
+    .await;
     // Let the throttle window of the room's last publication run out, so the burst starts
     // a fresh one (a duration of the bridge's own, not a guess at when something arrives).
     tokio::time::sleep(Duration::from_millis(1600)).await;
