@@ -13,13 +13,14 @@ if ! psql -tA "$pg_admin" -c "SELECT 1 FROM pg_database WHERE datname = 'city_br
 fi
 
 trap 'synapse/synapse.sh stop .local/dev/synapse' EXIT
-SERVER_NAME=localhost SYNAPSE_PORT=8008 REGISTRATION=registration.yaml \
+SERVER_NAME=localhost SYNAPSE_PORT=8008 REGISTRATION=registration.yaml PUPPET_REGISTRATION=puppet-registration.yaml \
   synapse/synapse.sh start .local/dev/synapse
 
 export DATABASE_URL="${DATABASE_URL:-${pg_admin%/*}/city_bridge}"
 export SYNAPSE_URL=http://127.0.0.1:8008
 export MATRIX_SERVER_NAME=localhost
 export APPSERVICE_REGISTRATION=registration.yaml
+export PUPPET_REGISTRATION=puppet-registration.yaml
 export LISTEN_ADDR=127.0.0.1:7025
 export MATRIX_GATEWAY_SECRET="${MATRIX_GATEWAY_SECRET:-dev-gateway-secret}"
 export JWT_SECRET="${JWT_SECRET:-dev-jwt-secret}"

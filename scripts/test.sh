@@ -31,6 +31,7 @@ export CITY_BRIDGE_TEST_SYNAPSE_URL="http://127.0.0.1:$synapse_port"
 export CITY_BRIDGE_TEST_BRIDGE_ADDR="127.0.0.1:$bridge_port"
 export CITY_BRIDGE_TEST_NATS_URL=nats://127.0.0.1:4222
 export CITY_BRIDGE_TEST_REGISTRATION="$PWD/$work/registration.yaml"
+export CITY_BRIDGE_TEST_PUPPET_REGISTRATION="$PWD/$work/puppet-registration.yaml"
 # The tests stop and start Synapse themselves (to see what the bridge does without it).
 export CITY_BRIDGE_TEST_SYNAPSE_DIR="$PWD/$work/synapse" CITY_BRIDGE_TEST_SYNAPSE_PORT="$synapse_port"
 
@@ -38,9 +39,12 @@ cargo build --quiet --bin city-bridge
 target_dir="${CARGO_TARGET_DIR:-target}"
 "$target_dir/debug/city-bridge" generate-registration --server-name "$CITY_BRIDGE_TEST_SERVER_NAME" \
   --url "http://$CITY_BRIDGE_TEST_BRIDGE_ADDR" > "$CITY_BRIDGE_TEST_REGISTRATION"
+"$target_dir/debug/city-bridge" generate-puppet-registration --server-name "$CITY_BRIDGE_TEST_SERVER_NAME" \
+  > "$CITY_BRIDGE_TEST_PUPPET_REGISTRATION"
 
 trap 'synapse/synapse.sh stop "$work/synapse"' EXIT
 SERVER_NAME=localhost SYNAPSE_PORT="$synapse_port" REGISTRATION="$CITY_BRIDGE_TEST_REGISTRATION" \
+  PUPPET_REGISTRATION="$CITY_BRIDGE_TEST_PUPPET_REGISTRATION" \
   synapse/synapse.sh start "$work/synapse"
 
 cargo test "$@"

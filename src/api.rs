@@ -1,9 +1,10 @@
-//! REST for the DAARION UI and internal callers: `/api/city/*`, `/internal/*`, and the
-//! OpenAPI document of them at `/openapi.json`.
+//! REST for the DAARION UI and internal callers: `/api/city/*`, `/api/messaging/*`,
+//! `/internal/*`, the WebSockets, and the OpenAPI document of them at `/openapi.json`.
 
 mod city_rooms;
 mod extract;
 mod internal;
+mod messaging;
 mod openapi;
 mod ws;
 
@@ -27,6 +28,32 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
             "/api/city/rooms/{slug}",
             get(city_rooms::get).patch(city_rooms::update),
         )
+        .route(
+            "/api/messaging/channels",
+            get(messaging::list_channels).post(messaging::create_channel),
+        )
+        .route("/api/messaging/channels/{id}", get(messaging::get_channel))
+        .route(
+            "/api/messaging/channels/{id}/messages",
+            get(messaging::history).post(messaging::send_message),
+        )
+        .route(
+            "/api/messaging/channels/{id}/messages/{event_id}",
+            axum::routing::patch(messaging::edit_message).delete(messaging::delete_message),
+        )
+        .route(
+            "/api/messaging/channels/{id}/messages/{event_id}/reactions",
+            post(messaging::react),
+        )
+        .route(
+            "/api/messaging/channels/{id}/messages/{event_id}/reactions/{key}",
+            axum::routing::delete(messaging::unreact),
+        )
+        .route(
+            "/api/messaging/channels/{id}/members",
+            get(messaging::members).post(messaging::invite),
+        )
+        .route("/api/messaging/search", get(messaging::search))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }));
     let allow = match cors_origins {
         CorsOrigins::None => None,
@@ -38,8 +65,18 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
         Some(allow) => public.layer(
             CorsLayer::new()
                 .allow_origin(allow)
-                .allow_methods([http::Method::GET, http::Method::POST, http::Method::PATCH])
-                .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE]),
+                .allow_methods([
+                    http::Method::GET,
+                    http::Method::POST,
+                    http::Method::PATCH,
+                    http::Method::DELETE,
+                ])
+                .allow_headers([
+                    http::header::AUTHORIZATION,
+                    http::header::CONTENT_TYPE,
+                    http::HeaderName::from_static("idempotency-key"),
+                ])
+                .expose_headers([http::header::RETRY_AFTER]),
         ),
     };
     public
@@ -54,8 +91,17 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
         .route("/internal/city/matrix/backfill", post(internal::backfill))
         .route("/internal/city/rooms", get(internal::room_mapping))
         .route(
+            "/internal/dead-letters/replay",
+            post(internal::replay_dead_letters),
+        )
+        .route(
             "/internal/agents/{agent_id}/presence",
             axum::routing::put(internal::agent_presence),
         )
+        .route(
+            "/internal/agents/{agent_id}/post-to-channel",
+            post(messaging::agent_post),
+        )
         .route("/ws/city/presence", get(ws::presence))
+        .route("/ws/messaging/{channel_id}", get(ws::messaging))
 }

@@ -4,21 +4,21 @@
 use std::{future::Future, ops::Deref, sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
-    extract::{Request, State},
+    Router,
+    extract::Request,
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
     Error, Result, api, appservice,
     bus::Bus,
-    config::{CompiledNamespaces, Config},
+    config::{CompiledNamespaces, Config, Role},
     error::{ApiError, MatrixError},
     matrix::{Homeserver, RetryPolicy},
+    messaging::{ChannelHub, Puppets, RateLimits},
     presence::{LivePresence, PresenceHub},
     rooms::{CreationsInFlight, Discovery, RoomDirectory, RoomLocks, Rooms},
     store::Store,
@@ -61,6 +61,18 @@ pub struct Shared {
     pub live: Arc<LivePresence>,
     /// Latest presence per room as the bus carries it, and the WebSocket fan-out.
     pub hub: Arc<PresenceHub>,
+    /// The homeserver's people, when the puppet registration is configured.
+    pub puppets: Option<Puppets>,
+    /// The live feed of each watched channel.
+    pub channels: ChannelHub,
+    /// Send rate limits per user and per channel.
+    pub limits: RateLimits,
+    /// Wakes the search indexer: messages were indexed.
+    pub search_due: tokio::sync::Notify,
+    /// Wakes the outbox relay: events were written.
+    pub relay_due: tokio::sync::Notify,
+    /// The last health checks.
+    pub health: crate::health::Health,
 }
 
 /// The state handed to handlers: cheap to clone.
@@ -92,6 +104,13 @@ impl AppState {
             .await
             .map_err(|e| Error::Bus(format!("cannot connect to NATS: {e}")))?;
         let hub = PresenceHub::new();
+        // The catalog before the first client: a snapshot never misses a room.
+        hub.set_catalog(store.room_catalog().await?);
+        // What the bus last said of each room, so that this instance's clients see the
+        // right counts before the next update.
+        for payload in bus.presence_snapshot().await {
+            hub.receive(&payload);
+        }
         let presence_updates = bus
             .subscribe(crate::presence::wire::ROOM_SUBJECTS)
             .await
@@ -110,6 +129,14 @@ impl AppState {
             config.server_name.clone(),
             workers.clone(),
         );
+        let puppets = config.puppet.as_ref().map(|puppet| {
+            Puppets::new(Homeserver::new(
+                &config.synapse_url,
+                puppet.as_token.clone(),
+                RetryPolicy::default(),
+            ))
+        });
+        let limits = RateLimits::new(config.message_rate_per_minute);
         Ok(Self(Arc::new(Shared {
             namespaces: CompiledNamespaces::new(&config.registration.namespaces),
             sender,
@@ -126,6 +153,12 @@ impl AppState {
             bus,
             live,
             hub,
+            puppets,
+            channels: ChannelHub::default(),
+            limits,
+            search_due: tokio::sync::Notify::new(),
+            relay_due: tokio::sync::Notify::new(),
+            health: crate::health::Health::default(),
         })))
     }
 
@@ -151,10 +184,21 @@ impl AppState {
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .nest("/_matrix/app/v1", appservice::router())
+    let routes = match state.config.role {
+        // Synapse pushes to the one instance of its registration; others answer 404.
+        Role::All => Router::new().nest("/_matrix/app/v1", appservice::router()),
+        Role::Api => Router::new(),
+    };
+    // Never behind CORS; on its own address when METRICS_ADDR is set.
+    let routes = if state.config.metrics_addr.is_none() {
+        routes.route("/metrics", get(crate::metrics::serve))
+    } else {
+        routes
+    };
+    routes
         .merge(api::router(&state.config.cors_origins))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(crate::health::readyz))
         .fallback(not_found)
         .with_state(state)
 }
@@ -168,18 +212,45 @@ pub async fn run(
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
     let workers = state.workers.clone();
-    workers.spawn("startup ping", startup_ping(state.clone()));
-    workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
-    workers.spawn("discovery", Discovery::run(state.clone()));
-    workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
-    workers.spawn(
-        "agent presence",
-        crate::agents::keep_presence(state.clone(), state.config.agent_presence_refresh),
-    );
-    workers.spawn("presence rebuild", {
-        let state = state.clone();
-        async move { state.live.rebuild(state.directory.all()).await }
-    });
+    workers.spawn("channel feeds", crate::outbox::feed_channels(state.clone()));
+    workers.spawn("health checks", crate::health::keep_checking(state.clone()));
+    if let Some(addr) = state.config.metrics_addr {
+        let metrics = tokio::net::TcpListener::bind(addr).await?;
+        info!(%addr, "metrics listening");
+        let cancelled = workers.cancelled();
+        workers.spawn("metrics", async move {
+            let router = Router::new().route("/metrics", get(crate::metrics::serve));
+            if let Err(error) = axum::serve(metrics, router)
+                .with_graceful_shutdown(cancelled.cancelled_owned())
+                .await
+            {
+                warn!(%error, "the metrics listener stopped");
+            }
+        });
+    }
+    if state.config.role == Role::All {
+        workers.spawn(
+            "homeserver check",
+            crate::health::check_homeserver(state.clone()),
+        );
+        workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
+        workers.spawn("discovery", Discovery::run(state.clone()));
+        workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
+        workers.spawn(
+            "search indexer",
+            crate::messaging::index_search(state.clone()),
+        );
+        workers.spawn("outbox relay", crate::outbox::relay(state.clone()));
+        workers.spawn("outbox retention", crate::outbox::prune(state.clone()));
+        workers.spawn(
+            "agent presence",
+            crate::agents::keep_presence(state.clone(), state.config.agent_presence_refresh),
+        );
+        workers.spawn("presence rebuild", {
+            let state = state.clone();
+            async move { state.live.rebuild(state.directory.all()).await }
+        });
+    }
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
@@ -188,7 +259,8 @@ pub async fn run(
     served
 }
 
-/// Deletes dead letters past `DEAD_LETTER_RETENTION_DAYS`, at start and every hour.
+/// Deletes dead letters past `DEAD_LETTER_RETENTION_DAYS`, and `Idempotency-Key`s past a
+/// day, at start and every hour.
 async fn prune_dead_letters(state: AppState) {
     let days = state.config.dead_letter_retention_days;
     let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -199,31 +271,10 @@ async fn prune_dead_letters(state: AppState) {
             Ok(deleted) => info!(deleted, days, "old dead letters deleted"),
             Err(error) => warn!(%error, "cannot delete old dead letters"),
         }
+        if let Err(error) = state.store.prune_send_requests().await {
+            warn!(%error, "cannot delete old idempotency keys");
+        }
     }
-}
-
-/// Pings the homeserver once we listen: it answers by pinging back and retrying the
-/// transactions it queued while we were down. Never fatal.
-async fn startup_ping(state: AppState) {
-    match state.homeserver.ping(&state.config.registration.id).await {
-        Ok(rtt) => info!(?rtt, "homeserver ping answered"),
-        Err(error) => warn!(%error, "homeserver ping failed; Synapse will retry on its own"),
-    }
-}
-
-/// # `GET /healthz`
-async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let homeserver = state.homeserver.with_retry(RetryPolicy::ONCE);
-    let synapse = match tokio::time::timeout(Duration::from_secs(3), homeserver.whoami()).await {
-        Ok(Ok(_)) => "connected",
-        _ => "unreachable",
-    };
-    let database = if state.store.ping().await {
-        "connected"
-    } else {
-        "unreachable"
-    };
-    Json(json!({ "status": "ok", "synapse": synapse, "database": database }))
 }
 
 async fn not_found(request: Request) -> Response {

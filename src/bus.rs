@@ -7,7 +7,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::{broadcast, mpsc};
 use tracing::warn;
 
-use crate::workers::Workers;
+use crate::{presence::wire::ROOM_SUBJECT_PREFIX, workers::Workers};
 
 /// How many messages a slow in-process subscriber may fall behind before it misses some.
 const IN_PROCESS_CAPACITY: usize = 4096;
@@ -39,6 +39,10 @@ pub enum Bus {
     Nats {
         /// For subscriptions.
         client: async_nats::Client,
+        /// JetStream, for the outbox relay's acknowledged publishing.
+        jetstream: Box<async_nats::jetstream::Context>,
+        /// The KV bucket of the latest `room.presence` per room.
+        presence: Option<Box<async_nats::jetstream::kv::Store>>,
         /// To the publisher task.
         outbox: mpsc::Sender<BusMessage>,
         /// Where the publisher and subscription tasks run.
@@ -55,16 +59,33 @@ impl Bus {
         Ok(match url {
             Some(url) => {
                 let client = async_nats::connect(url).await?;
+                let jetstream = async_nats::jetstream::new(client.clone());
+                let presence = presence_bucket(&jetstream).await;
                 let (outbox, mut queued) = mpsc::channel::<BusMessage>(NATS_BACKLOG);
                 let publisher = client.clone();
+                let latest = presence.clone();
                 workers.spawn("bus publisher", async move {
                     while let Some(m) = queued.recv().await {
-                        if let Err(error) = publisher.publish(m.subject.clone(), m.payload).await {
-                            warn!(subject = %m.subject, %error, "NATS publish failed");
+                        // The latest state of each room is also kept, for instances that
+                        // start later.
+                        if let (Some(kv), Some(slug)) =
+                            (&latest, m.subject.strip_prefix(ROOM_SUBJECT_PREFIX))
+                            && let Err(error) = kv.put(slug, m.payload.clone()).await
+                        {
+                            warn!(%slug, %error, "cannot keep the room's presence in the KV bucket");
+                        }
+                        match publisher.publish(m.subject.clone(), m.payload).await {
+                            Ok(()) => crate::metrics::metrics().publish("core", "ok"),
+                            Err(error) => {
+                                crate::metrics::metrics().publish("core", "failed");
+                                warn!(subject = %m.subject, %error, "NATS publish failed");
+                            }
                         }
                     }
                 });
                 Self::Nats {
+                    jetstream: Box::new(jetstream),
+                    presence: presence.map(Box::new),
                     client,
                     outbox,
                     workers: workers.clone(),
@@ -86,13 +107,121 @@ impl Bus {
             Self::InProcess { tx, .. } => {
                 // No subscriber is not an error.
                 let _ = tx.send(BusMessage { subject, payload });
+                crate::metrics::metrics().publish("core", "ok");
             }
             Self::Nats { outbox, .. } => {
                 if let Err(e) = outbox.try_send(BusMessage { subject, payload }) {
+                    crate::metrics::metrics().publish("core", "dropped");
                     warn!(subject = %e.into_inner().subject, "NATS backlog full; update dropped");
                 }
             }
         }
+    }
+
+    /// Creates the JetStream stream of the outbox's events, or updates its settings: file
+    /// storage, `subjects`, events kept for `max_age`, `Nats-Msg-Id` duplicates dropped
+    /// within `duplicate_window`. Nothing to do in-process.
+    pub async fn ensure_stream(
+        &self,
+        name: &str,
+        subjects: &[&str],
+        max_age: std::time::Duration,
+        duplicate_window: std::time::Duration,
+    ) -> Result<(), String> {
+        let Self::Nats { jetstream, .. } = self else {
+            return Ok(());
+        };
+        let config = async_nats::jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            storage: async_nats::jetstream::stream::StorageType::File,
+            max_age,
+            duplicate_window,
+            ..Default::default()
+        };
+        jetstream
+            .create_or_update_stream(config)
+            .await
+            .map(drop)
+            .map_err(|e| format!("JetStream stream {name}: {e}"))
+    }
+
+    /// Publishes `events` (subject, message id, payload) in order and waits for each to be
+    /// stored: by JetStream (which drops a message id it has seen within its duplicate
+    /// window), or at once in-process. How many, from the first, were stored; the rest are
+    /// to be published again.
+    pub async fn publish_acked(&self, events: &[(String, String, Bytes)]) -> usize {
+        match self {
+            Self::InProcess { tx, .. } => {
+                for (subject, _, payload) in events {
+                    let _ = tx.send(BusMessage {
+                        subject: subject.clone(),
+                        payload: payload.clone(),
+                    });
+                }
+                events.len()
+            }
+            Self::Nats { jetstream, .. } => {
+                let mut acks = Vec::with_capacity(events.len());
+                for (subject, id, payload) in events {
+                    let publish = async_nats::jetstream::message::PublishMessage::build()
+                        .payload(payload.clone())
+                        .message_id(id.as_str());
+                    match jetstream.send_publish(subject.clone(), publish).await {
+                        Ok(ack) => acks.push(ack),
+                        Err(error) => {
+                            crate::metrics::metrics().publish("jetstream", "failed");
+                            warn!(%subject, %error, "JetStream publish failed");
+                            break;
+                        }
+                    }
+                }
+                let mut stored = 0;
+                for ack in acks {
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), ack).await {
+                        Ok(Ok(_)) => {
+                            crate::metrics::metrics().publish("jetstream", "ok");
+                            stored += 1;
+                        }
+                        Ok(Err(error)) => {
+                            crate::metrics::metrics().publish("jetstream", "failed");
+                            warn!(%error, "JetStream did not store an event");
+                            break;
+                        }
+                        Err(_) => {
+                            warn!("JetStream did not acknowledge an event in 10 s");
+                            break;
+                        }
+                    }
+                }
+                stored
+            }
+        }
+    }
+
+    /// The latest `room.presence` payload of every room, as kept in the KV bucket: what a
+    /// new instance shows before the next updates. Empty in-process.
+    pub async fn presence_snapshot(&self) -> Vec<Bytes> {
+        let Self::Nats {
+            presence: Some(kv), ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut keys = match kv.keys().await {
+            Ok(keys) => keys,
+            Err(error) => {
+                warn!(%error, "cannot list the presence bucket");
+                return Vec::new();
+            }
+        };
+        let mut payloads = Vec::new();
+        while let Some(Ok(key)) = keys.next().await {
+            if let Ok(Some(payload)) = kv.get(key).await {
+                payloads.push(payload);
+            }
+        }
+        payloads
     }
 
     /// Messages whose subject matches `pattern` (NATS syntax; in-process only the
@@ -143,3 +272,42 @@ impl Bus {
         Ok(rx)
     }
 }
+
+/// The KV bucket `city_presence` (one value per room), created if needed; `None` (logged)
+/// when JetStream cannot give it.
+async fn presence_bucket(
+    jetstream: &async_nats::jetstream::Context,
+) -> Option<async_nats::jetstream::kv::Store> {
+    if let Ok(kv) = jetstream.get_key_value(PRESENCE_BUCKET).await {
+        return Some(kv);
+    }
+    // The bucket's stream, made directly: the client's `create_key_value` asks the server
+    // for account details that the NATS 2.9 of Debian answers in another shape.
+    let config = async_nats::jetstream::stream::Config {
+        name: format!("KV_{PRESENCE_BUCKET}"),
+        subjects: vec![format!("$KV.{PRESENCE_BUCKET}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let made = match jetstream.get_or_create_stream(config).await {
+        Ok(_) => jetstream
+            .get_key_value(PRESENCE_BUCKET)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match made {
+        Ok(kv) => Some(kv),
+        Err(error) => {
+            warn!(%error, "no presence KV bucket: new instances start with empty counts");
+            None
+        }
+    }
+}
+
+/// The KV bucket of the latest presence per room.
+pub const PRESENCE_BUCKET: &str = "city_presence";

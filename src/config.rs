@@ -107,6 +107,70 @@ pub struct Config {
     pub dead_letter_retention_days: u32,
     /// How often agents' presence is set again in Synapse (`AGENT_PRESENCE_REFRESH_SECS`).
     pub agent_presence_refresh: Duration,
+    /// The registration through which the bridge sends as the homeserver's own users
+    /// (`PUPPET_REGISTRATION`); `None` disables sending as users.
+    pub puppet: Option<PuppetRegistration>,
+    /// Messages a user may send per minute, and a channel may receive
+    /// (`MESSAGE_RATE_PER_MINUTE`).
+    pub message_rate_per_minute: u32,
+    /// What this instance does (`BRIDGE_ROLE`, or `serve --role`).
+    pub role: Role,
+    /// The JetStream stream of the outbox's events.
+    pub stream: StreamConfig,
+    /// Published outbox rows are deleted after this many hours (`OUTBOX_RETENTION_HOURS`).
+    pub outbox_retention_hours: u32,
+    /// Where `/metrics` is served instead of `listen_addr` (`METRICS_ADDR`).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// What an instance does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: the appservice (Synapse's transactions), the outbox relay, the
+    /// workers, the API and WebSockets.
+    #[default]
+    All,
+    /// The REST API and WebSockets only, reading Postgres and consuming the bus; any
+    /// number of these beside the one instance in Synapse's registration.
+    Api,
+}
+
+impl Role {
+    /// `all` or `api`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "all" => Some(Self::All),
+            "api" => Some(Self::Api),
+            _ => None,
+        }
+    }
+}
+
+/// The JetStream stream the relay publishes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// `NATS_STREAM` (default `CITY_EVENTS`).
+    pub name: String,
+    /// How long events are kept (`NATS_STREAM_MAX_AGE_HOURS`, default 168).
+    pub max_age: Duration,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped (`NATS_DUPLICATE_WINDOW_SECS`,
+    /// default 120).
+    pub duplicate_window: Duration,
+}
+
+/// The subjects of the stream.
+pub const STREAM_SUBJECTS: &[&str] = &["messaging.>", "city.room.>"];
+
+/// The second registration: a non-exclusive namespace of every local user, no URL, whose
+/// `as_token` lets the bridge act as the user (double puppeting).
+#[derive(Debug, Clone)]
+pub struct PuppetRegistration {
+    /// `id`.
+    pub id: String,
+    /// `as_token`.
+    pub as_token: Secret,
+    /// `namespaces.users`, compiled: the users the bridge may act as.
+    pub users: NamespaceSet,
 }
 
 impl Config {
@@ -203,6 +267,63 @@ impl Config {
             None => Duration::from_secs(20),
         };
 
+        let puppet = match get("PUPPET_REGISTRATION") {
+            Some(path) => Some(load_puppet_registration(
+                &PathBuf::from(path),
+                &server_name,
+            )?),
+            None => None,
+        };
+        let message_rate_per_minute = match get("MESSAGE_RATE_PER_MINUTE") {
+            Some(rate) => {
+                rate.parse()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "MESSAGE_RATE_PER_MINUTE",
+                        reason: format!("{rate:?} is not a whole number above 0"),
+                    })?
+            }
+            None => 60,
+        };
+
+        let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        reason: format!("{v:?} is not a whole number above 0"),
+                    }),
+                None => Ok(default),
+            }
+        };
+        let role = match get("BRIDGE_ROLE") {
+            Some(role) => Role::parse(&role).ok_or_else(|| ConfigError::Invalid {
+                name: "BRIDGE_ROLE",
+                reason: format!("{role:?}: must be all or api"),
+            })?,
+            None => Role::All,
+        };
+        let stream = StreamConfig {
+            name: get("NATS_STREAM").unwrap_or_else(|| "CITY_EVENTS".to_owned()),
+            max_age: Duration::from_secs(number("NATS_STREAM_MAX_AGE_HOURS", 168)? * 3600),
+            duplicate_window: Duration::from_secs(number("NATS_DUPLICATE_WINDOW_SECS", 120)?),
+        };
+        let outbox_retention_hours =
+            u32::try_from(number("OUTBOX_RETENTION_HOURS", 24)?).unwrap_or(u32::MAX);
+
+        let metrics_addr = get("METRICS_ADDR")
+            .map(|addr| {
+                addr.parse().map_err(|e| ConfigError::Invalid {
+                    name: "METRICS_ADDR",
+                    reason: format!("{addr:?}: {e}"),
+                })
+            })
+            .transpose()?;
+
         Ok(Self {
             database_url: Secret::new(database_url),
             synapse_url,
@@ -216,6 +337,12 @@ impl Config {
             cors_origins,
             dead_letter_retention_days,
             agent_presence_refresh,
+            puppet,
+            message_rate_per_minute,
+            role,
+            stream,
+            outbox_retention_hours,
+            metrics_addr,
         })
     }
 
@@ -276,6 +403,41 @@ fn load_registration(path: &PathBuf) -> Result<Registration, ConfigError> {
     serde_norway::from_str(&text).map_err(|e| ConfigError::Registration {
         path: path.clone(),
         reason: e.to_string(),
+    })
+}
+
+fn load_puppet_registration(
+    path: &PathBuf,
+    server: &ServerName,
+) -> Result<PuppetRegistration, ConfigError> {
+    let registration = load_registration(path)?;
+    let invalid = |reason: String| ConfigError::Registration {
+        path: path.clone(),
+        reason,
+    };
+    if registration.url.is_some() {
+        return Err(invalid(
+            "url must be null: Synapse must push nothing to the puppet registration".to_owned(),
+        ));
+    }
+    if registration.as_token.is_empty() {
+        return Err(invalid("as_token must not be empty".to_owned()));
+    }
+    let users = NamespaceSet::compile(&registration.namespaces.users)
+        .map_err(|e| invalid(format!("namespaces.users has an invalid regex: {e}")))?;
+    if !users.is_match(&format!("@probe:{server}"))
+        || users.is_exclusive_match(&format!("@probe:{server}"))
+    {
+        return Err(invalid(format!(
+            "namespaces.users must claim every user of {server}, not exclusively \
+             (regex: '^@.*:{}$', exclusive: false)",
+            regex::escape(server.as_str())
+        )));
+    }
+    Ok(PuppetRegistration {
+        id: registration.id,
+        as_token: Secret::new(registration.as_token),
+        users,
     })
 }
 
@@ -365,15 +527,44 @@ impl CompiledNamespaces {
     }
 }
 
+/// The puppet registration for `server_name`: every local user, not exclusively, no URL,
+/// fresh random tokens. The bridge uses its `as_token` to act as users of the homeserver.
+pub fn generate_puppet_registration(server_name: &ServerName) -> String {
+    let server = regex::escape(server_name.as_str());
+    format!(
+        "# city-bridge puppet registration for {server_name}: lets the bridge send as the\n\
+         # homeserver's own users (double puppeting). Give it to Synapse\n\
+         # (app_service_config_files, next to the bridge's registration) and to the bridge\n\
+         # (PUPPET_REGISTRATION). Synapse pushes nothing to it. The tokens are secrets.\n\
+         id: city-puppet\n\
+         url: null\n\
+         as_token: {as_token:?}\n\
+         hs_token: {hs_token:?}\n\
+         sender_localpart: {sender:?}\n\
+         rate_limited: false\n\
+         namespaces:\n\
+         \x20 users:\n\
+         \x20   - exclusive: false\n\
+         \x20     regex: '^@.*:{server}$'\n\
+         \x20 aliases: []\n\
+         \x20 rooms: []\n",
+        as_token = random_token(),
+        hs_token = random_token(),
+        sender = format!("city-puppet-{}", &random_token()[..8].to_lowercase()),
+    )
+}
+
+fn random_token() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(64)
+        .map(char::from)
+        .collect()
+}
+
 /// A registration.yaml for `server_name` with the bridge at `url` and fresh random tokens.
 pub fn generate_registration(server_name: &ServerName, url: &str) -> String {
-    let token = || -> String {
-        rand::rng()
-            .sample_iter(&Alphanumeric)
-            .take(64)
-            .map(char::from)
-            .collect()
-    };
+    let token = random_token;
     let server = regex::escape(server_name.as_str());
     // Written by hand rather than serialised so the file keeps its comments.
     format!(

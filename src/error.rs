@@ -170,6 +170,12 @@ impl From<Error> for ApiError {
     }
 }
 
+impl From<HomeserverError> for ApiError {
+    fn from(error: HomeserverError) -> Self {
+        Error::from(error).into()
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         Error::from(error).into()

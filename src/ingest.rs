@@ -20,7 +20,9 @@ use serde_json::value::RawValue;
 
 pub use self::{
     membership::MembershipChange,
-    messages::{MessageEdit, NewMessage, Redaction, SenderType, preview},
+    messages::{
+        MessageEdit, NewMessage, NewReaction, REACTION_KEY_CHARS, Redaction, SenderType, preview,
+    },
     pipeline::apply,
     rooms::{RoomStateChange, RoomStateField},
 };
@@ -101,8 +103,10 @@ pub enum Change {
     Message(NewMessage),
     /// An edit of an indexed message.
     Edit(MessageEdit),
-    /// A redaction of an indexed message.
+    /// A redaction of an indexed message or reaction.
     Redaction(Redaction),
+    /// A reaction to a message.
+    Reaction(NewReaction),
     /// A membership change.
     Membership(MembershipChange),
     /// A change of the room's name, topic, alias or a tombstone.
@@ -159,9 +163,13 @@ pub fn read_event(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>)
         "m.room.message" => messages::read_message(envelope, room, ctx),
         "m.room.redaction" => messages::read_redaction(envelope, ctx.server_name),
         "m.room.member" => membership::read_member(envelope, room),
-        "m.room.name" | "m.room.topic" | "m.room.canonical_alias" | "m.room.tombstone" => {
-            rooms::read_state(envelope, room)
-        }
+        "m.room.encrypted" => messages::read_encrypted(envelope, room, ctx),
+        "m.reaction" => messages::read_reaction(envelope, room),
+        "m.room.name"
+        | "m.room.topic"
+        | "m.room.canonical_alias"
+        | "m.room.tombstone"
+        | "m.room.encryption" => rooms::read_state(envelope, room),
         _ => Read::Ignored,
     }
 }
@@ -197,6 +205,7 @@ pub(crate) mod tests {
             id: slug.city_room_id(),
             slug,
             visibility: crate::domain::Visibility::Public,
+            encrypted: false,
         }
     }
 

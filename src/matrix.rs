@@ -3,6 +3,7 @@
 //! files add the calls of one concern each.
 
 mod client;
+mod messages;
 mod rooms;
 mod users;
 

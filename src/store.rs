@@ -1,6 +1,8 @@
 //! Postgres via sqlx — the only place SQL lives.
 
 mod agents;
+mod messages;
+mod outbox;
 mod rooms;
 mod transactions;
 
@@ -10,8 +12,12 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use self::{
     agents::Agent,
+    messages::{
+        ChannelView, Cursor, MemberRow, MessageView, Page, ReactionCount, SearchHit, channel_id,
+    },
+    outbox::{OutboxRow, Pending},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate},
-    transactions::{Applied, Batch},
+    transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };
 
 /// The database.

@@ -6,7 +6,8 @@
 #   synapse/synapse.sh stop DATA_DIR
 #
 # start reads SERVER_NAME (default localhost), SYNAPSE_PORT (default 8008) and
-# REGISTRATION (the appservice registration file, required).
+# REGISTRATION (the appservice registration file, required) and PUPPET_REGISTRATION (the
+# registration through which the bridge sends as the homeserver's users; optional).
 set -euo pipefail
 
 SYNAPSE_VERSION=1.163.2
@@ -30,9 +31,23 @@ start() {
   local data_dir="$1"
   : "${REGISTRATION:?REGISTRATION must name the appservice registration file}"
   export SERVER_NAME="${SERVER_NAME:-localhost}" SYNAPSE_PORT="${SYNAPSE_PORT:-8008}"
-  export DATA_DIR REGISTRATION
+  export DATA_DIR REGISTRATION APP_SERVICE_FILES PUBLICATION_RULES
+  # Anyone may publish rooms to the directory (the bridge lists public city rooms), unless
+  # SYNAPSE_STOCK_DIRECTORY=1 asks for Synapse's default rules (the check's test).
+  if [ "${SYNAPSE_STOCK_DIRECTORY:-0}" = 1 ]; then
+    PUBLICATION_RULES="# room_list_publication_rules: Synapse's default"
+  else
+    PUBLICATION_RULES="room_list_publication_rules:
+  - action: allow"
+  fi
   DATA_DIR="$(mkdir -p "$data_dir" && cd "$data_dir" && pwd)"
   REGISTRATION="$(cd "$(dirname "$REGISTRATION")" && pwd)/$(basename "$REGISTRATION")"
+  APP_SERVICE_FILES="  - \"$REGISTRATION\""
+  if [ -n "${PUPPET_REGISTRATION:-}" ]; then
+    PUPPET_REGISTRATION="$(cd "$(dirname "$PUPPET_REGISTRATION")" && pwd)/$(basename "$PUPPET_REGISTRATION")"
+    APP_SERVICE_FILES="$APP_SERVICE_FILES
+  - \"$PUPPET_REGISTRATION\""
+  fi
   install
   if [ ! -f "$DATA_DIR/secrets.env" ]; then
     printf 'MACAROON_SECRET=%s\nFORM_SECRET=%s\n' "$(head -c 32 /dev/urandom | base64 | tr -dc A-Za-z0-9)" \

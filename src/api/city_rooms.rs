@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, Caller, MaybeCaller};
+use super::extract::{ApiJson, ApiPath, Caller, MaybeCaller};
 use crate::{
     app::AppState,
     domain::{Slug, Visibility, slugify},
@@ -127,7 +127,7 @@ pub(super) fn check_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
-fn check_description(description: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn check_description(description: Option<&str>) -> Result<(), ApiError> {
     if description.is_some_and(|d| d.chars().count() > 1000 || d.contains('\0')) {
         return Err(ApiError::invalid(
             "description",
@@ -163,7 +163,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     MaybeCaller(caller): MaybeCaller,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> Result<Json<CityRoomView>, ApiError> {
     // A value that is no slug (a NUL byte, say) names no room; it never reaches SQL.
     let slug = Slug::parse(slug).map_err(|_| ApiError::not_found())?;
@@ -204,6 +204,8 @@ pub async fn create(
         description: body.description.as_deref(),
         visibility: body.visibility,
         is_default: body.is_default,
+        microdao_id: None,
+        encrypted: false,
     };
     let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
         return Err(
@@ -229,7 +231,7 @@ pub async fn create(
 pub async fn update(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateCityRoom>,
 ) -> Result<Json<CityRoomView>, ApiError> {
     let slug = Slug::parse(slug).map_err(|_| ApiError::not_found())?;

@@ -40,6 +40,28 @@ where
     }
 }
 
+/// Path parameters; a path that cannot be read (invalid UTF-8 after percent-decoding, say)
+/// is a 400 with an API error body, like every other error.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(e) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_path").with_detail(e.body_text()))
+            }
+        }
+    }
+}
+
 /// Who is calling a write endpoint: another DAARION service (the internal secret) or an
 /// admin user (a JWT with the `admin` role).
 #[derive(Debug, Clone)]

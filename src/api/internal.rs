@@ -10,7 +10,7 @@ use ruma::RoomAliasId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, Service};
+use super::extract::{ApiJson, ApiPath, Service};
 use crate::{
     app::AppState,
     domain::{AgentId, Slug, Visibility},
@@ -69,6 +69,8 @@ pub async fn create_matrix_room(
             description: None,
             visibility: body.visibility,
             is_default: false,
+            microdao_id: None,
+            encrypted: false,
         };
         state.store.insert_room(&new).await?;
         state.hub.catalog_changed();
@@ -238,7 +240,7 @@ pub struct AgentPresence {
 pub async fn agent_presence(
     State(state): State<AppState>,
     _service: Service,
-    axum::extract::Path(agent_id): axum::extract::Path<String>,
+    ApiPath(agent_id): ApiPath<String>,
     ApiJson(body): ApiJson<AgentPresence>,
 ) -> Result<Json<AgentPresence>, ApiError> {
     let Some(status) = crate::presence::PresenceStatus::parse(&body.presence) else {
@@ -289,4 +291,99 @@ pub async fn agent_presence(
         .map_err(crate::Error::from)?;
     state.live.set_presence(&user, status);
     Ok(Json(body))
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReplayRequest {
+    /// These ids.
+    #[serde(default)]
+    pub ids: Option<Vec<i64>>,
+    /// Or every one (`true`).
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// One dead letter that still cannot be applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StillFailing {
+    /// Its id.
+    pub id: i64,
+    /// Why it was dead-lettered.
+    pub reason: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplaySummary {
+    /// Dead letters looked at.
+    pub replayed: usize,
+    /// Applied now, and deleted from the dead letters.
+    pub applied: Vec<i64>,
+    /// Still not applicable; kept.
+    pub still_failing: Vec<StillFailing>,
+}
+
+/// # `POST /internal/dead-letters/replay`
+///
+/// Runs dead letters through the ingest pipeline again (after a fix), oldest first, in
+/// turn with Synapse's transactions; the ones that apply now are deleted. Idempotent.
+#[utoipa::path(post, path = "/internal/dead-letters/replay", tag = "internal",
+    request_body = ReplayRequest, security(("bearer" = [])),
+    responses((status = 200, body = ReplaySummary), (status = 422, description = "neither ids nor all")))]
+pub async fn replay_dead_letters(
+    State(state): State<AppState>,
+    _service: Service,
+    ApiJson(body): ApiJson<ReplayRequest>,
+) -> Result<Json<ReplaySummary>, ApiError> {
+    if state.config.role == crate::config::Role::Api {
+        return Err(ApiError::new(StatusCode::CONFLICT, "not_the_receiver")
+            .with_detail("replay on the instance Synapse pushes to (BRIDGE_ROLE=all)"));
+    }
+    let ids = match (&body.ids, body.all) {
+        (Some(ids), false) if !ids.is_empty() => Some(ids.as_slice()),
+        (None, true) => None,
+        _ => return Err(ApiError::invalid("ids", "send ids: [...] or all: true")),
+    };
+    let mut letters = state.store.stored_dead_letters(ids, 10_000).await?;
+    letters.reverse();
+    let mut summary = ReplaySummary {
+        replayed: letters.len(),
+        applied: Vec::new(),
+        still_failing: Vec::new(),
+    };
+    for letter in letters {
+        let raw = match serde_json::value::RawValue::from_string(letter.event.clone()) {
+            Ok(raw) => ruma::serde::Raw::from_json(raw),
+            Err(_) => {
+                summary.still_failing.push(StillFailing {
+                    id: letter.id,
+                    reason: letter.reason,
+                });
+                continue;
+            }
+        };
+        let applied = {
+            let _in_order = state.ingest.lock().await;
+            crate::ingest::apply(&state, &format!("replay-{}", letter.id), &[raw]).await?
+        };
+        if applied.dead_letters == 0 {
+            state
+                .store
+                .purge_dead_letters(Some(&[letter.id]), None)
+                .await?;
+            summary.applied.push(letter.id);
+        } else {
+            summary.still_failing.push(StillFailing {
+                id: letter.id,
+                reason: letter.reason,
+            });
+        }
+    }
+    tracing::info!(
+        replayed = summary.replayed,
+        applied = summary.applied.len(),
+        "dead letters replayed"
+    );
+    Ok(Json(summary))
 }

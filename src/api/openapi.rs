@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{city_rooms, internal};
+use super::{city_rooms, internal, messaging};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,12 +13,22 @@ use super::{city_rooms, internal};
     paths(
         city_rooms::list, city_rooms::get, city_rooms::create, city_rooms::update,
         internal::create_matrix_room, internal::find_by_alias, internal::backfill, internal::room_mapping,
-        internal::agent_presence,
+        internal::agent_presence, internal::replay_dead_letters,
+        messaging::list_channels, messaging::get_channel, messaging::create_channel,
+        messaging::history, messaging::send_message, messaging::edit_message,
+        messaging::delete_message, messaging::react, messaging::unreact, messaging::members,
+        messaging::invite, messaging::agent_post, messaging::search,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
         crate::domain::Visibility, internal::MatrixRoomRef, internal::CreateMatrixRoom,
         internal::BackfillSummary, internal::BackfillFailure, internal::RoomMapping, internal::AgentPresence,
+        internal::ReplayRequest, internal::ReplaySummary, internal::StillFailing,
+        messaging::ChannelList, messaging::CreateChannel, messaging::History, messaging::SendMessage,
+        messaging::EditMessage, messaging::React, messaging::Member, messaging::MemberList,
+        messaging::Invite, messaging::AgentPost, messaging::SearchResults,
+        crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
+        crate::store::SearchHit,
     )),
     modifiers(&BearerAuth),
 )]

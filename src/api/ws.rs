@@ -3,6 +3,10 @@
 //! are published. Every client reads the same shared queue at its own
 //! pace: one that falls behind gets a fresh snapshot, one that is stuck is dropped, and
 //! neither delays anyone else.
+//!
+//! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
+//! updated, deleted, reactions, typing), in stream order; a client that falls behind is
+//! told to resync (`{"type":"resync"}`: read the history `after` its last cursor).
 
 use std::time::Duration;
 
@@ -22,6 +26,7 @@ use crate::{
     app::AppState,
     auth::{bearer_token, verify_jwt},
     error::ApiError,
+    metrics::Connected,
     presence::{PresenceHub, Viewer},
 };
 
@@ -64,6 +69,8 @@ pub async fn presence(
 }
 
 async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>, viewer: Viewer) {
+    let _connected = Connected::new("presence");
+    let metrics = crate::metrics::metrics();
     // Subscribe before taking the snapshot, so no update falls between the two.
     let mut updates = hub.subscribe();
     let (mut sink, mut incoming) = socket.split();
@@ -78,11 +85,17 @@ async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>, viewer: View
         let outgoing = tokio::select! {
             update = updates.recv() => match update {
                 // Private rooms only for those who may see them.
-                Ok(update) if viewer.may_see(update.visibility) => Message::Text(update.text),
+                Ok(update) if viewer.may_see(update.visibility) => {
+                    metrics.frame("presence", "sent");
+                    Message::Text(update.text)
+                }
                 Ok(_) => continue,
                 // Fell behind the shared queue (a burst, or a slow reader): catch up with a
                 // fresh snapshot instead of replaying. Nobody else waited for it.
-                Err(RecvError::Lagged(_)) => Message::Text(Utf8Bytes::from(hub.snapshot(viewer))),
+                Err(RecvError::Lagged(_)) => {
+                    metrics.frame("presence", "resynced");
+                    Message::Text(Utf8Bytes::from(hub.snapshot(viewer)))
+                }
                 Err(RecvError::Closed) => break,
             },
             received = incoming.next() => match received {
@@ -95,6 +108,74 @@ async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>, viewer: View
             tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
             Ok(Ok(()))
         ) {
+            metrics.frame("presence", "dropped");
+            break;
+        }
+    }
+}
+
+/// # `GET /ws/messaging/{channel_id}`
+///
+/// The JWT (`?token=` or `Authorization: Bearer`) and the right to read the channel are
+/// checked before the upgrade: a private channel is refused (403) to a non-member.
+pub async fn messaging(
+    State(state): State<AppState>,
+    super::extract::ApiPath(channel): super::extract::ApiPath<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = query.token.as_deref().or_else(|| bearer_token(&headers));
+    let person = super::messaging::Person::of_token(token, &state)?;
+    let room = state
+        .store
+        .channel_room(&channel)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if room.visibility == crate::domain::Visibility::Private
+        && !person.admin
+        && !super::messaging::is_joined(&state, &room, &person.user_id).await?
+    {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
+            .with_detail("a private channel: only its members may watch it"));
+    }
+    // Subscribed before the upgrade completes: nothing indexed after this answer is missed.
+    let frames = state.channels.subscribe(room.id.as_str());
+    Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| serve_channel(socket, frames)))
+}
+
+async fn serve_channel(socket: WebSocket, mut frames: tokio::sync::broadcast::Receiver<Utf8Bytes>) {
+    let _connected = Connected::new("messaging");
+    let metrics = crate::metrics::metrics();
+    let (mut sink, mut incoming) = socket.split();
+    loop {
+        let outgoing = tokio::select! {
+            frame = frames.recv() => match frame {
+                Ok(frame) => {
+                    metrics.frame("messaging", "sent");
+                    Message::Text(frame)
+                }
+                Err(RecvError::Lagged(_)) => {
+                    metrics.frame("messaging", "resynced");
+                    Message::Text(Utf8Bytes::from_static(r#"{"type":"resync"}"#))
+                }
+                Err(RecvError::Closed) => break,
+            },
+            received = incoming.next() => match received {
+                Some(Ok(Message::Text(text))) if text.as_str() == "ping" => Message::Text(Utf8Bytes::from_static("pong")),
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            },
+        };
+        if !matches!(
+            tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
+            Ok(Ok(()))
+        ) {
+            metrics.frame("messaging", "dropped");
             break;
         }
     }

@@ -7,7 +7,9 @@ use ruma::api::appservice::query::{query_room_alias, query_user_id};
 use tracing::{info, warn};
 
 use super::{Ruma, RumaResponse};
-use crate::{agents, app::AppState, domain::Slug, error::MatrixError, rooms::Ensured};
+use crate::{
+    agents, app::AppState, domain::Slug, error::MatrixError, metrics::OutcomeLabel, rooms::Ensured,
+};
 
 /// A request that did not parse (a malformed id) is simply not one of ours; auth errors stay.
 fn unparsable_is_unknown<T>(request: Result<Ruma<T>, MatrixError>) -> Result<Ruma<T>, MatrixError> {
@@ -28,18 +30,34 @@ pub async fn query_user(
     State(state): State<AppState>,
     request: Result<Ruma<query_user_id::v1::Request>, MatrixError>,
 ) -> Result<RumaResponse<query_user_id::v1::Response>, MatrixError> {
-    let user = unparsable_is_unknown(request)?.request.user_id;
-    if agents::provision(
+    let queries = &crate::metrics::metrics().user_queries;
+    let count = |outcome| {
+        queries.get_or_create(&OutcomeLabel { outcome }).inc();
+    };
+    let user = unparsable_is_unknown(request)
+        .inspect_err(|_| count("refused"))?
+        .request
+        .user_id;
+    match agents::provision(
         &state.store,
         &state.homeserver,
         &state.config.server_name,
         &user,
     )
-    .await?
+    .await
     {
-        Ok(RumaResponse(query_user_id::v1::Response::new()))
-    } else {
-        Err(MatrixError::not_found("No such agent"))
+        Ok(true) => {
+            count("registered");
+            Ok(RumaResponse(query_user_id::v1::Response::new()))
+        }
+        Ok(false) => {
+            count("unknown");
+            Err(MatrixError::not_found("No such agent"))
+        }
+        Err(e) => {
+            count("failed");
+            Err(e.into())
+        }
     }
 }
 
@@ -51,17 +69,39 @@ pub async fn query_room_alias(
     State(state): State<AppState>,
     request: Result<Ruma<query_room_alias::v1::Request>, MatrixError>,
 ) -> Result<RumaResponse<query_room_alias::v1::Response>, MatrixError> {
-    let alias = unparsable_is_unknown(request)?.request.room_alias;
+    let queries = &crate::metrics::metrics().alias_queries;
+    let count = |outcome| {
+        queries.get_or_create(&OutcomeLabel { outcome }).inc();
+    };
+    let alias = unparsable_is_unknown(request)
+        .inspect_err(|_| count("refused"))?
+        .request
+        .room_alias;
     let Some(slug) = Slug::of_alias(&alias, &state.config.server_name) else {
+        count("unknown");
         return Err(MatrixError::not_found("Not a city room alias"));
     };
-    match state.rooms().ensure_matrix_room(&slug).await? {
+    let ensured = state
+        .rooms()
+        .ensure_matrix_room(&slug)
+        .await
+        .inspect_err(|_| count("failed"))?;
+    match &ensured {
         Ensured::Created(room_id) | Ensured::Existing(room_id) => {
+            count(if matches!(ensured, Ensured::Created(_)) {
+                "created"
+            } else {
+                "existing"
+            });
             info!(%alias, %room_id, "answered alias query");
             Ok(RumaResponse(query_room_alias::v1::Response::new()))
         }
-        Ensured::UnknownSlug => Err(MatrixError::not_found("No such city room")),
+        Ensured::UnknownSlug => {
+            count("unknown");
+            Err(MatrixError::not_found("No such city room"))
+        }
         Ensured::Archived => {
+            count("archived");
             warn!(%alias, "alias query for an archived city room refused");
             Err(MatrixError::not_found("City room is archived"))
         }

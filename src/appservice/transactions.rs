@@ -19,6 +19,9 @@ pub async fn push_events(
     State(state): State<AppState>,
     Ruma { request, body }: Ruma<push_events::v1::Request>,
 ) -> Result<RumaResponse<push_events::v1::Response>, MatrixError> {
+    let received = std::time::Instant::now();
+    let metrics = crate::metrics::metrics();
+    metrics.transactions.inc();
     // Synapse sends one transaction at a time; a resend racing a slow first attempt must
     // still be applied after it, in order.
     let _in_order = state.ingest.lock().await;
@@ -29,9 +32,15 @@ pub async fn push_events(
         request.ephemeral
     };
     if !ephemeral.is_empty() {
-        state.live.apply_ephemeral(&ephemeral, &state.directory);
+        let typing = state.live.apply_ephemeral(&ephemeral, &state.directory);
+        for (channel, user_ids) in typing {
+            crate::messaging::typing(&state, channel.as_str(), &user_ids);
+        }
     }
     debug!(txn_id = %request.txn_id, events = request.events.len(), ?applied, "transaction applied");
+    metrics
+        .ack_seconds
+        .observe(received.elapsed().as_secs_f64());
     Ok(RumaResponse(push_events::v1::Response::new()))
 }
 

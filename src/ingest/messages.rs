@@ -1,4 +1,6 @@
-//! `m.room.message` into the message index; edits (`m.replace`) and `m.room.redaction`.
+//! `m.room.message` into the message index with its reply and thread; edits
+//! (`m.replace`), reactions (`m.annotation`), `m.room.redaction`, and the metadata of
+//! encrypted messages.
 
 use chrono::{DateTime, Utc};
 use ruma::{
@@ -49,11 +51,34 @@ pub struct NewMessage {
     pub sender_matrix_id: OwnedUserId,
     /// Human or agent.
     pub sender_type: SenderType,
-    /// `m.text`, `m.notice` or `m.emote`.
-    pub msgtype: &'static str,
-    /// The body, cut to [`PREVIEW_CHARS`].
+    /// `m.text`, `m.notice` or `m.emote`; `None` in an encrypted room (metadata only).
+    pub msgtype: Option<&'static str>,
+    /// The body, cut to [`PREVIEW_CHARS`]; empty in an encrypted room.
     pub preview: String,
     /// `origin_server_ts`.
+    pub created_at: DateTime<Utc>,
+    /// The message this one replies to (`m.in_reply_to`).
+    pub reply_to: Option<OwnedEventId>,
+    /// The thread root (`rel_type: m.thread`).
+    pub thread_root: Option<OwnedEventId>,
+}
+
+/// An `m.annotation` (reaction) to a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReaction {
+    /// `city_rooms.id`.
+    pub channel_id: CityRoomId,
+    /// The Matrix room.
+    pub matrix_room_id: OwnedRoomId,
+    /// The reaction event (redacting it removes the reaction).
+    pub event_id: OwnedEventId,
+    /// The message reacted to.
+    pub target: OwnedEventId,
+    /// The key, usually an emoji.
+    pub key: String,
+    /// Who reacted.
+    pub sender_matrix_id: OwnedUserId,
+    /// When.
     pub created_at: DateTime<Utc>,
 }
 
@@ -112,12 +137,97 @@ fn indexed_body(msgtype: &MessageType) -> Option<(&'static str, &str)> {
     }
 }
 
+/// The reply target and thread root of a message's relation.
+fn reply_and_thread<C>(
+    relation: Option<&Relation<C>>,
+) -> (Option<OwnedEventId>, Option<OwnedEventId>) {
+    match relation {
+        Some(Relation::Reply(reply)) => (Some(reply.in_reply_to.event_id.clone()), None),
+        Some(Relation::Thread(thread)) => (
+            // A thread message's `m.in_reply_to` is a fallback for clients without
+            // threads unless `is_falling_back` is false: only then is it a real reply.
+            thread
+                .in_reply_to
+                .as_ref()
+                .filter(|_| !thread.is_falling_back)
+                .map(|r| r.event_id.clone()),
+            Some(thread.event_id.clone()),
+        ),
+        _ => (None, None),
+    }
+}
+
+fn metadata_only(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) -> Read {
+    let (sender_id, sender_type) = ctx.classify_sender(&envelope.sender);
+    Read::Change(Change::Message(NewMessage {
+        channel_id: room.id.clone(),
+        matrix_room_id: envelope.room_id.clone(),
+        event_id: envelope.event_id.clone(),
+        sender_id,
+        sender_matrix_id: envelope.sender.clone(),
+        sender_type,
+        msgtype: None,
+        preview: String::new(),
+        created_at: time(envelope),
+        reply_to: None,
+        thread_root: None,
+    }))
+}
+
+/// `m.room.encrypted`: who sent something when, and nothing of what.
+pub(super) fn read_encrypted(
+    envelope: &Envelope<'_>,
+    room: &MappedRoom,
+    ctx: &Context<'_>,
+) -> Read {
+    metadata_only(envelope, room, ctx)
+}
+
+/// `m.reaction` with an `m.annotation` relation.
+pub(super) fn read_reaction(envelope: &Envelope<'_>, room: &MappedRoom) -> Read {
+    #[derive(serde::Deserialize)]
+    struct Content {
+        #[serde(rename = "m.relates_to")]
+        relates_to: Option<Annotation>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Annotation {
+        rel_type: String,
+        event_id: OwnedEventId,
+        key: String,
+    }
+    let content: Content = match serde_json::from_str(envelope.content.get()) {
+        Ok(content) => content,
+        Err(e) => return Read::Invalid(format!("m.reaction content: {e}")),
+    };
+    match content.relates_to {
+        Some(a) if a.rel_type == "m.annotation" && !a.key.is_empty() => {
+            Read::Change(Change::Reaction(NewReaction {
+                channel_id: room.id.clone(),
+                matrix_room_id: envelope.room_id.clone(),
+                event_id: envelope.event_id.clone(),
+                target: a.event_id,
+                key: pg_text(&a.key).chars().take(REACTION_KEY_CHARS).collect(),
+                sender_matrix_id: envelope.sender.clone(),
+                created_at: time(envelope),
+            }))
+        }
+        _ => Read::Ignored,
+    }
+}
+
+/// Longest reaction key kept, in characters.
+pub const REACTION_KEY_CHARS: usize = 64;
+
 pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) -> Read {
     let content: RoomMessageEventContent = match serde_json::from_str(envelope.content.get()) {
         Ok(content) => content,
         Err(e) => return Read::Invalid(format!("m.room.message content: {e}")),
     };
     if let Some(Relation::Replacement(replacement)) = &content.relates_to {
+        if room.encrypted {
+            return Read::Ignored;
+        }
         return match indexed_body(&replacement.new_content.msgtype) {
             Some((_, body)) => Read::Change(Change::Edit(MessageEdit {
                 target: replacement.event_id.clone(),
@@ -132,7 +242,11 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
     let Some((msgtype, body)) = indexed_body(&content.msgtype) else {
         return Read::Ignored;
     };
+    if room.encrypted {
+        return metadata_only(envelope, room, ctx);
+    }
     let (sender_id, sender_type) = ctx.classify_sender(&envelope.sender);
+    let (reply_to, thread_root) = reply_and_thread(content.relates_to.as_ref());
     Read::Change(Change::Message(NewMessage {
         channel_id: room.id.clone(),
         matrix_room_id: envelope.room_id.clone(),
@@ -140,9 +254,11 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
         sender_id,
         sender_matrix_id: envelope.sender.clone(),
         sender_type,
-        msgtype,
+        msgtype: Some(msgtype),
         preview: preview(body),
         created_at: time(envelope),
+        reply_to,
+        thread_root,
     }))
 }
 
@@ -195,7 +311,7 @@ mod tests {
             );
             match read(e) {
                 Read::Change(Change::Message(m)) => {
-                    assert_eq!(m.msgtype, msgtype);
+                    assert_eq!(m.msgtype, Some(msgtype));
                     assert_eq!(m.sender_type, sender_type);
                     assert_eq!(m.preview, "hi");
                     assert_eq!(m.channel_id.as_str(), "room_city_general");
@@ -249,5 +365,51 @@ mod tests {
         assert!(matches!(read(legacy), Read::Change(Change::Redaction(r)) if r.target == "$old"));
         let none = event("m.room.redaction", "@a:example.org", json!({}));
         assert!(matches!(read(none), Read::Invalid(_)));
+    }
+
+    #[test]
+    fn replies_threads_reactions_and_encryption() {
+        let reply = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": "yes",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}}}),
+        );
+        assert!(
+            matches!(read(reply), Read::Change(Change::Message(m)) if m.reply_to.as_ref().is_some_and(|r| r == "$q") && m.thread_root.is_none())
+        );
+        let threaded = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": "in thread",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                                    "is_falling_back": true, "m.in_reply_to": {"event_id": "$last"}}}),
+        );
+        match read(threaded) {
+            Read::Change(Change::Message(m)) => {
+                assert_eq!(m.thread_root.as_ref().map(|r| r.as_str()), Some("$root"));
+                assert_eq!(m.reply_to, None, "a fallback reply is no reply");
+            }
+            other => panic!("{other:?}"),
+        }
+        let reaction = event(
+            "m.reaction",
+            "@a:example.org",
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$m", "key": "👍"}}),
+        );
+        assert!(
+            matches!(read(reaction), Read::Change(Change::Reaction(r)) if r.key == "👍" && r.target == "$m")
+        );
+        let encrypted = event(
+            "m.room.encrypted",
+            "@a:example.org",
+            json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "xyz"}),
+        );
+        match read(encrypted) {
+            Read::Change(Change::Message(m)) => {
+                assert_eq!((m.msgtype, m.preview.as_str()), (None, ""));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,11 +1,16 @@
 //! The ingest pipeline of one batch of timeline events (a pushed transaction, or a page
 //! of an adopted room's history): envelopes → route to city rooms → read → one Postgres
-//! transaction → room upgrades → live presence. The caller holds `state.ingest`, so
+//! transaction → room upgrades and encryption → live messaging feeds and `messaging.*`
+//! events → agents accept invites → live presence. The caller holds `state.ingest`, so
 //! batches apply in order.
 
 use std::{collections::HashMap, time::Duration};
 
-use ruma::{OwnedRoomId, RoomId, events::AnyTimelineEvent, serde::Raw};
+use ruma::{
+    OwnedRoomId, RoomId,
+    events::{AnyTimelineEvent, room::member::MembershipState},
+    serde::Raw,
+};
 use tracing::warn;
 
 use super::{Change, Context, DeadLetter, Envelope, Read, RoomStateField, read_event};
@@ -33,6 +38,7 @@ pub async fn apply(
         match Envelope::parse(raw) {
             Ok(envelope) => envelopes.push((index, envelope)),
             Err(e) => {
+                crate::metrics::metrics().event("other", "malformed");
                 warn!(txn_id, error = %e, "malformed event skipped");
                 batch.dead_letters.push(DeadLetter::new(
                     raw.json(),
@@ -49,13 +55,18 @@ pub async fn apply(
         agents: &state.namespaces.users,
         sender: &state.sender,
     };
+    let metrics = crate::metrics::metrics();
     let mut upgrades = Vec::new();
+    // Rooms encrypted by an event of this batch: the events after it are metadata only.
+    let mut encrypted: Vec<OwnedRoomId> = Vec::new();
     // Every event of a mapped room is activity: the room's `last_event`.
     let mut activity: Vec<(OwnedRoomId, u64)> = Vec::new();
     for (index, envelope) in &envelopes {
-        let Some(room) = state.directory.get(&envelope.room_id) else {
+        let Some(mut room) = state.directory.get(&envelope.room_id) else {
+            metrics.event(&envelope.kind, "unmapped_room");
             continue;
         };
+        room.encrypted |= encrypted.contains(&envelope.room_id);
         let ts = u64::from(envelope.origin_server_ts.get());
         match activity.iter_mut().find(|(r, _)| *r == envelope.room_id) {
             Some((_, last)) => *last = (*last).max(ts),
@@ -68,10 +79,18 @@ pub async fn apply(
                 {
                     upgrades.push((s.matrix_room_id.clone(), new_room.clone(), room.clone()));
                 }
+                if let Change::RoomState(s) = &change
+                    && s.field == RoomStateField::Encryption
+                    && !room.encrypted
+                {
+                    encrypted.push(s.matrix_room_id.clone());
+                }
+                metrics.event(&envelope.kind, "applied");
                 batch.changes.push((*index, change));
             }
-            Read::Ignored => {}
+            Read::Ignored => metrics.event(&envelope.kind, "ignored"),
             Read::Invalid(reason) => {
+                metrics.event(&envelope.kind, "dead_lettered");
                 warn!(txn_id, event_id = %envelope.event_id, %reason, "unprocessable event skipped");
                 batch.dead_letters.push(DeadLetter::new(
                     events[*index].json(),
@@ -82,6 +101,22 @@ pub async fn apply(
         }
     }
 
+    let invited_agents: Vec<_> = batch
+        .changes
+        .iter()
+        .filter_map(|(_, change)| match change {
+            Change::Membership(m)
+                if m.membership == MembershipState::Invite
+                    && state
+                        .namespaces
+                        .users
+                        .is_exclusive_match(m.user_id.as_str()) =>
+            {
+                Some((m.matrix_room_id.clone(), m.user_id.clone()))
+            }
+            _ => None,
+        })
+        .collect();
     let memberships: Vec<_> = batch
         .changes
         .iter()
@@ -94,7 +129,29 @@ pub async fn apply(
             _ => None,
         })
         .collect();
-    let applied = state.store.apply_transaction(txn_id, events, batch).await?;
+    let applied = state
+        .store
+        .apply_transaction(txn_id, events, &batch)
+        .await?;
+    metrics
+        .dead_letters
+        .inc_by(u64::try_from(applied.dead_letters).unwrap_or(0));
+    let messages = batch
+        .changes
+        .iter()
+        .filter(|(_, c)| matches!(c, Change::Message(_)))
+        .count();
+    let duplicates = messages.saturating_sub(applied.effects.created.len());
+    if duplicates > 0 {
+        // Counted as applied above; the index already had them.
+        metrics
+            .events
+            .get_or_create(&crate::metrics::EventLabels {
+                r#type: "m.room.message",
+                outcome: "duplicate",
+            })
+            .inc_by(u64::try_from(duplicates).unwrap_or(0));
+    }
     for (old, new, room) in upgrades {
         // Only if the tombstone was applied (it may have been dead-lettered).
         let applied = state.store.rooms_by_matrix_ids(&[&new]).await?;
@@ -103,6 +160,16 @@ pub async fn apply(
             state.live.unmap_room(&old);
             state.directory.insert(new, room);
         }
+    }
+    for room_id in encrypted {
+        if let Some(mut room) = state.directory.get(&room_id) {
+            room.encrypted = true;
+            state.directory.insert(room_id, room);
+        }
+    }
+    crate::messaging::announce(state, &applied.effects);
+    for (room_id, agent) in invited_agents {
+        crate::agents::accept_invite(state, room_id, agent);
     }
     if !memberships.is_empty() || !activity.is_empty() {
         state

@@ -1,4 +1,4 @@
-//! Room state of mapped rooms: name, topic, canonical alias and tombstone.
+//! Room state of mapped rooms: name, topic, canonical alias, tombstone and encryption.
 
 use ruma::{
     OwnedEventId, OwnedRoomAliasId, OwnedRoomId,
@@ -26,6 +26,9 @@ pub enum RoomStateField {
     CanonicalAlias(OwnedRoomAliasId),
     /// `m.room.tombstone` → the room was upgraded: `matrix_room_id` moves to the new room.
     Tombstone(OwnedRoomId),
+    /// `m.room.encryption` → `encrypted`: from this event on, metadata only. (Encryption
+    /// cannot be turned off in Matrix.)
+    Encryption,
 }
 
 /// A state change of a mapped room.
@@ -79,6 +82,7 @@ fn field(envelope: &Envelope<'_>) -> Result<Option<(&'static str, RoomStateField
             let replacement = content::<RoomTombstoneEventContent>(envelope)?.replacement_room;
             Some(("m.room.tombstone", RoomStateField::Tombstone(replacement)))
         }
+        "m.room.encryption" => Some(("m.room.encryption", RoomStateField::Encryption)),
         _ => None,
     })
 }

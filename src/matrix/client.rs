@@ -225,7 +225,12 @@ impl Homeserver {
         for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
     {
         let identity = as_user.map(AppserviceUserIdentity::new).unwrap_or_default();
+        let endpoint = endpoint_name::<R>();
+        let started = std::time::Instant::now();
         let mut retry = 0;
+        let record = |status: String, retries: u32| {
+            crate::metrics::metrics().call(endpoint, status, started.elapsed(), retries);
+        };
         loop {
             let http_request = request
                 .clone()
@@ -239,16 +244,21 @@ impl Homeserver {
             let path = http_request.uri().path().to_owned();
             match classify(self.execute(http_request).await) {
                 Outcome::Done(response) => {
+                    record(response.status().as_u16().to_string(), retry);
                     let (parts, body) = response.into_parts();
                     return R::IncomingResponse::try_from_http_response(
                         http::Response::from_parts(parts, body.as_ref()),
                     )
                     .map_err(|e| HomeserverError::InvalidResponse(e.to_string()));
                 }
-                Outcome::Fail(error) => return Err(error),
+                Outcome::Fail(error) => {
+                    record(status_label(&error), retry);
+                    return Err(error);
+                }
                 Outcome::Retry { delay, error } => {
                     retry += 1;
                     if retry >= self.retry.attempts {
+                        record(status_label(&error), retry - 1);
                         return Err(error);
                     }
                     let delay = delay
@@ -295,6 +305,20 @@ impl Homeserver {
     }
 }
 
+/// The endpoint of a request type, for metrics: `message::send_message_event::v3` of
+/// `ruma_client_api::message::send_message_event::v3::Request`.
+fn endpoint_name<R>() -> &'static str {
+    let name = std::any::type_name::<R>();
+    let name = name.strip_suffix("::Request").unwrap_or(name);
+    name.split_once("::").map_or(name, |(_, rest)| rest)
+}
+
+fn status_label(error: &HomeserverError) -> String {
+    error
+        .status()
+        .map_or_else(|| "network".to_owned(), |s| s.as_u16().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +350,14 @@ mod tests {
             Outcome::Fail(e) => assert!(matches!(e.kind(), Some(ErrorKind::RoomInUse)), "{e}"),
             _ => panic!("4xx is permanent"),
         }
+    }
+
+    #[test]
+    fn endpoints_are_named_by_their_module() {
+        assert_eq!(
+            endpoint_name::<ruma::api::client::account::whoami::v3::Request>(),
+            "account::whoami::v3"
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct NewMatrixRoom<'a> {
     pub topic: Option<&'a str>,
     /// Public (`public_chat`, in the directory) or private (`private_chat`).
     pub public: bool,
+    /// End-to-end encrypted from the start (`m.room.encryption` in the initial state).
+    pub encrypted: bool,
 }
 
 impl Homeserver {
@@ -46,6 +48,12 @@ impl Homeserver {
         } else {
             request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
             request.visibility = Visibility::Private;
+        }
+        if room.encrypted {
+            let content = ruma::events::room::encryption::RoomEncryptionEventContent::with_recommended_defaults();
+            let state = ruma::events::InitialStateEvent::new(ruma::events::EmptyStateKey, content)
+                .to_raw_any();
+            request.initial_state = vec![state];
         }
         Ok(self.send(request, None).await?.room_id)
     }
@@ -107,6 +115,30 @@ impl Homeserver {
         let response = self.send(request, None).await?;
         serde_json::from_str(response.event_or_content.get())
             .map_err(|e| HomeserverError::InvalidResponse(e.to_string()))
+    }
+
+    /// The membership of `user` in the room as the homeserver has it now (`None`: never
+    /// a member), read as the appservice's sender.
+    pub async fn membership(
+        &self,
+        room_id: &RoomId,
+        user: &ruma::UserId,
+    ) -> Result<Option<String>, HomeserverError> {
+        let request = state::get_state_event_for_key::v3::Request::new(
+            room_id.to_owned(),
+            StateEventType::RoomMember,
+            user.to_string(),
+        );
+        match self.send(request, None).await {
+            Ok(response) => {
+                let content: serde_json::Value =
+                    serde_json::from_str(response.event_or_content.get())
+                        .map_err(|e| HomeserverError::InvalidResponse(e.to_string()))?;
+                Ok(content["membership"].as_str().map(ToOwned::to_owned))
+            }
+            Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Replaces the room's `m.room.power_levels` content.

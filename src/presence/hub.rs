@@ -140,10 +140,14 @@ impl PresenceHub {
             .get(&room.room_slug)
             .copied()
             .unwrap_or(Visibility::Private);
-        self.latest
-            .write()
-            .expect("not poisoned")
-            .insert(room.room_slug.clone(), room);
+        let rooms = {
+            let mut latest = self.latest.write().expect("not poisoned");
+            latest.insert(room.room_slug.clone(), room);
+            latest.len()
+        };
+        crate::metrics::metrics()
+            .presence_rooms
+            .set(i64::try_from(rooms).unwrap_or(i64::MAX));
         // Serialised once; every client's queue holds the same bytes.
         let _ = self.updates.send(Update {
             visibility,

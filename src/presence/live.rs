@@ -163,11 +163,13 @@ impl LivePresence {
     }
 
     /// Applies the ephemeral data of one transaction: `m.presence`, `m.typing`, `m.receipt`.
+    /// Returns who is typing in each mapped room a typing event was about.
     pub fn apply_ephemeral(
         self: &Arc<Self>,
         data: &[Raw<EphemeralData>],
         directory: &RoomDirectory,
-    ) {
+    ) -> Vec<(crate::domain::CityRoomId, Vec<String>)> {
+        let mut typing = Vec::new();
         let mut out = Vec::new();
         let mut new_rooms = Vec::new();
         {
@@ -200,12 +202,15 @@ impl LivePresence {
                     }
                     EphemeralData::Typing(event) => {
                         self.ensure_room(&mut state, &event.room_id, directory, &mut new_rooms);
-                        let users = event
+                        let users: Vec<String> = event
                             .content
                             .user_ids
                             .iter()
                             .map(ToString::to_string)
                             .collect();
+                        if let Some(room) = directory.get(&event.room_id) {
+                            typing.push((room.id, users.clone()));
+                        }
                         if let Some(room) =
                             state.aggregator.apply_typing(event.room_id.as_str(), users)
                         {
@@ -222,6 +227,7 @@ impl LivePresence {
         }
         self.send(out);
         self.rebuild_new(new_rooms);
+        typing
     }
 
     /// Applies what a committed transaction did to membership and activity.

@@ -119,6 +119,7 @@ mod tests {
             id: slug.city_room_id(),
             slug,
             visibility: Visibility::Public,
+            encrypted: false,
         }
     }
 

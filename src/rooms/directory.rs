@@ -19,6 +19,8 @@ pub struct MappedRoom {
     pub slug: Slug,
     /// Who may see it.
     pub visibility: Visibility,
+    /// Encrypted: its events are indexed as metadata only.
+    pub encrypted: bool,
 }
 
 /// Most "not a city room" answers kept; the cache is emptied when it would grow past this.

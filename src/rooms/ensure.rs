@@ -70,6 +70,7 @@ impl Rooms<'_> {
                 name: &format!("{ROOM_NAME_PREFIX}{}", room.name),
                 topic: room.description.as_deref(),
                 public: room.visibility == Visibility::Public,
+                encrypted: room.encrypted,
             })
             .await;
         let (room_id, new) = match created {

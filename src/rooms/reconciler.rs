@@ -24,6 +24,9 @@ pub async fn reconcile(state: AppState) {
             }
         };
         debug!(pending = pending.len(), "reconciling pending Matrix rooms");
+        crate::metrics::metrics()
+            .rooms_pending
+            .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
         let mut failed = false;
         for room in &pending {
             match state.rooms().ensure_matrix_room(&room.slug).await {

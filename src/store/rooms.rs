@@ -32,6 +32,10 @@ pub struct CityRoom {
     pub matrix_room_id: Option<OwnedRoomId>,
     /// The Matrix alias, once it exists.
     pub matrix_room_alias: Option<OwnedRoomAliasId>,
+    /// The microDAO the room (channel) belongs to; such rooms are not the city's.
+    pub microdao_id: Option<String>,
+    /// Whether the Matrix room is end-to-end encrypted (indexed as metadata only).
+    pub encrypted: bool,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last changed.
@@ -45,6 +49,7 @@ impl CityRoom {
             id: self.id.clone(),
             slug: self.slug.clone(),
             visibility: self.visibility,
+            encrypted: self.encrypted,
         }
     }
 }
@@ -77,14 +82,17 @@ impl<'r> sqlx::FromRow<'r, PgRow> for CityRoom {
             matrix_room_alias: matrix_room_alias
                 .map(|a| decode("matrix_room_alias", OwnedRoomAliasId::try_from(a)))
                 .transpose()?,
+            microdao_id: row.try_get("microdao_id")?,
+            encrypted: row.try_get("encrypted")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
     }
 }
 
-const COLUMNS: &str = "id, slug, name, description, is_default, visibility, archived_at, \
-                       matrix_room_id, matrix_room_alias, created_at, updated_at";
+pub(super) const COLUMNS: &str = "id, slug, name, description, is_default, visibility, \
+                       archived_at, matrix_room_id, matrix_room_alias, microdao_id, encrypted, \
+                       created_at, updated_at";
 
 /// What recording a Matrix room found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +121,10 @@ pub struct NewRoom<'a> {
     pub visibility: Visibility,
     /// Whether it becomes the default room (the previous default stops being it).
     pub is_default: bool,
+    /// The microDAO it belongs to (a messaging channel).
+    pub microdao_id: Option<&'a str>,
+    /// Whether its Matrix room is created end-to-end encrypted.
+    pub encrypted: bool,
 }
 
 /// Changes to a city room's own fields.
@@ -131,8 +143,9 @@ impl Store {
     pub async fn insert_room(&self, room: &NewRoom<'_>) -> Result<Option<CityRoom>> {
         let mut tx = self.pool.begin().await?;
         let inserted: Option<CityRoom> = sqlx::query_as(&format!(
-            "INSERT INTO city_rooms (id, slug, name, description, visibility, matrix_pending_since) \
-             VALUES ($1, $2, $3, $4, $5, now()) \
+            "INSERT INTO city_rooms (id, slug, name, description, visibility, microdao_id, \
+                                     encrypted, matrix_pending_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
         .bind(room.slug.city_room_id().as_str())
@@ -140,12 +153,24 @@ impl Store {
         .bind(room.name)
         .bind(room.description)
         .bind(room.visibility.as_str())
+        .bind(room.microdao_id)
+        .bind(room.encrypted)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(mut inserted) = inserted else {
             tx.rollback().await?;
             return Ok(None);
         };
+        super::outbox::record_event(
+            &mut tx,
+            "city.room.created",
+            inserted.id.as_str(),
+            &serde_json::json!({
+                "room_id": inserted.id, "slug": inserted.slug, "name": inserted.name,
+                "visibility": inserted.visibility, "microdao_id": inserted.microdao_id,
+            }),
+        )
+        .await?;
         if room.is_default {
             // Only once the room exists: a refused create leaves the default alone.
             // Two statements: one default at every step, for the partial unique index.
@@ -164,10 +189,12 @@ impl Store {
         Ok(Some(inserted))
     }
 
-    /// Every city room, the default first, then by name; private ones only if asked.
+    /// Every city room (not the microDAOs' channels), the default first, then by name;
+    /// private ones only if asked.
     pub async fn list_rooms(&self, include_private: bool) -> Result<Vec<CityRoom>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM city_rooms WHERE $1 OR visibility = 'public' \
+            "SELECT {COLUMNS} FROM city_rooms \
+             WHERE ($1 OR visibility = 'public') AND microdao_id IS NULL \
              ORDER BY is_default DESC, name, slug"
         ))
         .bind(include_private)
@@ -228,18 +255,31 @@ impl Store {
 
     /// Marks the room archived, or active again (which drops the kept power levels: they
     /// were put back).
+    /// Announces `city.room.archived` (in the same transaction) when the room was active.
     pub async fn set_archived(&self, slug: &Slug, archived: bool) -> Result<()> {
-        sqlx::query(
-            "UPDATE city_rooms SET \
-                 archived_at = CASE WHEN $2 THEN COALESCE(archived_at, now()) ELSE NULL END, \
-                 pre_archive_power_levels = CASE WHEN $2 THEN pre_archive_power_levels ELSE NULL END, \
+        let mut tx = self.pool.begin().await?;
+        let was_active: Option<bool> = sqlx::query_scalar(
+            "UPDATE city_rooms c SET \
+                 archived_at = CASE WHEN $2 THEN COALESCE(c.archived_at, now()) ELSE NULL END, \
+                 pre_archive_power_levels = CASE WHEN $2 THEN c.pre_archive_power_levels ELSE NULL END, \
                  updated_at = now() \
-             WHERE slug = $1",
+             FROM city_rooms old WHERE old.slug = c.slug AND c.slug = $1 \
+             RETURNING old.archived_at IS NULL",
         )
         .bind(slug.as_str())
         .bind(archived)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        if archived && was_active == Some(true) {
+            super::outbox::record_event(
+                &mut tx,
+                "city.room.archived",
+                slug.city_room_id().as_str(),
+                &serde_json::json!({"room_id": slug.city_room_id(), "slug": slug}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -325,10 +365,12 @@ impl Store {
         })
     }
 
-    /// Every active city room's slug and visibility, for the presence catalog.
+    /// Every active city room's slug and visibility, for the presence catalog (not the
+    /// microDAOs' channels).
     pub async fn room_catalog(&self) -> Result<Vec<(String, Visibility)>> {
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT slug, visibility FROM city_rooms WHERE archived_at IS NULL ORDER BY slug",
+            "SELECT slug, visibility FROM city_rooms \
+             WHERE archived_at IS NULL AND microdao_id IS NULL ORDER BY slug",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -10,8 +10,8 @@ use tracing::warn;
 
 use super::{Store, is_data_error};
 use crate::ingest::{
-    Change, DeadLetter, Envelope, MembershipChange, MessageEdit, NewMessage, Redaction,
-    RoomStateChange, RoomStateField,
+    Change, DeadLetter, Envelope, MembershipChange, MessageEdit, NewMessage, NewReaction,
+    Redaction, RoomStateChange, RoomStateField,
 };
 
 /// The changes of one transaction, in the order Synapse sent their events.
@@ -24,12 +24,64 @@ pub struct Batch {
 }
 
 /// What applying a transaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Row changes applied (a replayed event's change applies as a no-op).
     pub changes: usize,
     /// Events recorded as dead letters.
     pub dead_letters: usize,
+    /// What changed in the message index, for the live feeds.
+    pub effects: Effects,
+}
+
+/// The message index rows a transaction really changed (a replayed event changes none):
+/// what the live feeds and the bus announce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// New messages: event id and stream position.
+    pub created: Vec<(String, i64)>,
+    /// Messages whose preview an edit changed.
+    pub updated: Vec<String>,
+    /// Messages redacted.
+    pub deleted: Vec<String>,
+    /// Reactions counted or uncounted: the message and the key.
+    pub reactions: Vec<(String, String)>,
+}
+
+impl Effects {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty()
+            && self.updated.is_empty()
+            && self.deleted.is_empty()
+            && self.reactions.is_empty()
+    }
+
+    /// The outbox rows these changes make: (subject, message, reaction key).
+    fn outbox_changes(&self) -> Vec<(&'static str, &str, Option<&str>)> {
+        use crate::messaging::subjects;
+        self.updated
+            .iter()
+            .map(|e| (subjects::MESSAGE_UPDATED, e.as_str(), None))
+            .chain(
+                self.deleted
+                    .iter()
+                    .map(|e| (subjects::MESSAGE_DELETED, e.as_str(), None)),
+            )
+            .chain(
+                self.reactions
+                    .iter()
+                    .map(|(e, k)| (subjects::REACTION_UPDATED, e.as_str(), Some(k.as_str()))),
+            )
+            .collect()
+    }
+
+    fn extend(&mut self, other: Self) {
+        self.created.extend(other.created);
+        self.updated.extend(other.updated);
+        self.deleted.extend(other.deleted);
+        self.reactions.extend(other.reactions);
+    }
 }
 
 impl Store {
@@ -42,7 +94,7 @@ impl Store {
         &self,
         txn_id: &str,
         events: &[Raw<AnyTimelineEvent>],
-        mut batch: Batch,
+        batch: &Batch,
     ) -> crate::Result<Applied> {
         if batch.dead_letters.is_empty()
             && batch
@@ -58,23 +110,28 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let mut refused = Vec::new();
-        match apply_grouped(&mut tx, &batch.changes).await {
-            Ok(()) => {}
+        let effects = match apply_grouped(&mut tx, &batch.changes).await {
+            Ok(effects) => effects,
             Err(e) if is_data_error(&e) => {
                 warn!(txn_id, error = %e, "a change was refused; applying one by one");
                 tx.rollback().await?;
                 tx = self.pool.begin().await?;
-                refused = apply_one_by_one(&mut tx, &batch.changes, events).await?;
+                let (effects, dead) = apply_one_by_one(&mut tx, &batch.changes, events).await?;
+                refused = dead;
+                effects
             }
             Err(e) => return Err(e.into()),
-        }
+        };
+        super::outbox::record_changes(&mut tx, &effects.outbox_changes()).await?;
         let changes = batch.changes.len() - refused.len();
-        batch.dead_letters.extend(refused);
-        let stored = insert_dead_letters(&mut tx, txn_id, &batch.dead_letters).await?;
+        let mut dead = batch.dead_letters.clone();
+        dead.extend(refused);
+        let stored = insert_dead_letters(&mut tx, txn_id, &dead).await?;
         tx.commit().await?;
         Ok(Applied {
             changes,
             dead_letters: stored,
+            effects,
         })
     }
 
@@ -92,10 +149,14 @@ impl Store {
             })
             .collect();
         let mut conn = self.pool.acquire().await?;
-        insert_messages(&mut conn, &messages).await?;
+        let created = insert_messages(&mut conn, &messages).await?;
         Ok(Applied {
             changes: messages.len(),
             dead_letters: 0,
+            effects: Effects {
+                created,
+                ..Effects::default()
+            },
         })
     }
 
@@ -126,8 +187,9 @@ impl Store {
 async fn apply_grouped(
     conn: &mut PgConnection,
     changes: &[(usize, Change)],
-) -> Result<(), sqlx::Error> {
+) -> Result<Effects, sqlx::Error> {
     let mut messages = Vec::new();
+    let mut reactions = Vec::new();
     let mut edits: Vec<&MessageEdit> = Vec::new();
     let mut redactions = Vec::new();
     let mut members: Vec<&MembershipChange> = Vec::new();
@@ -151,6 +213,7 @@ async fn apply_grouped(
                 }
             }
             Change::Redaction(r) => redactions.push(r),
+            Change::Reaction(r) => reactions.push(r),
             Change::Membership(m) => {
                 let key = (m.matrix_room_id.as_str(), m.user_id.as_str());
                 match member_at.get(&key) {
@@ -164,14 +227,18 @@ async fn apply_grouped(
             Change::RoomState(s) => states.push(s),
         }
     }
-    insert_messages(conn, &messages).await?;
-    apply_edits(conn, &edits).await?;
-    apply_redactions(conn, &redactions).await?;
+    let mut effects = Effects {
+        created: insert_messages(conn, &messages).await?,
+        updated: apply_edits(conn, &edits).await?,
+        ..Effects::default()
+    };
+    effects.reactions = insert_reactions(conn, &reactions).await?;
+    effects.extend(apply_redactions(conn, &redactions).await?);
     upsert_members(conn, &members).await?;
     for state in states {
         apply_room_state(conn, state).await?;
     }
-    Ok(())
+    Ok(effects)
 }
 
 /// The careful path: each change under its own savepoint; refused ones become dead letters.
@@ -179,19 +246,31 @@ async fn apply_one_by_one(
     tx: &mut Transaction<'static, Postgres>,
     changes: &[(usize, Change)],
     events: &[Raw<AnyTimelineEvent>],
-) -> Result<Vec<DeadLetter>, sqlx::Error> {
+) -> Result<(Effects, Vec<DeadLetter>), sqlx::Error> {
     let mut dead = Vec::new();
+    let mut effects = Effects::default();
     for (index, change) in changes {
         sqlx::query("SAVEPOINT change").execute(&mut **tx).await?;
         let result = match change {
-            Change::Message(m) => insert_messages(tx, &[m]).await,
-            Change::Edit(e) => apply_edits(tx, &[e]).await,
+            Change::Message(m) => insert_messages(tx, &[m]).await.map(|created| Effects {
+                created,
+                ..Effects::default()
+            }),
+            Change::Edit(e) => apply_edits(tx, &[e]).await.map(|updated| Effects {
+                updated,
+                ..Effects::default()
+            }),
             Change::Redaction(r) => apply_redactions(tx, &[r]).await,
-            Change::Membership(m) => upsert_members(tx, &[m]).await,
-            Change::RoomState(s) => apply_room_state(tx, s).await,
+            Change::Reaction(r) => insert_reactions(tx, &[r]).await.map(|reactions| Effects {
+                reactions,
+                ..Effects::default()
+            }),
+            Change::Membership(m) => upsert_members(tx, &[m]).await.map(|()| Effects::default()),
+            Change::RoomState(s) => apply_room_state(tx, s).await.map(|()| Effects::default()),
         };
         match result {
-            Ok(()) => {
+            Ok(done) => {
+                effects.extend(done);
                 sqlx::query("RELEASE SAVEPOINT change")
                     .execute(&mut **tx)
                     .await?;
@@ -212,7 +291,7 @@ async fn apply_one_by_one(
             Err(e) => return Err(e),
         }
     }
-    Ok(dead)
+    Ok((effects, dead))
 }
 
 /// The columns of a batch of messages, as arrays for `UNNEST`.
@@ -223,9 +302,11 @@ struct MessageColumns<'a> {
     sender_id: Vec<&'a str>,
     sender_matrix_id: Vec<&'a str>,
     sender_type: Vec<&'static str>,
-    msgtype: Vec<&'static str>,
+    msgtype: Vec<Option<&'static str>>,
     preview: Vec<&'a str>,
     created_at: Vec<DateTime<Utc>>,
+    reply_to: Vec<Option<&'a str>>,
+    thread_root: Vec<Option<&'a str>>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -242,24 +323,39 @@ impl<'a> MessageColumns<'a> {
             msgtype: messages.iter().map(|m| m.msgtype).collect(),
             preview: col(|m| &m.preview),
             created_at: messages.iter().map(|m| m.created_at).collect(),
+            reply_to: messages
+                .iter()
+                .map(|m| m.reply_to.as_ref().map(|e| e.as_str()))
+                .collect(),
+            thread_root: messages
+                .iter()
+                .map(|m| m.thread_root.as_ref().map(|e| e.as_str()))
+                .collect(),
         }
     }
 }
 
+/// Inserts new messages in the order given (their stream positions follow it); the ones
+/// really inserted, with their positions.
 async fn insert_messages(
     conn: &mut PgConnection,
     messages: &[&NewMessage],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
     if messages.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let columns = MessageColumns::new(messages);
-    sqlx::query(
+    sqlx::query_as(
         "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
-                               sender_matrix_id, sender_type, msgtype, content_preview, created_at) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::timestamptz[]) \
-         ON CONFLICT (matrix_event_id) DO NOTHING",
+                               sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
+                               reply_to, thread_root) \
+         SELECT c, r, e, s, sm, st, mt, p, t, rt, th \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[]) \
+              WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, n) \
+         ORDER BY n \
+         ON CONFLICT (matrix_event_id) DO NOTHING \
+         RETURNING matrix_event_id, seq",
     )
     .bind(columns.channel_id)
     .bind(columns.matrix_room_id)
@@ -270,59 +366,126 @@ async fn insert_messages(
     .bind(columns.msgtype)
     .bind(columns.preview)
     .bind(columns.created_at)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(columns.reply_to)
+    .bind(columns.thread_root)
+    .fetch_all(conn)
+    .await
 }
 
-async fn apply_edits(conn: &mut PgConnection, edits: &[&MessageEdit]) -> Result<(), sqlx::Error> {
+/// Counts reactions; the (message, key) pairs whose count changed.
+async fn insert_reactions(
+    conn: &mut PgConnection,
+    reactions: &[&NewReaction],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if reactions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let col = |f: fn(&NewReaction) -> &str| reactions.iter().map(|r| f(r)).collect::<Vec<&str>>();
+    let times: Vec<DateTime<Utc>> = reactions.iter().map(|r| r.created_at).collect();
+    sqlx::query_as(
+        "INSERT INTO reactions (event_id, channel_id, matrix_room_id, target_event_id, key, \
+                                sender_matrix_id, created_at) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::timestamptz[]) \
+         ON CONFLICT (event_id) DO NOTHING \
+         RETURNING target_event_id, key",
+    )
+    .bind(col(|r| r.event_id.as_str()))
+    .bind(col(|r| r.channel_id.as_str()))
+    .bind(col(|r| r.matrix_room_id.as_str()))
+    .bind(col(|r| r.target.as_str()))
+    .bind(col(|r| &r.key))
+    .bind(col(|r| r.sender_matrix_id.as_str()))
+    .bind(times)
+    .fetch_all(conn)
+    .await
+}
+
+async fn apply_edits(
+    conn: &mut PgConnection,
+    edits: &[&MessageEdit],
+) -> Result<Vec<String>, sqlx::Error> {
     if edits.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let col = |f: fn(&MessageEdit) -> &str| edits.iter().map(|e| f(e)).collect::<Vec<&str>>();
     let times: Vec<DateTime<Utc>> = edits.iter().map(|e| e.edited_at).collect();
-    sqlx::query(
+    let updated: Vec<String> = sqlx::query_scalar(
         "UPDATE messages m SET content_preview = u.preview, edited_at = u.ts \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) \
               AS u(target, sender, preview, ts, room) \
          WHERE m.matrix_event_id = u.target AND m.sender_matrix_id = u.sender AND m.matrix_room_id = u.room \
-           AND m.redacted_at IS NULL AND (m.edited_at IS NULL OR m.edited_at <= u.ts)",
+           AND m.redacted_at IS NULL AND m.msgtype IS NOT NULL \
+           AND (m.edited_at IS NULL OR m.edited_at <= u.ts) \
+         RETURNING m.matrix_event_id",
     )
     .bind(col(|e| e.target.as_str()))
     .bind(col(|e| e.sender_matrix_id.as_str()))
     .bind(col(|e| &e.preview))
     .bind(times)
     .bind(col(|e| e.matrix_room_id.as_str()))
-    .execute(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    if !updated.is_empty() {
+        // Searchable already (or soon, with the new text by the indexer): search the new text.
+        sqlx::query(
+            "UPDATE message_search s SET tsv = to_tsvector('simple', m.content_preview) \
+             FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)",
+        )
+        .bind(&updated)
+        .execute(conn)
+        .await?;
+    }
+    Ok(updated)
 }
 
+/// Redacts messages and removes redacted reactions.
 async fn apply_redactions(
     conn: &mut PgConnection,
     redactions: &[&Redaction],
-) -> Result<(), sqlx::Error> {
+) -> Result<Effects, sqlx::Error> {
     if redactions.is_empty() {
-        return Ok(());
+        return Ok(Effects::default());
     }
     let col = |f: fn(&Redaction) -> &str| redactions.iter().map(|r| f(r)).collect::<Vec<&str>>();
     let local: Vec<bool> = redactions.iter().map(|r| r.sender_is_local).collect();
     let times: Vec<DateTime<Utc>> = redactions.iter().map(|r| r.redacted_at).collect();
     let targets = col(|r| r.target.as_str());
     let rooms = col(|r| r.matrix_room_id.as_str());
-    sqlx::query(
+    let senders = col(|r| r.sender_matrix_id.as_str());
+    let deleted: Vec<String> = sqlx::query_scalar(
         "UPDATE messages m SET content_preview = '', redacted_at = u.ts \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
               AS u(target, room, sender, local, ts) \
          WHERE m.matrix_event_id = u.target AND m.matrix_room_id = u.room \
-           AND (m.sender_matrix_id = u.sender OR u.local) AND m.redacted_at IS NULL",
+           AND (m.sender_matrix_id = u.sender OR u.local) AND m.redacted_at IS NULL \
+         RETURNING m.matrix_event_id",
     )
     .bind(&targets)
     .bind(&rooms)
-    .bind(col(|r| r.sender_matrix_id.as_str()))
-    .bind(local)
+    .bind(&senders)
+    .bind(&local)
     .bind(times)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !deleted.is_empty() {
+        sqlx::query("DELETE FROM message_search WHERE event_id = ANY($1)")
+            .bind(&deleted)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let reactions: Vec<(String, String)> = sqlx::query_as(
+        "DELETE FROM reactions r \
+         USING UNNEST($1::text[], $2::text[], $3::text[], $4::bool[]) AS u(target, room, sender, local) \
+         WHERE r.event_id = u.target AND r.matrix_room_id = u.room \
+           AND (r.sender_matrix_id = u.sender OR u.local) \
+         RETURNING r.target_event_id, r.key",
+    )
+    .bind(&targets)
+    .bind(&rooms)
+    .bind(&senders)
+    .bind(&local)
+    .fetch_all(&mut *conn)
     .await?;
     // A dead letter keeps the event as received: once the event is redacted, keep only
     // its envelope, never what was said.
@@ -339,7 +502,11 @@ async fn apply_redactions(
     .bind(&rooms)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(Effects {
+        deleted,
+        reactions,
+        ..Effects::default()
+    })
 }
 
 async fn upsert_members(
@@ -383,6 +550,7 @@ async fn apply_room_state(
         RoomStateField::Topic(topic) => ("description = $5", topic.as_deref()),
         RoomStateField::CanonicalAlias(alias) => ("matrix_room_alias = $5", Some(alias.as_str())),
         RoomStateField::Tombstone(room) => ("matrix_room_id = $5", Some(room.as_str())),
+        RoomStateField::Encryption => ("encrypted = true", None),
     };
     // Events apply in the order Synapse sends them (senders' clocks may be skewed, so
     // origin_server_ts is no order); the same event again changes nothing.
@@ -475,4 +643,61 @@ async fn insert_dead_letter_rows(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A dead letter with its id and when it was recorded (for operators).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct StoredDeadLetter {
+    /// Its id.
+    pub id: i64,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// The transaction it came in.
+    pub txn_id: String,
+    /// The event id, when it could be read.
+    pub event_id: Option<String>,
+    /// The room id, when it could be read.
+    pub room_id: Option<String>,
+    /// The event type, when it could be read.
+    pub event_type: Option<String>,
+    /// Why it was skipped.
+    pub reason: String,
+    /// The event as received.
+    pub event: String,
+}
+
+impl Store {
+    /// Dead letters, newest first (at most `limit`), or those of `ids`.
+    pub async fn stored_dead_letters(
+        &self,
+        ids: Option<&[i64]>,
+        limit: i64,
+    ) -> crate::Result<Vec<StoredDeadLetter>> {
+        Ok(sqlx::query_as(
+            "SELECT id, recorded_at, txn_id, event_id, room_id, event_type, reason, event \
+             FROM dead_letters WHERE $1::bigint[] IS NULL OR id = ANY($1) \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(ids)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes the dead letters `ids`, or all older than `days` days; how many.
+    pub async fn purge_dead_letters(
+        &self,
+        ids: Option<&[i64]>,
+        older_than_days: Option<u32>,
+    ) -> crate::Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM dead_letters WHERE ($1::bigint[] IS NOT NULL AND id = ANY($1)) \
+             OR ($2::int IS NOT NULL AND recorded_at < now() - make_interval(days => $2))",
+        )
+        .bind(ids)
+        .bind(older_than_days.map(|d| i32::try_from(d).unwrap_or(i32::MAX)))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Bridge, config_with, encode, env, hs_token, push};
+use crate::support::{Bridge, config_with, encode, env, eventually, hs_token, push};
 use city_bridge::app::{self, AppState};
 
 async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
@@ -164,25 +164,52 @@ async fn synapse_pings_the_bridge_through_the_real_homeserver() {
 #[tokio::test]
 async fn health_reports_synapse_reachability() {
     let bridge = Bridge::start().await;
-    let (status, reply) = get(&format!("{}/healthz", bridge.url()), None).await;
+    let url = bridge.url();
+    let reply = eventually("the first checks", || async {
+        let (status, reply) = get(&format!("{url}/healthz"), None).await;
+        assert_eq!(status, 200);
+        (reply["synapse"] != "unknown").then_some(reply)
+    })
+    .await;
     assert_eq!(
-        (status, reply),
-        (
-            200,
-            json!({"status": "ok", "synapse": "connected", "database": "connected"})
-        )
+        (&reply["status"], &reply["synapse"], &reply["database"]),
+        (&json!("ok"), &json!("connected"), &json!("connected"))
     );
+    assert!(reply["checked_at"].is_string(), "{reply}");
+    // Ready once Synapse answered the appservice ping (it calls the bridge back).
+    let ready = eventually("ready", || async {
+        let (status, reply) = get(&format!("{url}/readyz"), None).await;
+        (status == 200).then_some(reply)
+    })
+    .await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["appservice_ping"], "ok");
 
-    // A second instance pointed at a homeserver that is not there still answers 200.
+    // A second instance pointed at a homeserver that is not there: alive, never ready.
     let config = config_with(&[("SYNAPSE_URL", "http://127.0.0.1:9")]);
     let state = AppState::new(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(app::run(listener, state, std::future::pending()));
-    let (status, reply) = get(&format!("http://{addr}/healthz"), None).await;
+    eventually("the unreachable homeserver noticed", || async {
+        let (status, reply) = get(&format!("http://{addr}/healthz"), None).await;
+        assert_eq!(status, 200);
+        (reply["synapse"] == "unreachable").then_some(())
+    })
+    .await;
+    let (status, reply) = get(&format!("http://{addr}/readyz"), None).await;
     assert_eq!(
-        (status, reply["synapse"].as_str()),
-        (200, Some("unreachable"))
+        (status, &reply["status"]),
+        (503, &json!("not_ready")),
+        "{reply}"
+    );
+    assert_eq!(reply["checks"]["database"], "ok");
+    assert!(
+        reply["checks"]["appservice_ping"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting"),
+        "{reply}"
     );
     server.abort();
     let _ = env();
@@ -214,8 +241,18 @@ async fn postgres_gone_means_a_500_without_internals_and_synapse_resends() {
             json!({"errcode": "M_UNKNOWN", "error": "Internal error"})
         )
     );
-    let (status, health) = get(&format!("{}/healthz", bridge.url()), None).await;
-    assert_eq!((status, &health["database"]), (200, &json!("unreachable")));
+    let url = bridge.url();
+    eventually("the database reported unreachable", || async {
+        let (status, health) = get(&format!("{url}/healthz"), None).await;
+        assert_eq!(status, 200);
+        (health["database"] == "unreachable").then_some(())
+    })
+    .await;
+    let (status, ready) = get(&format!("{url}/readyz"), None).await;
+    assert_eq!(
+        (status, &ready["checks"]["database"]),
+        (503, &json!("unreachable"))
+    );
     let (status, body) =
         crate::support::api(reqwest::Method::GET, "/api/city/rooms", None, None).await;
     assert_eq!((status, body), (500, json!({"error": "internal_error"})));

@@ -300,15 +300,16 @@ async fn rooms_created_while_synapse_is_down_appear_once_it_is_back() {
     let slug = unique("offline-");
     stop_synapse();
     let (status, room) = create(json!({"slug": slug, "name": "Offline"})).await;
-    let (health_status, health) = api(Method::GET, "/healthz", None, None).await;
+    eventually("Synapse reported unreachable", || async {
+        let (health_status, health) = api(Method::GET, "/healthz", None, None).await;
+        assert_eq!(health_status, 200);
+        (health["synapse"] == "unreachable").then_some(())
+    })
+    .await;
     start_synapse();
     assert_eq!(status, 202, "{room}");
     assert_eq!(room["matrix_status"], "pending");
     assert!(room["matrix_room_id"].is_null());
-    assert_eq!(
-        (health_status, &health["synapse"]),
-        (200, &json!("unreachable"))
-    );
 
     let room_id: String = eventually("the pending room is created", || async {
         let (_, room) = api(Method::GET, &format!("/api/city/rooms/{slug}"), None, None).await;
@@ -351,10 +352,11 @@ async fn backfill_finds_existing_aliases_creates_the_rest_and_is_idempotent() {
     )
     .await;
     assert_eq!(status, 200, "{first}");
-    assert!(
-        first["found"].as_u64().unwrap() >= 1 && first["created"].as_u64().unwrap() >= 1,
-        "{first}"
-    );
+    // The bridge may have adopted the existing room already, from the events Synapse
+    // pushed when it was made (discovery of unrecorded rooms): then it is not counted as
+    // found here. Either way it must end up mapped, below.
+    assert_eq!(first["failed"], json!([]), "{first}");
+    assert!(first["created"].as_u64().unwrap() >= 1, "{first}");
     let (_, a) = api(
         Method::GET,
         &format!("/api/city/rooms/{existing}"),
@@ -569,6 +571,31 @@ async fn browsers_get_cors_and_an_openapi_document() {
         "/internal/city/rooms",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_path_is_a_json_400() {
+    let bridge = Bridge::start().await;
+    let admin = jwt("user:admin", &["admin"]);
+    for (method, path, token) in [
+        (Method::GET, "/api/city/rooms/%C3%28", admin.as_str()),
+        (Method::PATCH, "/api/city/rooms/%C3%28", admin.as_str()),
+        (
+            Method::GET,
+            "/api/messaging/channels/%C3%28/messages",
+            admin.as_str(),
+        ),
+        (
+            Method::PUT,
+            "/internal/agents/%C3%28/presence",
+            crate::support::GATEWAY_SECRET,
+        ),
+    ] {
+        let (status, body) = api(method.clone(), path, Some(token), Some(json!({}))).await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert_eq!(body["error"], "bad_path", "{method} {path}: {body}");
     }
     bridge.stop().await;
 }

@@ -4,10 +4,16 @@
 
 mod agents;
 mod appservice_api;
+mod check;
 mod city_api;
 mod crash;
+mod dead_letters;
 mod fuzz;
 mod ingest;
+mod messaging_flow;
+mod messaging_rules;
+mod metrics;
+mod outbox;
 mod presence;
 mod recovery;
 mod rooms;

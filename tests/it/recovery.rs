@@ -109,6 +109,7 @@ async fn an_unknown_room_never_waits_for_creations_and_a_new_room_waits_for_its_
             id: slug.city_room_id(),
             slug: slug.clone(),
             visibility: city_bridge::domain::Visibility::Public,
+            encrypted: false,
         },
     );
     assert_eq!(pushed.await.unwrap().0, 200);

@@ -62,6 +62,10 @@ pub fn bridge_vars() -> Vec<(&'static str, String)> {
         ("LISTEN_ADDR", env.bridge_addr.to_string()),
         ("MATRIX_GATEWAY_SECRET", "test-gateway-secret".to_owned()),
         ("JWT_SECRET", "test-jwt-secret".to_owned()),
+        (
+            "PUPPET_REGISTRATION",
+            var("CITY_BRIDGE_TEST_PUPPET_REGISTRATION"),
+        ),
     ]
 }
 
@@ -479,13 +483,22 @@ pub async fn api(
 }
 
 fn synapse_script(action: &str) {
+    synapse_script_with(action, &[]);
+}
+
+fn synapse_script_with(action: &str, extra: &[(&str, &str)]) {
     let dir = var("CITY_BRIDGE_TEST_SYNAPSE_DIR");
     let status =
         std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/synapse/synapse.sh"))
             .args([action, dir.as_str()])
+            .envs(extra.iter().copied())
             .env("SERVER_NAME", &env().server_name)
             .env("SYNAPSE_PORT", var("CITY_BRIDGE_TEST_SYNAPSE_PORT"))
             .env("REGISTRATION", &env().registration)
+            .env(
+                "PUPPET_REGISTRATION",
+                var("CITY_BRIDGE_TEST_PUPPET_REGISTRATION"),
+            )
             .status()
             .expect("run synapse.sh");
     assert!(status.success(), "synapse.sh {action} failed");
@@ -499,4 +512,14 @@ pub fn stop_synapse() {
 /// Starts it again and waits until it answers.
 pub fn start_synapse() {
     synapse_script("start");
+}
+
+/// Starts it again with some of `synapse.sh`'s settings (e.g. `SYNAPSE_STOCK_DIRECTORY`).
+pub fn start_synapse_with(settings: &[(&str, &str)]) {
+    synapse_script_with("start", settings);
+}
+
+/// The shared NATS server of the test run (with JetStream).
+pub fn nats_url() -> String {
+    var("CITY_BRIDGE_TEST_NATS_URL")
 }

@@ -1,0 +1,82 @@
+//! Messages and membership as a user: the appservice's own agents (with the bridge's
+//! `as_token`) or the homeserver's people (with the puppet registration's).
+
+use ruma::{
+    OwnedEventId, OwnedTransactionId, OwnedUserId, RoomId, UserId,
+    api::client::{
+        membership::{invite_user, join_room_by_id},
+        message::send_message_event,
+        redact::redact_event,
+    },
+    events::{AnyMessageLikeEventContent, MessageLikeEventType},
+    serde::Raw,
+};
+
+use super::{Homeserver, HomeserverError};
+
+impl Homeserver {
+    /// Sends a message-like event of `event_type` with `content` as `user`. The same
+    /// `txn_id` again is answered with the first event (Synapse deduplicates it).
+    pub async fn send_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        txn_id: &str,
+        content: &serde_json::Value,
+        user: &UserId,
+    ) -> Result<OwnedEventId, HomeserverError> {
+        let raw = serde_json::value::to_raw_value(content)
+            .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        let request = send_message_event::v3::Request::new_raw(
+            room_id.to_owned(),
+            OwnedTransactionId::from(txn_id),
+            MessageLikeEventType::from(event_type),
+            Raw::<AnyMessageLikeEventContent>::from_json(raw),
+        );
+        Ok(self.send(request, Some(user)).await?.event_id)
+    }
+
+    /// Redacts `event_id` as `user`.
+    pub async fn redact(
+        &self,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        txn_id: &str,
+        user: &UserId,
+    ) -> Result<OwnedEventId, HomeserverError> {
+        let request = redact_event::v3::Request::new(
+            room_id.to_owned(),
+            event_id.to_owned(),
+            OwnedTransactionId::from(txn_id),
+        );
+        Ok(self.send(request, Some(user)).await?.event_id)
+    }
+
+    /// Joins `room_id` as `user`.
+    pub async fn join(&self, room_id: &RoomId, user: &UserId) -> Result<(), HomeserverError> {
+        self.send(
+            join_room_by_id::v3::Request::new(room_id.to_owned()),
+            Some(user),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Invites `invitee` to `room_id` as `user` (the appservice's sender when `None`).
+    pub async fn invite(
+        &self,
+        room_id: &RoomId,
+        invitee: OwnedUserId,
+        user: Option<&UserId>,
+    ) -> Result<(), HomeserverError> {
+        let recipient = invite_user::v3::InvitationRecipient::UserId(
+            invite_user::v3::InviteUserId::new(invitee),
+        );
+        self.send(
+            invite_user::v3::Request::new(room_id.to_owned(), recipient),
+            user,
+        )
+        .await?;
+        Ok(())
+    }
+}

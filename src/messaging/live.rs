@@ -1,0 +1,30 @@
+//! After a committed batch: the relay is woken for what it changed in the message index
+//! (the outbox rows were written in the same transaction; new messages are read from the
+//! index itself), and typing goes on the bus for every instance's channel listeners.
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::{app::AppState, outbox::TYPING_PREFIX, store::Effects};
+
+/// Wakes the relay and the search indexer for `effects` of a committed batch.
+pub fn announce(state: &AppState, effects: &Effects) {
+    if effects.is_empty() {
+        return;
+    }
+    state.relay_due.notify_one();
+    if !effects.created.is_empty() {
+        state.search_due.notify_one();
+    }
+}
+
+/// Who is typing in a channel now, for its listeners on every instance (ephemeral: core
+/// NATS, never the stream).
+pub fn typing(state: &AppState, channel: &str, user_ids: &[String]) {
+    state.bus.publish(
+        format!("{TYPING_PREFIX}{channel}"),
+        Bytes::from(
+            json!({"type": "typing", "channel_id": channel, "user_ids": user_ids}).to_string(),
+        ),
+    );
+}

@@ -1,0 +1,234 @@
+//! Acting in Matrix as a person (through the puppet registration) or as an agent (through
+//! the bridge's own), and indexing what Synapse accepted through the ingest pipeline at
+//! once, so the answer already shows it.
+
+use std::{collections::HashSet, sync::Mutex};
+
+use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use crate::{Result, app::AppState, config::Role, ingest, matrix::Homeserver};
+
+/// The homeserver's people, as the puppet registration lets the bridge act for them.
+#[derive(Debug)]
+pub struct Puppets {
+    homeserver: Homeserver,
+    /// Users known to exist in Synapse (registered now or before).
+    known: Mutex<HashSet<OwnedUserId>>,
+}
+
+impl Puppets {
+    /// Puppets through the client `homeserver` (holding the puppet `as_token`).
+    pub fn new(homeserver: Homeserver) -> Self {
+        Self {
+            homeserver,
+            known: Mutex::default(),
+        }
+    }
+
+    /// Makes sure Synapse knows `user` (a person of this homeserver): registers it on
+    /// first use. A user that exists already is fine.
+    pub async fn ensure(&self, user: &UserId) -> Result<()> {
+        if self.known.lock().expect("not poisoned").contains(user) {
+            return Ok(());
+        }
+        self.homeserver.register_user(user.localpart()).await?;
+        self.known
+            .lock()
+            .expect("not poisoned")
+            .insert(user.to_owned());
+        Ok(())
+    }
+}
+
+/// Who acts in Matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A person of the homeserver, through the puppet registration.
+    Person(OwnedUserId),
+    /// An agent, the bridge's own virtual user.
+    Agent(OwnedUserId),
+}
+
+impl Actor {
+    /// The Matrix user.
+    pub fn user(&self) -> &UserId {
+        match self {
+            Self::Person(user) | Self::Agent(user) => user,
+        }
+    }
+
+    /// The client to act through; `None` for a person when puppeting is disabled.
+    pub fn homeserver<'a>(&self, state: &'a AppState) -> Option<&'a Homeserver> {
+        match self {
+            Self::Person(_) => state.puppets.as_ref().map(|p| &p.homeserver),
+            Self::Agent(_) => Some(&state.homeserver),
+        }
+    }
+
+    /// Makes sure the acting user exists in Synapse. (Agents are provisioned by the
+    /// agents API.)
+    pub async fn ensure_exists(&self, state: &AppState) -> Result<()> {
+        match (self, &state.puppets) {
+            (Self::Person(user), Some(puppets)) => puppets.ensure(user).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A message-like event to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// `m.room.message` or `m.reaction`.
+    pub event_type: &'static str,
+    /// The content.
+    pub content: Value,
+}
+
+impl Outgoing {
+    /// A text (`m.text`, `m.emote`, `m.notice`), maybe a reply, maybe in a thread.
+    pub fn text(
+        msgtype: &str,
+        text: &str,
+        reply_to: Option<&EventId>,
+        thread_root: Option<&EventId>,
+    ) -> Self {
+        let mut content = json!({"msgtype": msgtype, "body": text});
+        match (thread_root, reply_to) {
+            (Some(root), reply) => {
+                // In a thread, `m.in_reply_to` is the reply, or a fallback to the root
+                // for clients without threads.
+                content["m.relates_to"] = json!({
+                    "rel_type": "m.thread",
+                    "event_id": root,
+                    "is_falling_back": reply.is_none(),
+                    "m.in_reply_to": {"event_id": reply.unwrap_or(root)},
+                });
+            }
+            (None, Some(reply)) => {
+                content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": reply}});
+            }
+            (None, None) => {}
+        }
+        Self {
+            event_type: "m.room.message",
+            content,
+        }
+    }
+
+    /// An `m.replace` edit of `target`.
+    pub fn edit(target: &EventId, msgtype: &str, text: &str) -> Self {
+        Self {
+            event_type: "m.room.message",
+            content: json!({
+                "msgtype": msgtype,
+                "body": format!("* {text}"),
+                "m.new_content": {"msgtype": msgtype, "body": text},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": target},
+            }),
+        }
+    }
+
+    /// An `m.annotation` of `target` with `key`.
+    pub fn reaction(target: &EventId, key: &str) -> Self {
+        Self {
+            event_type: "m.reaction",
+            content: json!({
+                "m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}
+            }),
+        }
+    }
+}
+
+/// Sends `outgoing` to `room_id` as `actor` (Synapse deduplicates `txn_id`), then indexes
+/// the event.
+pub async fn send(
+    state: &AppState,
+    actor: &Actor,
+    homeserver: &Homeserver,
+    room_id: &RoomId,
+    txn_id: &str,
+    outgoing: &Outgoing,
+) -> Result<OwnedEventId> {
+    let event_id = homeserver
+        .send_event(
+            room_id,
+            outgoing.event_type,
+            txn_id,
+            &outgoing.content,
+            actor.user(),
+        )
+        .await?;
+    let event = json!({
+        "type": outgoing.event_type,
+        "content": outgoing.content,
+    });
+    index(state, room_id, &event_id, actor.user(), event).await?;
+    Ok(event_id)
+}
+
+/// Redacts `target` as `actor`, then indexes the redaction.
+pub async fn redact(
+    state: &AppState,
+    actor: &Actor,
+    homeserver: &Homeserver,
+    room_id: &RoomId,
+    target: &EventId,
+    txn_id: &str,
+) -> Result<OwnedEventId> {
+    let event_id = homeserver
+        .redact(room_id, target, txn_id, actor.user())
+        .await?;
+    let event = json!({
+        "type": "m.room.redaction",
+        "redacts": target,
+        "content": {"redacts": target},
+    });
+    index(state, room_id, &event_id, actor.user(), event).await?;
+    Ok(event_id)
+}
+
+/// Runs an event Synapse accepted through the ingest pipeline, as if pushed: the push
+/// that follows finds it indexed and changes nothing. (`origin_server_ts` is the bridge's
+/// clock here; Synapse's differs by the send's round trip.)
+async fn index(
+    state: &AppState,
+    room_id: &RoomId,
+    event_id: &EventId,
+    sender: &UserId,
+    mut event: Value,
+) -> Result<()> {
+    event["event_id"] = json!(event_id);
+    event["room_id"] = json!(room_id);
+    event["sender"] = json!(sender);
+    event["origin_server_ts"] = json!(chrono::Utc::now().timestamp_millis());
+    if state.config.role == Role::Api {
+        // The index has one writer, the instance Synapse pushes to: wait for its push of
+        // a new row (edits and redactions change rows, and show when they are applied).
+        let changes_a_row = event["type"] == "m.room.redaction"
+            || event["content"]["m.relates_to"]["rel_type"] == "m.replace";
+        if changes_a_row {
+            return Ok(());
+        }
+        return wait_for_push(state, event_id).await;
+    }
+    let raw = serde_json::value::to_raw_value(&event).expect("a JSON value serialises");
+    let events = [ruma::serde::Raw::from_json(raw)];
+    let _in_order = state.ingest.lock().await;
+    ingest::apply(state, "api", &events).await?;
+    Ok(())
+}
+
+/// On an API-only instance: until the receiver has indexed `event_id` (at most 10 s;
+/// after that the answer goes out without it).
+async fn wait_for_push(state: &AppState, event_id: &EventId) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if state.store.is_indexed(event_id.as_str()).await? {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tracing::warn!(%event_id, "the receiver has not indexed an event sent 10 s ago");
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The outbox relay and the live feeds it drives.
+//!
+//! [`relay`]: one instance at a time (a Postgres advisory lock) reads what is not published
+//! yet — messages after its mark, unsent `outbox` rows — in position order, publishes each
+//! to JetStream with `Nats-Msg-Id = <epoch>:<position>`, waits for the acknowledgements,
+//! then marks them. A crash between the publish and the mark publishes again, and
+//! JetStream drops the duplicate. Without NATS it publishes in-process.
+//!
+//! [`feed_channels`]: every instance (receiver or API-only) feeds its channel WebSockets
+//! from the bus, so a client sees the same events wherever it is connected.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::{
+    app::AppState,
+    messaging::subjects,
+    store::{MessageView, Pending},
+};
+
+/// Events read and published per round.
+const BATCH: i64 = 500;
+/// Subject prefix of typing in a channel (ephemeral, core NATS, not in the stream).
+pub const TYPING_PREFIX: &str = "city.presence.typing.";
+
+/// Runs the relay while this instance holds the lease; stands by otherwise.
+pub async fn relay(state: AppState) {
+    if let Err(error) = state
+        .bus
+        .ensure_stream(
+            &state.config.stream.name,
+            crate::config::STREAM_SUBJECTS,
+            state.config.stream.max_age,
+            state.config.stream.duplicate_window,
+        )
+        .await
+    {
+        // Publishing retries until the stream exists (NATS may be down at start).
+        warn!(%error, "cannot create the JetStream stream yet");
+    }
+    loop {
+        match state.store.relay_lease().await {
+            Ok(Some(lease)) => {
+                info!("this instance relays the outbox");
+                lead(&state, lease).await;
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_secs(5)).await,
+            Err(error) => {
+                warn!(%error, "cannot take the relay lease");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Publishes while the lease holds (its connection answers).
+async fn lead(state: &AppState, mut lease: sqlx::PgConnection) {
+    let epoch = loop {
+        match state.store.outbox_epoch().await {
+            Ok(epoch) => break epoch,
+            Err(error) => {
+                warn!(%error, "cannot read the outbox epoch");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut stream_ready = false;
+    let mut last_check = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = state.relay_due.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if last_check.elapsed() > Duration::from_secs(15) {
+            last_check = tokio::time::Instant::now();
+            if let Ok(lag) = state.store.outbox_lag().await {
+                crate::metrics::metrics().outbox_lag.set(lag);
+            }
+            if sqlx::query("SELECT 1").execute(&mut lease).await.is_err() {
+                warn!("the relay lease was lost; standing by");
+                return;
+            }
+        }
+        loop {
+            let pending = match state.store.pending(BATCH).await {
+                Ok(pending) => pending,
+                Err(error) => {
+                    warn!(%error, "cannot read the outbox");
+                    break;
+                }
+            };
+            if pending.is_empty() {
+                crate::metrics::metrics().outbox_lag.set(0);
+                break;
+            }
+            let events = match payloads(state, &epoch, &pending).await {
+                Ok(events) => events,
+                Err(error) => {
+                    warn!(%error, "cannot read the outbox's messages");
+                    break;
+                }
+            };
+            let stored = state.bus.publish_acked(&events).await;
+            if stored == 0 && !stream_ready {
+                // The stream may not exist yet (NATS was down at start).
+                stream_ready = state
+                    .bus
+                    .ensure_stream(
+                        &state.config.stream.name,
+                        crate::config::STREAM_SUBJECTS,
+                        state.config.stream.max_age,
+                        state.config.stream.duplicate_window,
+                    )
+                    .await
+                    .is_ok();
+            }
+            if stored > 0
+                && let Err(error) = state.store.mark_published(&pending[..stored]).await
+            {
+                // Published but not marked: published again later, dropped as duplicates.
+                warn!(%error, "cannot mark published events");
+                break;
+            }
+            if stored < pending.len() {
+                crate::metrics::metrics()
+                    .outbox_lag
+                    .set(i64::try_from(pending.len() - stored).unwrap_or(i64::MAX));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                break;
+            }
+            backoff = Duration::from_millis(100);
+            stream_ready = true;
+            if i64::try_from(pending.len()).unwrap_or(0) < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+/// Subject, message id and payload of each pending event. Changes of a message carry the
+/// message as it is now.
+async fn payloads(
+    state: &AppState,
+    epoch: &str,
+    pending: &[Pending],
+) -> crate::Result<Vec<(String, String, Bytes)>> {
+    let changed: Vec<&str> = pending
+        .iter()
+        .filter_map(|p| match p {
+            Pending::Row(row) => row.event_id.as_deref(),
+            Pending::Created(..) => None,
+        })
+        .collect();
+    let views: HashMap<String, MessageView> = if changed.is_empty() {
+        HashMap::new()
+    } else {
+        state
+            .store
+            .messages(&changed, "")
+            .await?
+            .into_iter()
+            .map(|v| (v.matrix_event_id.clone(), v))
+            .collect()
+    };
+    let mut out = Vec::with_capacity(pending.len());
+    for p in pending {
+        let id = format!("{epoch}:{}", p.position());
+        let (subject, payload) = match p {
+            Pending::Created(view, _) => (subjects::MESSAGE_CREATED.to_owned(), created(view)),
+            Pending::Row(row) => {
+                let payload = match (
+                    &row.payload,
+                    row.event_id.as_ref().and_then(|e| views.get(e)),
+                ) {
+                    (Some(payload), _) => payload.clone(),
+                    (None, Some(view)) => changed_payload(&row.subject, row.key.as_deref(), view),
+                    // The message is gone (its room was deleted): say what is known.
+                    (None, None) => json!({
+                        "channel_id": row.channel_id, "matrix_event_id": row.event_id,
+                    }),
+                };
+                (row.subject.clone(), payload)
+            }
+        };
+        out.push((subject, id, Bytes::from(payload.to_string())));
+    }
+    Ok(out)
+}
+
+/// `messaging.message.created`: the seed's fields, plus the whole message for live views.
+fn created(view: &MessageView) -> Value {
+    json!({
+        "type": "message.created",
+        "channel_id": view.channel_id,
+        "matrix_event_id": view.matrix_event_id,
+        "sender_id": view.sender_id,
+        "sender_type": view.sender_type,
+        "preview": view.content_preview,
+        "created_at": view.created_at,
+        "msgtype": view.msgtype,
+        "reply_to": view.reply_to,
+        "thread_root": view.thread_root,
+        "message": view,
+    })
+}
+
+fn changed_payload(subject: &str, key: Option<&str>, view: &MessageView) -> Value {
+    match subject {
+        subjects::MESSAGE_UPDATED => json!({
+            "type": "message.updated",
+            "channel_id": view.channel_id,
+            "matrix_event_id": view.matrix_event_id,
+            "preview": view.content_preview,
+            "edited_at": view.edited_at,
+            "message": view,
+        }),
+        subjects::MESSAGE_DELETED => json!({
+            "type": "message.deleted",
+            "channel_id": view.channel_id,
+            "matrix_event_id": view.matrix_event_id,
+            "message": view,
+        }),
+        _ => {
+            let count = view
+                .reactions
+                .iter()
+                .find(|r| Some(r.key.as_str()) == key)
+                .map_or(0, |r| r.count);
+            json!({
+                "type": "reaction.updated",
+                "channel_id": view.channel_id,
+                "matrix_event_id": view.matrix_event_id,
+                "key": key,
+                "count": count,
+                "message": view,
+            })
+        }
+    }
+}
+
+/// Feeds the channels' WebSocket listeners on this instance from the bus: message and
+/// reaction events (from the relay) and typing.
+pub async fn feed_channels(state: AppState) {
+    let mut messages = match state.bus.subscribe("messaging.>").await {
+        Ok(messages) => messages,
+        Err(error) => {
+            warn!(%error, "cannot subscribe to messaging events; channel feeds are off");
+            return;
+        }
+    };
+    let mut typing = match state.bus.subscribe(&format!("{TYPING_PREFIX}>")).await {
+        Ok(typing) => typing,
+        Err(error) => {
+            warn!(%error, "cannot subscribe to typing; channel feeds are off");
+            return;
+        }
+    };
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        channel_id: Option<String>,
+    }
+    loop {
+        let message = tokio::select! {
+            Some(m) = messages.recv() => m,
+            Some(m) = typing.recv() => m,
+            else => return,
+        };
+        let Ok(head) = serde_json::from_slice::<Head>(&message.payload) else {
+            continue;
+        };
+        let (Some(kind), Some(channel)) = (head.kind, head.channel_id) else {
+            continue;
+        };
+        if !matches!(
+            kind.as_str(),
+            "message.created"
+                | "message.updated"
+                | "message.deleted"
+                | "reaction.updated"
+                | "typing"
+        ) || !state.channels.is_watched(&channel)
+        {
+            continue;
+        }
+        if let Ok(text) = Utf8Bytes::try_from(message.payload) {
+            state.channels.send(&channel, text);
+        }
+    }
+}
+
+/// Deletes published outbox rows past `OUTBOX_RETENTION_HOURS`, every hour.
+pub async fn prune(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match state
+            .store
+            .prune_outbox(state.config.outbox_retention_hours)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, "published outbox rows deleted"),
+            Err(error) => warn!(%error, "cannot prune the outbox"),
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The message index as the messaging API reads it: channels, history pages, one message,
+//! members, search, and the `Idempotency-Key`s of sends.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Row as _, postgres::PgRow};
+
+use super::{Store, rooms::COLUMNS};
+use crate::{
+    Result,
+    domain::{CityRoomId, Slug},
+    store::CityRoom,
+};
+
+/// A position in a channel's stream, opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub i64);
+
+impl Cursor {
+    /// The cursor as clients see it.
+    pub fn encode(self) -> String {
+        format!("1-{:x}", self.0)
+    }
+
+    /// A cursor a client sent back; `None` if it is not one of ours.
+    pub fn decode(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("1-")?;
+        if hex.is_empty() || hex.len() > 16 {
+            return None;
+        }
+        i64::from_str_radix(hex, 16)
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Self)
+    }
+}
+
+/// One reaction key on a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReactionCount {
+    /// The key, usually an emoji.
+    pub key: String,
+    /// How many people reacted with it.
+    pub count: i64,
+    /// Whether the caller is one of them (always false on the WebSocket, which is shared).
+    pub mine: bool,
+}
+
+/// A message of the index, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MessageView {
+    /// The message's id: its Matrix event id.
+    pub id: String,
+    /// The channel (`room_city_<slug>`).
+    pub channel_id: String,
+    /// The Matrix event id.
+    pub matrix_event_id: String,
+    /// `user:<name>`, `agent:<name>`, or the Matrix id of a remote sender.
+    pub sender_id: String,
+    /// The sender's Matrix id.
+    pub sender_matrix_id: String,
+    /// `human` or `agent`.
+    pub sender_type: String,
+    /// `m.text`, `m.notice` or `m.emote`; absent (null) in an encrypted channel.
+    pub msgtype: Option<String>,
+    /// The body's first 500 characters; empty once redacted and in encrypted channels.
+    pub content_preview: String,
+    /// When the sender's server received it.
+    pub created_at: DateTime<Utc>,
+    /// When it was last edited.
+    pub edited_at: Option<DateTime<Utc>>,
+    /// Whether it was redacted (deleted).
+    pub redacted: bool,
+    /// The message it replies to.
+    pub reply_to: Option<String>,
+    /// The root of its thread.
+    pub thread_root: Option<String>,
+    /// Reactions, most frequent first.
+    pub reactions: Vec<ReactionCount>,
+    /// Its position: `after=<cursor>` gives what came later, `before=` what came earlier.
+    pub cursor: String,
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for MessageView {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let event_id: String = row.try_get("matrix_event_id")?;
+        let reactions: sqlx::types::Json<Vec<ReactionCount>> = row.try_get("reactions")?;
+        Ok(Self {
+            id: event_id.clone(),
+            channel_id: row.try_get("channel_id")?,
+            matrix_event_id: event_id,
+            sender_id: row.try_get("sender_id")?,
+            sender_matrix_id: row.try_get("sender_matrix_id")?,
+            sender_type: row.try_get("sender_type")?,
+            msgtype: row.try_get("msgtype")?,
+            content_preview: row.try_get("content_preview")?,
+            created_at: row.try_get("created_at")?,
+            edited_at: row.try_get("edited_at")?,
+            redacted: row.try_get("redacted")?,
+            reply_to: row.try_get("reply_to")?,
+            thread_root: row.try_get("thread_root")?,
+            reactions: reactions.0,
+            cursor: Cursor(row.try_get("seq")?).encode(),
+        })
+    }
+}
+
+/// The columns of [`MessageView`]; `$1` is the viewer's Matrix id (for `mine`).
+pub(super) const MESSAGE_COLUMNS: &str = "m.channel_id, m.matrix_event_id, m.sender_id, m.sender_matrix_id, \
+     m.sender_type, m.msgtype, m.content_preview, m.created_at, m.edited_at, \
+     m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq, \
+     COALESCE((SELECT json_agg(json_build_object('key', k.key, 'count', k.n, 'mine', k.mine) \
+                               ORDER BY k.n DESC, k.key) \
+               FROM (SELECT r.key, count(DISTINCT r.sender_matrix_id) AS n, \
+                            bool_or(r.sender_matrix_id = $1) AS mine \
+                     FROM reactions r WHERE r.target_event_id = m.matrix_event_id \
+                     GROUP BY r.key) k), '[]'::json) AS reactions";
+
+/// Which page of a history.
+#[derive(Debug, Clone, Copy)]
+pub enum Page {
+    /// The newest messages, or those before a cursor.
+    Before(Option<Cursor>),
+    /// The oldest messages after a cursor (catching up).
+    After(Cursor),
+}
+
+/// A channel as the messaging API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ChannelView {
+    /// `room_city_<slug>`.
+    pub id: String,
+    /// The slug.
+    pub slug: String,
+    /// The name.
+    pub name: String,
+    /// The description.
+    pub description: Option<String>,
+    /// The microDAO the channel belongs to.
+    pub microdao_id: Option<String>,
+    /// `public` or `private`.
+    pub visibility: crate::domain::Visibility,
+    /// End-to-end encrypted (indexed as metadata only).
+    pub encrypted: bool,
+    /// The Matrix room, once it exists.
+    pub matrix_room_id: Option<String>,
+    /// The Matrix alias, once it exists.
+    pub matrix_room_alias: Option<String>,
+    /// Joined members (people and agents; not the bridge itself).
+    pub member_count: i64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl ChannelView {
+    fn new(room: CityRoom, member_count: i64) -> Self {
+        Self {
+            id: room.id.to_string(),
+            slug: room.slug.to_string(),
+            name: room.name,
+            description: room.description,
+            microdao_id: room.microdao_id,
+            visibility: room.visibility,
+            encrypted: room.encrypted,
+            matrix_room_id: room.matrix_room_id.map(Into::into),
+            matrix_room_alias: room.matrix_room_alias.map(Into::into),
+            member_count,
+            created_at: room.created_at,
+        }
+    }
+}
+
+/// A member of a channel.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct MemberRow {
+    /// The Matrix user.
+    pub matrix_user_id: String,
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    pub membership: String,
+    /// The display name the member event carries.
+    pub display_name: Option<String>,
+}
+
+/// A search hit.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SearchHit {
+    /// The message.
+    #[serde(flatten)]
+    pub message: MessageView,
+    /// The preview with the matches between `<b>` and `</b>` (the rest HTML-escaped).
+    pub highlight: String,
+}
+
+impl Store {
+    /// A channel by id or slug, with its member count.
+    pub async fn channel(&self, id: &CityRoomId, bridge: &str) -> Result<Option<ChannelView>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS}, (SELECT count(*) FROM room_members rm \
+                                WHERE rm.room_id = c.id AND rm.membership = 'join' \
+                                  AND rm.user_id <> $2) AS member_count \
+             FROM city_rooms c WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .bind(bridge)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| -> Result<ChannelView, sqlx::Error> {
+            let room = <CityRoom as sqlx::FromRow<PgRow>>::from_row(&row)?;
+            Ok(ChannelView::new(room, row.try_get("member_count")?))
+        })
+        .transpose()
+        .map_err(Into::into)
+    }
+
+    /// Active channels `viewer` may read (public ones, private ones it joined; every one
+    /// for an admin), optionally of one microDAO.
+    pub async fn channels(
+        &self,
+        viewer: &str,
+        admin: bool,
+        microdao_id: Option<&str>,
+        bridge: &str,
+    ) -> Result<Vec<ChannelView>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS}, (SELECT count(*) FROM room_members rm \
+                                WHERE rm.room_id = c.id AND rm.membership = 'join' \
+                                  AND rm.user_id <> $4) AS member_count \
+             FROM city_rooms c \
+             WHERE archived_at IS NULL \
+               AND ($3::text IS NULL OR microdao_id = $3) \
+               AND ($2 OR visibility = 'public' OR EXISTS ( \
+                   SELECT 1 FROM room_members rm WHERE rm.room_id = c.id \
+                   AND rm.user_id = $1 AND rm.membership = 'join')) \
+             ORDER BY is_default DESC, name, slug"
+        ))
+        .bind(viewer)
+        .bind(admin)
+        .bind(microdao_id)
+        .bind(bridge)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let room = <CityRoom as sqlx::FromRow<PgRow>>::from_row(row)?;
+                Ok(ChannelView::new(room, row.try_get("member_count")?))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The membership of `user` in the channel, as the last member event said.
+    pub async fn membership(&self, channel: &CityRoomId, user: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT membership FROM room_members WHERE room_id = $1 AND user_id = $2 \
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(channel.as_str())
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// One page of a channel's history, newest first, and whether there is more beyond
+    /// it (older for [`Page::Before`], newer for [`Page::After`]).
+    pub async fn history(
+        &self,
+        channel: &CityRoomId,
+        page: Page,
+        limit: i64,
+        viewer: &str,
+    ) -> Result<(Vec<MessageView>, bool)> {
+        let (condition, order, cursor) = match page {
+            Page::Before(cursor) => ("m.seq < $3", "DESC", cursor.map_or(i64::MAX, |c| c.0)),
+            Page::After(cursor) => ("m.seq > $3", "ASC", cursor.0),
+        };
+        let mut rows: Vec<MessageView> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m \
+             WHERE m.channel_id = $2 AND {condition} ORDER BY m.seq {order} LIMIT $4"
+        ))
+        .bind(viewer)
+        .bind(channel.as_str())
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        if matches!(page, Page::After(_)) {
+            rows.reverse();
+        }
+        Ok((rows, more))
+    }
+
+    /// Whether an event is in the index (as a message, or a reaction).
+    pub async fn is_indexed(&self, event_id: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1) \
+                 OR EXISTS (SELECT 1 FROM reactions WHERE event_id = $1)",
+        )
+        .bind(event_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Messages by event id (in no particular order).
+    pub async fn messages(&self, event_ids: &[&str], viewer: &str) -> Result<Vec<MessageView>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.matrix_event_id = ANY($2)"
+        ))
+        .bind(viewer)
+        .bind(event_ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// One message of a channel.
+    pub async fn message(
+        &self,
+        channel: &CityRoomId,
+        event_id: &str,
+        viewer: &str,
+    ) -> Result<Option<MessageView>> {
+        Ok(self
+            .messages(&[event_id], viewer)
+            .await?
+            .into_iter()
+            .find(|m| m.channel_id == channel.as_str()))
+    }
+
+    /// The reaction event of `user` with `key` on `target`, if there is one.
+    pub async fn reaction_event(
+        &self,
+        target: &str,
+        key: &str,
+        user: &str,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT event_id FROM reactions \
+             WHERE target_event_id = $1 AND key = $2 AND sender_matrix_id = $3 LIMIT 1",
+        )
+        .bind(target)
+        .bind(key)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The members of a channel (not the bridge itself), joined first.
+    pub async fn members(&self, channel: &CityRoomId, bridge: &str) -> Result<Vec<MemberRow>> {
+        Ok(sqlx::query_as(
+            "SELECT user_id AS matrix_user_id, membership, display_name FROM room_members \
+             WHERE room_id = $1 AND user_id <> $2 \
+             ORDER BY membership <> 'join', membership, user_id",
+        )
+        .bind(channel.as_str())
+        .bind(bridge)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Full-text search over the previews of the channels `viewer` may read (never
+    /// encrypted ones), best first. Words match as prefixes (`міст` finds `місто`),
+    /// with the `simple` configuration: no stemming, so Ukrainian and English alike.
+    pub async fn search(
+        &self,
+        query: &str,
+        channel: Option<&CityRoomId>,
+        viewer: &str,
+        admin: bool,
+        limit: i64,
+    ) -> Result<Vec<SearchHit>> {
+        let Some(tsquery) = prefix_query(query) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS}, \
+                    ts_headline('simple', m.content_preview, to_tsquery('simple', $2), \
+                                'StartSel=<b>, StopSel=</b>, HighlightAll=true') AS highlight \
+             FROM message_search s \
+             JOIN messages m ON m.matrix_event_id = s.event_id \
+             JOIN city_rooms c ON c.id = m.channel_id \
+             WHERE s.tsv @@ to_tsquery('simple', $2) \
+               AND m.redacted_at IS NULL AND m.msgtype IS NOT NULL \
+               AND NOT c.encrypted AND c.archived_at IS NULL \
+               AND ($3::text IS NULL OR m.channel_id = $3) \
+               AND ($4 OR c.visibility = 'public' OR EXISTS ( \
+                   SELECT 1 FROM room_members rm WHERE rm.room_id = c.id \
+                   AND rm.user_id = $1 AND rm.membership = 'join')) \
+             ORDER BY ts_rank(s.tsv, to_tsquery('simple', $2)) DESC, m.seq DESC \
+             LIMIT $5"
+        ))
+        .bind(viewer)
+        .bind(&tsquery)
+        .bind(channel.map(CityRoomId::as_str))
+        .bind(admin)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let message = <MessageView as sqlx::FromRow<PgRow>>::from_row(row)?;
+                let highlight: String = row.try_get("highlight")?;
+                Ok(SearchHit {
+                    message,
+                    highlight: escape_highlight(&highlight),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Makes up to `limit` messages indexed since the last call searchable; how many
+    /// were looked at (fewer than `limit`: caught up). (Naming every channel lets the
+    /// `(channel_id, seq)` index find the new rows instead of scanning the table.)
+    pub async fn index_search(&self, limit: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "WITH todo AS ( \
+                 SELECT matrix_event_id, seq, content_preview, msgtype, redacted_at FROM messages \
+                 WHERE channel_id = ANY(ARRAY(SELECT id FROM city_rooms)) \
+                   AND seq > (SELECT seq FROM search_progress) ORDER BY seq LIMIT $1), \
+             indexed AS ( \
+                 INSERT INTO message_search (event_id, tsv) \
+                 SELECT matrix_event_id, to_tsvector('simple', content_preview) FROM todo \
+                 WHERE msgtype IS NOT NULL AND redacted_at IS NULL AND content_preview <> '' \
+                 ON CONFLICT (event_id) DO UPDATE SET tsv = EXCLUDED.tsv) \
+             UPDATE search_progress SET seq = GREATEST(seq, (SELECT max(seq) FROM todo)) \
+             RETURNING (SELECT count(*) FROM todo)",
+        )
+        .bind(limit)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The event a user's earlier send with this `Idempotency-Key` made.
+    pub async fn sent_with_key(&self, user: &str, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT event_id FROM send_requests WHERE user_id = $1 AND key = $2",
+            )
+            .bind(user)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Remembers the event a send with this `Idempotency-Key` made.
+    pub async fn remember_send(&self, user: &str, key: &str, event_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO send_requests (user_id, key, event_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, key) DO NOTHING",
+        )
+        .bind(user)
+        .bind(key)
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets `Idempotency-Key`s older than a day; how many.
+    pub async fn prune_send_requests(&self) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM send_requests WHERE created_at < now() - interval '1 day'")
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// A channel by id or slug, and the membership of `user` in it as the index has it:
+    /// one round trip.
+    pub async fn channel_for(
+        &self,
+        id_or_slug: &str,
+        user: &str,
+    ) -> Result<Option<(CityRoom, Option<String>)>> {
+        let Some(id) = channel_id(id_or_slug) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS}, (SELECT membership FROM room_members rm \
+                                WHERE rm.room_id = c.id AND rm.user_id = $2 \
+                                ORDER BY updated_at DESC LIMIT 1) AS membership \
+             FROM city_rooms c WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| -> Result<_, sqlx::Error> {
+            let room = <CityRoom as sqlx::FromRow<PgRow>>::from_row(&row)?;
+            Ok((room, row.try_get("membership")?))
+        })
+        .transpose()
+        .map_err(Into::into)
+    }
+
+    /// A channel by id or slug: the slug works wherever an id does.
+    pub async fn channel_room(&self, id_or_slug: &str) -> Result<Option<CityRoom>> {
+        let Some(id) = channel_id(id_or_slug) else {
+            return Ok(None);
+        };
+        self.room_by_slug(&id.slug()).await
+    }
+}
+
+/// The city room id an API path names: `room_city_<slug>` or the bare slug.
+pub fn channel_id(id_or_slug: &str) -> Option<CityRoomId> {
+    CityRoomId::parse(id_or_slug)
+        .ok()
+        .or_else(|| Slug::parse(id_or_slug).ok().map(|s| s.city_room_id()))
+}
+
+/// `word:* & word:*` of the query's words, quoted for `to_tsquery`; `None` without words.
+fn prefix_query(query: &str) -> Option<String> {
+    let words: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(16)
+        .map(|w| format!("'{}':*", w.to_lowercase()))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" & "))
+}
+
+/// Escapes a headline for HTML, keeping only the `<b>`/`</b>` markers Postgres added.
+fn escape_highlight(headline: &str) -> String {
+    const OPEN: &str = "\u{1}";
+    const CLOSE: &str = "\u{2}";
+    let marked = headline.replace("<b>", OPEN).replace("</b>", CLOSE);
+    let mut out = String::with_capacity(marked.len());
+    for c in marked.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\u{1}' => out.push_str("<b>"),
+            '\u{2}' => out.push_str("</b>"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        for n in [0, 1, 255, i64::MAX] {
+            assert_eq!(Cursor::decode(&Cursor(n).encode()), Some(Cursor(n)));
+        }
+        for bad in ["", "1-", "2-ff", "1-zz", "1--1", "1-ffffffffffffffffff"] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefix_queries() {
+        assert_eq!(
+            prefix_query("Привіт, місто!").as_deref(),
+            Some("'привіт':* & 'місто':*")
+        );
+        assert_eq!(prefix_query(" ,; "), None);
+        assert_eq!(prefix_query("it's").as_deref(), Some("'it':* & 's':*"));
+    }
+
+    #[test]
+    fn highlights_escape_everything_but_the_markers() {
+        assert_eq!(
+            escape_highlight("<b>місто</b> <script>"),
+            "<b>місто</b> &lt;script&gt;"
+        );
+    }
+
+    #[test]
+    fn channel_ids_and_slugs() {
+        assert_eq!(
+            channel_id("room_city_general").unwrap().as_str(),
+            "room_city_general"
+        );
+        assert_eq!(channel_id("general").unwrap().as_str(), "room_city_general");
+        assert!(channel_id("Not A Slug").is_none());
+    }
+}

@@ -1,0 +1,235 @@
+//! The outbox: rows written with the changes they describe, and what the relay reads
+//! (new messages by `seq`, unsent rows by `pos`, one order) and marks.
+
+use sqlx::PgConnection;
+
+use super::{MessageView, Store};
+use crate::Result;
+
+/// One event for the bus, at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pending {
+    /// A message indexed since the relay's mark (`messaging.message.created`).
+    Created(MessageView, i64),
+    /// An outbox row.
+    Row(OutboxRow),
+}
+
+impl Pending {
+    /// The position: `messages.seq` or `outbox.pos` (one sequence).
+    pub fn position(&self) -> i64 {
+        match self {
+            Self::Created(_, seq) => *seq,
+            Self::Row(row) => row.pos,
+        }
+    }
+}
+
+/// A row of `outbox`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// Its position.
+    pub pos: i64,
+    /// The subject.
+    pub subject: String,
+    /// The channel (city room).
+    pub channel_id: String,
+    /// The message concerned.
+    pub event_id: Option<String>,
+    /// The reaction key.
+    pub key: Option<String>,
+    /// A payload fixed when written.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Writes outbox rows for message changes (`subject`, message, key) in `conn`'s
+/// transaction, in the order given; the channel is the message's.
+pub(super) async fn record_changes(
+    conn: &mut PgConnection,
+    changes: &[(&str, &str, Option<&str>)],
+) -> Result<(), sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let subjects: Vec<&str> = changes.iter().map(|c| c.0).collect();
+    let events: Vec<&str> = changes.iter().map(|c| c.1).collect();
+    let keys: Vec<Option<&str>> = changes.iter().map(|c| c.2).collect();
+    sqlx::query(
+        "INSERT INTO outbox (subject, channel_id, event_id, key) \
+         SELECT u.subject, m.channel_id, u.event_id, u.key \
+         FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(subject, event_id, key, n) \
+         JOIN messages m ON m.matrix_event_id = u.event_id \
+         ORDER BY u.n",
+    )
+    .bind(subjects)
+    .bind(events)
+    .bind(keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes one outbox row with a fixed payload in `conn`'s transaction.
+pub(super) async fn record_event(
+    conn: &mut PgConnection,
+    subject: &str,
+    channel_id: &str,
+    payload: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (subject, channel_id, payload) VALUES ($1, $2, $3)")
+        .bind(subject)
+        .bind(channel_id)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Records an event with a fixed payload (a change made in Matrix, not in Postgres).
+    pub async fn record_event(
+        &self,
+        subject: &str,
+        channel_id: &str,
+        payload: &serde_json::Value,
+    ) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        record_event(&mut conn, subject, channel_id, payload).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` events not published yet, in position order: messages after the
+    /// relay's mark merged with unsent outbox rows.
+    pub async fn pending(&self, limit: i64) -> Result<Vec<Pending>> {
+        let mark: i64 = sqlx::query_scalar("SELECT seq FROM relay_progress")
+            .fetch_one(&self.pool)
+            .await?;
+        let created = self.messages_after(mark, limit).await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT pos, subject, channel_id, event_id, key, payload FROM outbox \
+             WHERE sent_at IS NULL ORDER BY pos LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        // Both lists are complete up to their last position only when they are full.
+        let full = |n: usize| i64::try_from(n).unwrap_or(i64::MAX) >= limit;
+        let mut bound = i64::MAX;
+        if full(created.len()) {
+            bound = bound.min(created.last().map_or(i64::MAX, |(_, seq)| *seq));
+        }
+        if full(rows.len()) {
+            bound = bound.min(rows.last().map_or(i64::MAX, |r| r.pos));
+        }
+        let mut pending: Vec<Pending> = created
+            .into_iter()
+            .map(|(view, seq)| Pending::Created(view, seq))
+            .chain(rows.into_iter().map(Pending::Row))
+            .filter(|p| p.position() <= bound)
+            .collect();
+        pending.sort_by_key(Pending::position);
+        Ok(pending)
+    }
+
+    /// (Naming every channel lets the `(channel_id, seq)` index find the new rows instead of
+    /// scanning the table.)
+    async fn messages_after(&self, mark: i64, limit: i64) -> Result<Vec<(MessageView, i64)>> {
+        let views: Vec<MessageView> = sqlx::query_as(&format!(
+            "SELECT {} FROM messages m \
+             WHERE m.channel_id = ANY(ARRAY(SELECT id FROM city_rooms)) AND m.seq > $2 \
+             ORDER BY m.seq LIMIT $3",
+            super::messages::MESSAGE_COLUMNS
+        ))
+        .bind("")
+        .bind(mark)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(views
+            .into_iter()
+            .map(|v| {
+                let seq = super::Cursor::decode(&v.cursor).map_or(0, |c| c.0);
+                (v, seq)
+            })
+            .collect())
+    }
+
+    /// Marks `published` as sent: the relay's mark moves to the last message, the rows
+    /// get `sent_at`. One transaction.
+    pub async fn mark_published(&self, published: &[Pending]) -> Result<()> {
+        let last_message = published
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Created(_, seq) => Some(*seq),
+                Pending::Row(_) => None,
+            })
+            .max();
+        let rows: Vec<i64> = published
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Row(row) => Some(row.pos),
+                Pending::Created(..) => None,
+            })
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        if let Some(seq) = last_message {
+            sqlx::query("UPDATE relay_progress SET seq = GREATEST(seq, $1)")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !rows.is_empty() {
+            sqlx::query("UPDATE outbox SET sent_at = now() WHERE pos = ANY($1)")
+                .bind(rows)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes rows sent more than `hours` ago; how many.
+    pub async fn prune_outbox(&self, hours: u32) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(hours => $1)")
+                .bind(i32::try_from(hours).unwrap_or(i32::MAX))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// The epoch of this database's outbox (the prefix of its `Nats-Msg-Id`s).
+    pub async fn outbox_epoch(&self) -> Result<String> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM relay_progress")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Events not published yet: the relay's lag.
+    pub async fn outbox_lag(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL) + \
+                    (SELECT count(*) FROM messages \
+                     WHERE channel_id = ANY(ARRAY(SELECT id FROM city_rooms)) \
+                       AND seq > (SELECT seq FROM relay_progress))",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Tries to become the one relay: a session advisory lock on a connection kept for
+    /// as long as the relay runs. `None` when another instance holds it.
+    /// (The connection leaves the pool: closing it releases the lock.)
+    pub async fn relay_lease(&self) -> Result<Option<PgConnection>> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then_some(conn))
+    }
+}
+
+/// The advisory lock key of the relay ("city-bridge relay").
+const RELAY_LOCK: i64 = 0x6369_7479_7265_6c61;

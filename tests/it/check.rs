@@ -1,0 +1,77 @@
+//! `city-bridge check` against the real homeserver: everything right with the test
+//! configuration; Synapse's default directory rules named, with the fix.
+
+use crate::support::{
+    Bridge, MatrixUser, alias, city_room, config_with, start_synapse, start_synapse_with,
+    stop_synapse,
+};
+
+#[tokio::test]
+async fn check_passes_here_and_names_the_directory_rules_of_a_stock_synapse() {
+    let bridge = Bridge::start().await;
+    let slug = city_room(bridge.pool(), "Directory").await;
+    let alice = MatrixUser::register("alice").await;
+    alice
+        .join(&alias(&slug))
+        .await
+        .expect("the city room exists");
+    let config = config_with(&[]);
+
+    let findings = city_bridge::check::run(&config, Some(&bridge.state.store)).await;
+    let checks: Vec<&str> = findings.iter().map(|f| f.check).collect();
+    assert_eq!(
+        checks,
+        [
+            "homeserver",
+            "appservice ping",
+            "room directory",
+            "presence",
+            "puppet registration"
+        ]
+    );
+    assert!(findings.iter().all(|f| f.ok), "{findings:#?}");
+    assert!(
+        findings[0].detail.contains("Synapse 1."),
+        "{:?}",
+        findings[0]
+    );
+
+    // Synapse with its default room_list_publication_rules.
+    stop_synapse();
+    start_synapse_with(&[("SYNAPSE_STOCK_DIRECTORY", "1")]);
+    let findings = city_bridge::check::run(&config, Some(&bridge.state.store)).await;
+    stop_synapse();
+    start_synapse();
+    let directory = findings
+        .iter()
+        .find(|f| f.check == "room directory")
+        .expect("a directory finding");
+    assert!(!directory.ok, "{findings:#?}");
+    let fix = directory.fix.as_deref().unwrap();
+    assert!(fix.contains("room_list_publication_rules"), "{fix}");
+    assert!(fix.contains("#city_*"), "{fix}");
+    assert!(
+        findings
+            .iter()
+            .filter(|f| f.check != "room directory")
+            .all(|f| f.ok),
+        "only the directory is wrong: {findings:#?}"
+    );
+
+    // The puppet registration missing is named too.
+    let without = config_with(&[("PUPPET_REGISTRATION", "")]);
+    let findings = city_bridge::check::run(&without, None).await;
+    let puppet = findings
+        .iter()
+        .find(|f| f.check == "puppet registration")
+        .unwrap();
+    assert!(
+        !puppet.ok
+            && puppet
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("PUPPET_REGISTRATION")
+    );
+    bridge.stop().await;
+}

@@ -1,0 +1,349 @@
+//! The outbox to JetStream: nothing lost or doubled when NATS goes away or the mark after a
+//! publish is lost, and API-only instances fed from the bus.
+
+use std::{
+    process::{Child, Command},
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Bridge, MatrixUser, api, config_with, eventually, jwt, unique};
+
+/// A NATS server of this test's own, with JetStream, that the test can stop and start
+/// again on the same port and store.
+struct PrivateNats {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(unique("nats-"));
+        let mut nats = Self {
+            port,
+            dir,
+            child: None,
+        };
+        nats.resume();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn resume(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian package nats-server; scripts/services.sh installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the private nats-server did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every `messaging.message.created` of `channel` in the stream, in stream order.
+async fn created_in_stream(nats: &str, stream: &str, channel: &str) -> Vec<String> {
+    let client = async_nats::connect(nats).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(stream).await.expect("the stream exists");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "messaging.message.created".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.clone().info().await.unwrap().num_pending;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..pending {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("a stored message")
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        if v["channel_id"] == channel {
+            ids.push(v["matrix_event_id"].as_str().unwrap().to_owned());
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn nothing_is_lost_or_doubled_while_nats_is_away_or_a_mark_is_lost() {
+    let mut nats = PrivateNats::start();
+    let stream = unique("EVENTS_");
+    let url = nats.url();
+    let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;
+    let alice = MatrixUser::register("alice").await;
+    let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
+    let slug = unique("out");
+    let (status, channel) = api(
+        Method::POST,
+        "/api/messaging/channels",
+        Some(&alice_jwt),
+        Some(json!({"slug": slug, "name": "Outbox", "visibility": "public"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let room_id = channel["matrix_room_id"].as_str().unwrap().to_owned();
+    let channel_id = format!("room_city_{slug}");
+    let path = format!("/api/messaging/channels/{slug}/messages");
+
+    // Both ways, alternating: the API and a Matrix client.
+    let mut sent = Vec::new();
+    let say = async |n: usize| {
+        let (status, m) = api(
+            Method::POST,
+            &path,
+            Some(&alice_jwt),
+            Some(json!({"text": format!("api {n}")})),
+        )
+        .await;
+        assert_eq!(status, 201, "{m}");
+        let api_event = m["matrix_event_id"].as_str().unwrap().to_owned();
+        let client_event = alice.send_text(&room_id, &format!("client {n}")).await;
+        [api_event, client_event]
+    };
+    for n in 0..2 {
+        sent.extend(say(n).await);
+    }
+    eventually("published while NATS is up", || async {
+        (created_in_stream(&url, &stream, &channel_id).await.len() == sent.len()).then_some(())
+    })
+    .await;
+
+    // NATS goes away; Synapse's pushes are still answered (the history shows them).
+    nats.stop();
+    for n in 2..5 {
+        sent.extend(say(n).await);
+    }
+    let jwt2 = alice_jwt.clone();
+    let last = sent.last().unwrap().clone();
+    eventually("indexed without NATS", || async {
+        let (_, page) = api(Method::GET, &path, Some(&jwt2), None).await;
+        (page["messages"][0]["matrix_event_id"] == last.as_str()).then_some(())
+    })
+    .await;
+    let lag: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE seq > (SELECT seq FROM relay_progress)",
+    )
+    .fetch_one(bridge.pool())
+    .await
+    .unwrap();
+    assert!(lag >= 6, "not published while NATS is away (lag {lag})");
+
+    // Back: everything arrives, once, in order.
+    nats.resume();
+    let in_stream = eventually("published after NATS came back", || async {
+        let ids = created_in_stream(&url, &stream, &channel_id).await;
+        (ids.len() >= sent.len()).then_some(ids)
+    })
+    .await;
+    assert_eq!(in_stream, sent, "every message once, in order");
+
+    // The mark after a publish is lost (a crash between the two): published again, and
+    // JetStream drops the duplicates.
+    sqlx::query("UPDATE relay_progress SET seq = 0")
+        .execute(bridge.pool())
+        .await
+        .unwrap();
+    bridge.state.relay_due.notify_one();
+    let pool = bridge.pool().clone();
+    eventually("published again", || async {
+        let lag: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM messages WHERE seq > (SELECT seq FROM relay_progress)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (lag == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        created_in_stream(&url, &stream, &channel_id).await,
+        sent,
+        "still once each"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_only_instance_serves_live_channels_from_the_bus() {
+    let nats = crate::support::nats_url();
+    let receiver =
+        Bridge::start_with(&[("NATS_URL", &nats), ("ROOM_PRESENCE_THROTTLE_MS", "50")]).await;
+    let alice = MatrixUser::register("alice").await;
+    let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
+    let slug = unique("two");
+    let (status, channel) = api(
+        Method::POST,
+        "/api/messaging/channels",
+        Some(&alice_jwt),
+        Some(json!({"slug": slug, "name": "Two", "visibility": "public"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let room_id = channel["matrix_room_id"].as_str().unwrap().to_owned();
+
+    // Alice types before the second instance exists: it learns of it from the bus's
+    // presence bucket, not from an update.
+    let marker = alice.send_text(&room_id, "marker").await;
+    let jwt2 = alice_jwt.clone();
+    eventually("Synapse pushing to the receiver", || async {
+        let (_, page) = api(
+            Method::GET,
+            &format!("/api/messaging/channels/{slug}/messages"),
+            Some(&jwt2),
+            None,
+        )
+        .await;
+        (page["messages"][0]["matrix_event_id"] == marker.as_str()).then_some(())
+    })
+    .await;
+    alice
+        .put(
+            &format!(
+                "/v3/rooms/{}/typing/{}",
+                crate::support::encode(&room_id),
+                crate::support::encode(&alice.user_id)
+            ),
+            json!({"typing": true, "timeout": 60000}),
+        )
+        .await
+        .unwrap();
+    let kv = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap())
+        .get_key_value("city_presence")
+        .await
+        .expect("the presence bucket");
+    eventually("the typing state kept in the bucket", || async {
+        let value = kv.get(slug.as_str()).await.ok().flatten()?;
+        let v: Value = serde_json::from_slice(&value).ok()?;
+        (v["typing_count"] == 1).then_some(())
+    })
+    .await;
+
+    // A second instance on another port, API only.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    let config = config_with(&[
+        ("NATS_URL", &nats),
+        ("BRIDGE_ROLE", "api"),
+        ("LISTEN_ADDR", &api_addr.to_string()),
+    ]);
+    let api_state = city_bridge::app::AppState::new(config).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_instance = tokio::spawn(city_bridge::app::run(listener, api_state, async {
+        let _ = stopped.await;
+    }));
+
+    // Its presence snapshot has the typing already.
+    let (mut presence, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{api_addr}/ws/city/presence?token={alice_jwt}"
+    ))
+    .await
+    .expect("presence WebSocket on the API-only instance");
+    let Some(Ok(Message::Text(snapshot))) = presence.next().await else {
+        panic!("a snapshot");
+    };
+    let snapshot: Value = serde_json::from_str(&snapshot).unwrap();
+    let room = snapshot["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room_slug"] == slug.as_str())
+        .unwrap_or_else(|| panic!("{snapshot}"))
+        .clone();
+    assert_eq!(room["typing_count"], 1, "{snapshot}");
+
+    // Appservice paths are not served there.
+    let response = reqwest::Client::new()
+        .put(format!("http://{api_addr}/_matrix/app/v1/transactions/1"))
+        .json(&json!({"events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{api_addr}/ws/messaging/{slug}?token={alice_jwt}"
+    ))
+    .await
+    .expect("WebSocket on the API-only instance");
+    let pushed = alice.send_text(&room_id, "seen everywhere").await;
+    let frame = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let Some(Ok(Message::Text(text))) = socket.next().await else {
+                panic!("socket closed");
+            };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["type"] == "message.created" && v["matrix_event_id"] == pushed.as_str() {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("the message on the API-only instance");
+    assert_eq!(frame["message"]["content_preview"], "seen everywhere");
+
+    // Sending through the API-only instance: answered once the receiver indexed it.
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{api_addr}/api/messaging/channels/{slug}/messages"
+        ))
+        .bearer_auth(&alice_jwt)
+        .json(&json!({"text": "via the API instance"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let sent: Value = response.json().await.unwrap();
+    assert_eq!(sent["content_preview"], "via the API instance");
+    assert_eq!(sent["sender_matrix_id"], alice.user_id.as_str());
+
+    let _ = stop.send(());
+    api_instance.await.unwrap().unwrap();
+    receiver.stop().await;
+}
