@@ -14,4 +14,15 @@ trap 'kill $bridge 2>/dev/null || true' EXIT
 wait_for_bridge
 # The bridge learns the mapping on the first transaction that names the room.
 psql -q "$BENCH_DATABASE_URL" -c "UPDATE city_rooms SET matrix_room_id = '!bench:localhost' WHERE slug = 'general'"
+# A Prometheus scrape every 5 s while the load runs: the counters must be seen moving.
+scrape() {
+  curl -fsS http://127.0.0.1:17125/metrics \
+    | grep -E '^city_bridge_(transactions_total|events_total\{.*outcome="applied"|ack_seconds_count)' \
+    | sed "s/^/metrics @${1}s: /" || true
+}
+( t=0; while sleep 5; do t=$((t + 5)); scrape "$t"; done ) &
+scraper=$!
+trap 'kill $bridge $scraper 2>/dev/null || true' EXIT
 BENCH_ROOM_ID='!bench:localhost' cargo bench --quiet --bench ingest
+kill $scraper 2>/dev/null || true
+scrape end

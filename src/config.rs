@@ -11,6 +11,10 @@ use ruma::{
 
 use crate::secret::Secret;
 
+mod file;
+
+pub use file::{ConfigFile, generate_config};
+
 /// Why the configuration could not be loaded; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -22,6 +26,14 @@ pub enum ConfigError {
     Invalid {
         /// The variable.
         name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The configuration file (`--config`) could not be read or parsed.
+    #[error("configuration file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
@@ -174,9 +186,14 @@ pub struct PuppetRegistration {
 }
 
 impl Config {
-    /// Loads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Loads the configuration from the process environment over `file`: a variable that
+    /// is set (not empty) wins over the file's value, and `role` (`serve --role`) over both.
+    pub fn from_env_and_file(file: &ConfigFile, role: Option<&str>) -> Result<Self, ConfigError> {
+        let env = over_file(|name| std::env::var(name).ok(), file);
+        Self::from_lookup(|name| match (name, role) {
+            ("BRIDGE_ROLE", Some(role)) => Some(role.to_owned()),
+            _ => env(name),
+        })
     }
 
     /// Loads the configuration from `lookup` (the environment, or a map in tests).
@@ -353,6 +370,18 @@ impl Config {
             &self.server_name,
         )
         .expect("sender_localpart was validated at load")
+    }
+}
+
+/// `env` where it gives a value that is not empty, else `file`.
+fn over_file<'a>(
+    env: impl Fn(&str) -> Option<String> + 'a,
+    file: &'a ConfigFile,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        env(name)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| file.get(name))
     }
 }
 
@@ -633,6 +662,52 @@ mod tests {
                 "APPSERVICE_REGISTRATION" => reg.clone(),
                 _ => return None,
             })
+        }
+    }
+
+    #[test]
+    fn the_environment_overrides_the_config_file() {
+        let file = write_registration(&generate_registration(
+            &ServerName::parse("example.org").unwrap(),
+            "http://127.0.0.1:7025",
+        ));
+        let config_file = ConfigFile::parse(&format!(
+            "homeserver:\n  url: http://synapse.internal:8008\n  server_name: example.org\n\
+             appservice:\n  registration: {}\n  listen_addr: 127.0.0.1:9000\n\
+             database:\n  url: postgres://from-file/x\n\
+             secrets:\n  gateway_secret: from-file\n\
+             messaging:\n  message_rate_per_minute: 5\n",
+            file.0.display()
+        ))
+        .unwrap();
+        let only_file = Config::from_lookup(over_file(|_| None, &config_file)).unwrap();
+        assert_eq!(only_file.synapse_url, "http://synapse.internal:8008");
+        assert_eq!(only_file.listen_addr.port(), 9000);
+        assert_eq!(only_file.message_rate_per_minute, 5);
+        assert_eq!(only_file.database_url.expose(), "postgres://from-file/x");
+
+        let env = |name: &str| match name {
+            "MESSAGE_RATE_PER_MINUTE" => Some("7".to_owned()),
+            "DATABASE_URL" => Some("postgres://from-env/x".to_owned()),
+            "LISTEN_ADDR" => Some(String::new()),
+            _ => None,
+        };
+        let both = Config::from_lookup(over_file(env, &config_file)).unwrap();
+        assert_eq!(both.message_rate_per_minute, 7);
+        assert_eq!(both.database_url.expose(), "postgres://from-env/x");
+        assert_eq!(both.listen_addr.port(), 9000, "an empty variable is unset");
+
+        let bad = ConfigFile::parse("messaging:\n  message_rate_per_minute: -1\n").unwrap();
+        let err = Config::from_lookup(over_file(env_without_rate(&file.0), &bad)).unwrap_err();
+        assert!(err.to_string().contains("MESSAGE_RATE_PER_MINUTE"), "{err}");
+    }
+
+    fn env_without_rate(reg: &std::path::Path) -> impl Fn(&str) -> Option<String> {
+        let env = env(reg);
+        move |name| {
+            (name != "MESSAGE_RATE_PER_MINUTE")
+                .then(|| env(name))
+                .flatten()
         }
     }
 

@@ -1,5 +1,5 @@
-//! The `city-bridge` command: `serve`, `generate-registration` or
-//! `generate-puppet-registration`.
+//! The `city-bridge` command: `serve`, `check`, `dead-letters`, and the generators of
+//! registrations, configuration and development tokens.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -15,6 +15,10 @@ use city_bridge::{app, config};
     about = "The Matrix application service of DAARION.city"
 )]
 struct Cli {
+    /// A YAML configuration file (see `generate-config`); environment variables that are
+    /// set override it.
+    #[arg(long, global = true, env = "CITY_BRIDGE_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +61,8 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         hours: i64,
     },
+    /// Print a commented example configuration file, for `--config`.
+    GenerateConfig,
     /// Print the puppet registration (sending as the homeserver's users) with fresh tokens.
     GeneratePuppetRegistration {
         /// The homeserver's server name.
@@ -102,7 +108,9 @@ enum DeadLetterAction {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let file = cli.config.as_deref();
+    match cli.command {
         Command::GenerateRegistration { server_name, url } => {
             let server_name = ServerName::parse(&server_name).context("--server-name")?;
             print!("{}", config::generate_registration(&server_name, &url));
@@ -125,25 +133,18 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { role } => serve(role).await,
-        Command::Check => check().await,
-        Command::DeadLetters { action } => dead_letters(action).await,
+        Command::GenerateConfig => {
+            print!("{}", config::generate_config());
+            Ok(())
+        }
+        Command::Serve { role } => serve(load_config(file, role)).await,
+        Command::Check => check(load_config(file, None)).await,
+        Command::DeadLetters { action } => dead_letters(load_config(file, None), action).await,
     }
 }
 
-async fn serve(role: Option<String>) -> anyhow::Result<()> {
+async fn serve(config: config::Config) -> anyhow::Result<()> {
     city_bridge::telemetry::init();
-    let config = match config::Config::from_lookup(|name| match (name, &role) {
-        ("BRIDGE_ROLE", Some(role)) => Some(role.clone()),
-        _ => std::env::var(name).ok(),
-    }) {
-        Ok(config) => config,
-        Err(e) => {
-            // One line saying what to fix, not a backtrace.
-            eprintln!("city-bridge: {e}");
-            std::process::exit(2);
-        }
-    };
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
@@ -154,8 +155,16 @@ async fn serve(role: Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_config() -> config::Config {
-    match config::Config::from_env() {
+/// The configuration from the environment over the `--config` file, with `serve --role`
+/// over both; on an error, one line saying what to fix (not a backtrace) and exit code 2.
+fn load_config(file: Option<&std::path::Path>, role: Option<String>) -> config::Config {
+    let loaded = file
+        .map(config::ConfigFile::load)
+        .transpose()
+        .and_then(|file| {
+            config::Config::from_env_and_file(&file.unwrap_or_default(), role.as_deref())
+        });
+    match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("city-bridge: {e}");
@@ -164,8 +173,7 @@ fn load_config() -> config::Config {
     }
 }
 
-async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<()> {
-    let config = load_config();
+async fn dead_letters(config: config::Config, action: DeadLetterAction) -> anyhow::Result<()> {
     let store = city_bridge::store::Store::connect(config.database_url.expose())
         .await
         .context("the database")?;
@@ -216,6 +224,7 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<()> {
             };
             let response = reqwest::Client::new()
                 .post(format!("{url}/internal/dead-letters/replay"))
+                .timeout(std::time::Duration::from_secs(120))
                 .bearer_auth(config.gateway_secret.expose())
                 .header("content-type", "application/json")
                 .body(body.to_string())
@@ -231,14 +240,7 @@ async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn check() -> anyhow::Result<()> {
-    let config = match config::Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("city-bridge: {e}");
-            std::process::exit(2);
-        }
-    };
+async fn check(config: config::Config) -> anyhow::Result<()> {
     let store = city_bridge::store::Store::connect(config.database_url.expose())
         .await
         .map_err(|e| {

@@ -7,12 +7,14 @@ use crate::support::{
     Bridge, MatrixUser, alias, bridge_vars, city_room, count, hs_token, message_event, push, unique,
 };
 
-/// Runs the `city-bridge` binary with the bridge's environment; its stdout.
-fn cli(args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_city-bridge"))
+/// Runs the `city-bridge` binary with the bridge's environment; its stdout. (Awaited, not
+/// blocking: `replay` calls the bridge, which runs on this test's runtime.)
+async fn cli(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_city-bridge"))
         .args(args)
         .envs(bridge_vars())
         .output()
+        .await
         .expect("run city-bridge");
     assert!(
         output.status.success(),
@@ -59,36 +61,41 @@ async fn dead_letters_are_listed_replayed_once_fixed_and_purged() {
     .unwrap();
     let (bad_row, good_row) = (ids[0], ids[1]);
 
-    let listed = cli(&["dead-letters", "list", "--limit", "1000"]);
+    let listed = cli(&["dead-letters", "list", "--limit", "1000"]).await;
     assert!(
         listed.contains(&bad_id) && listed.contains(&good_id),
         "{listed}"
     );
-    let shown: Value = serde_json::from_str(&cli(&["dead-letters", "show", &bad_row.to_string()]))
-        .expect("show prints JSON");
+    let shown: Value =
+        serde_json::from_str(&cli(&["dead-letters", "show", &bad_row.to_string()]).await)
+            .expect("show prints JSON");
     assert_eq!(shown["event_id"], bad_id.as_str());
 
-    let replay = |ids: &[i64]| {
-        let mut args = vec!["dead-letters".to_owned(), "replay".to_owned()];
-        args.extend(ids.iter().map(ToString::to_string));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        serde_json::from_str::<Value>(&cli(&args)).expect("replay prints JSON")
-    };
-    let first = replay(&[bad_row, good_row]);
+    let first = replay(&[bad_row, good_row]).await;
     assert_eq!(first["applied"], json!([good_row]), "{first}");
     assert_eq!(first["still_failing"][0]["id"], bad_row);
     let indexed = "SELECT count(*) FROM messages WHERE matrix_event_id = $1";
     assert_eq!(count(bridge.pool(), indexed, &good_id).await, 1);
     // Again: nothing more applies, nothing is indexed twice.
-    let second = replay(&[bad_row, good_row]);
+    let second = replay(&[bad_row, good_row]).await;
     assert_eq!(second["applied"], json!([]), "{second}");
     assert_eq!(count(bridge.pool(), indexed, &good_id).await, 1);
 
     assert_eq!(
-        cli(&["dead-letters", "purge", &bad_row.to_string()]).trim(),
+        cli(&["dead-letters", "purge", &bad_row.to_string()])
+            .await
+            .trim(),
         "1 deleted"
     );
     let left = "SELECT count(*) FROM dead_letters WHERE event_id = $1";
     assert_eq!(count(bridge.pool(), left, &bad_id).await, 0);
     bridge.stop().await;
+}
+
+/// `city-bridge dead-letters replay <ids>`, its JSON answer.
+async fn replay(ids: &[i64]) -> Value {
+    let mut args = vec!["dead-letters".to_owned(), "replay".to_owned()];
+    args.extend(ids.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    serde_json::from_str::<Value>(&cli(&args).await).expect("replay prints JSON")
 }
