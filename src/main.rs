@@ -69,6 +69,13 @@ enum Command {
         #[arg(long)]
         server_name: String,
     },
+    /// GET the bridge's liveness endpoint: exit code 0 on a 2xx within 5 s, else 1 (the
+    /// container image's HEALTHCHECK: it has no curl).
+    Healthcheck {
+        /// The endpoint to ask.
+        #[arg(long, default_value = "http://127.0.0.1:7025/healthz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +147,34 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { role } => serve(load_config(file, role)).await,
         Command::Check => check(load_config(file, None)).await,
         Command::DeadLetters { action } => dead_letters(load_config(file, None), action).await,
+        Command::Healthcheck { url } => healthcheck(&url).await,
+    }
+}
+
+/// Prints the answer on success (Docker keeps it in the container's health log), the
+/// reason on stderr and exit code 1 otherwise.
+async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let answer = async {
+        let response = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?
+            .get(url)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        anyhow::ensure!(status.is_success(), "answered {status}: {body}");
+        Ok(body)
+    };
+    match answer.await {
+        Ok(body) => {
+            println!("{body}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("city-bridge: {url}: {e:#}");
+            std::process::exit(1)
+        }
     }
 }
 

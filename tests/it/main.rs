@@ -9,6 +9,7 @@ mod city_api;
 mod crash;
 mod dead_letters;
 mod fuzz;
+mod healthcheck;
 mod ingest;
 mod messaging_flow;
 mod messaging_rules;
