@@ -37,6 +37,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let addr = var("BENCH_BRIDGE_ADDR", Some("127.0.0.1:17125"));
+    // Where the clients connect: another instance (BRIDGE_ROLE=api) fed by the bus, or the
+    // one Synapse pushes to.
+    let ws_addr = var("BENCH_WS_ADDR", Some(&addr));
     let token = var("BENCH_HS_TOKEN", None);
     let jwt_secret = var("BENCH_JWT_SECRET", None);
     let pid = var("BENCH_BRIDGE_PID", None);
@@ -60,7 +63,7 @@ async fn main() {
     let mut tasks = Vec::with_capacity(clients);
     let connect_start = Instant::now();
     for _ in 0..clients {
-        let url = format!("ws://{addr}/ws/messaging/general?token={jwt}");
+        let url = format!("ws://{ws_addr}/ws/messaging/general?token={jwt}");
         let (mut socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("connect");
