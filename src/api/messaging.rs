@@ -11,7 +11,7 @@ use axum::{
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, UserId, api::error::ErrorKind};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
@@ -296,6 +296,33 @@ async fn view(
         })
 }
 
+/// The answer to a send Synapse accepted: 201 with the message; or, when the instance
+/// Synapse pushes to has not indexed it yet (an API-only instance waits 10 s for that),
+/// 202 with its event id — it was sent, and a retry would send it again.
+async fn sent(
+    state: &AppState,
+    channel: &CityRoom,
+    event_id: &EventId,
+    viewer: &UserId,
+) -> Result<Response, ApiError> {
+    match state
+        .store
+        .message(&channel.id, event_id.as_str(), viewer.as_str())
+        .await?
+    {
+        Some(message) => Ok((StatusCode::CREATED, Json(message)).into_response()),
+        None => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "channel_id": channel.id,
+                "matrix_event_id": event_id,
+                "indexed": false,
+            })),
+        )
+            .into_response()),
+    }
+}
+
 /// `?microdao_id=`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ChannelFilter {
@@ -490,7 +517,34 @@ async fn set_power(
     user: &UserId,
     level: i64,
 ) -> Result<(), ApiError> {
-    let mut levels = state.homeserver.power_levels(room_id).await?;
+    let levels = state.homeserver.power_levels(room_id).await?;
+    set_power_in(state, room_id, levels, user, level).await
+}
+
+/// Whether `user` may give `level` under the room's power levels `levels` (the Matrix
+/// rules: one's own level bounds what one gives, and changing power levels is a state
+/// event needing its own level).
+fn may_grant(levels: &Value, user: &UserId, level: i64) -> bool {
+    let number = |v: &Value, default: i64| v.as_i64().unwrap_or(default);
+    let own = number(
+        &levels["users"][user.as_str()],
+        number(&levels["users_default"], 0),
+    );
+    let needed = number(
+        &levels["events"]["m.room.power_levels"],
+        number(&levels["state_default"], 50),
+    );
+    own >= level && own >= needed
+}
+
+/// Sets `user`'s level in `levels` (as read from the room) and stores them.
+async fn set_power_in(
+    state: &AppState,
+    room_id: &OwnedRoomId,
+    mut levels: Value,
+    user: &UserId,
+    level: i64,
+) -> Result<(), ApiError> {
     if levels["users"][user.as_str()] == json!(level) {
         return Ok(());
     }
@@ -630,9 +684,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     params(("id" = String, Path, description = "room_city_<slug>, or the slug"),
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     security(("bearer" = [])),
-    responses((status = 201, body = MessageView), (status = 403, description = "not a member, or archived"),
+    responses((status = 201, body = MessageView), (status = 202, description = "sent, not indexed yet by the instance Synapse pushes to: {channel_id, matrix_event_id, indexed: false}"), (status = 403, description = "not a member, or archived"),
         (status = 404, description = "no such channel"), (status = 409, description = "encrypted channel"),
-        (status = 422, description = "invalid field, or text over 16,000 characters"),
+        (status = 422, description = "invalid field, text over 16,000 characters, or an Idempotency-Key used for another channel"),
         (status = 429, description = "rate limited; see Retry-After"),
         (status = 503, description = "puppeting disabled, or Synapse unavailable")))]
 pub async fn send_message(
@@ -660,8 +714,19 @@ pub async fn send_message(
             .sent_with_key(person.user_id.as_str(), key)
             .await?
     {
-        let message = view(&state, &channel.room, &event_id, &person.user_id).await?;
-        return Ok((StatusCode::CREATED, Json(message)).into_response());
+        // The first send's message, if it was to this channel: a key reused for another
+        // channel is the caller's mistake, not a replay.
+        return match state
+            .store
+            .message(&channel.room.id, &event_id, person.user_id.as_str())
+            .await?
+        {
+            Some(message) => Ok((StatusCode::CREATED, Json(message)).into_response()),
+            None => Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+                    .with_detail("this Idempotency-Key was used for a message to another channel"),
+            ),
+        };
     }
     if channel.room.encrypted {
         return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
@@ -696,8 +761,7 @@ pub async fn send_message(
             .remember_send(person.user_id.as_str(), key, event_id.as_str())
             .await?;
     }
-    let message = view(&state, &channel.room, event_id.as_str(), &person.user_id).await?;
-    Ok((StatusCode::CREATED, Json(message)).into_response())
+    sent(&state, &channel.room, &event_id, &person.user_id).await
 }
 
 /// New text for a message.
@@ -1071,6 +1135,21 @@ pub async fn invite(
     };
     let channel = readable(&state, &id, &person).await?;
     let room_id = writable_room(&state, &channel).await?;
+    // The bridge's own user sets the power level, so the caller's right to give it is
+    // checked here, as Synapse would check it for the caller: a role above member only
+    // from someone whose own level is at least that role and who may change power levels.
+    let levels = match level {
+        Some(level) => {
+            let levels = state.homeserver.power_levels(&room_id).await?;
+            if !person.admin && !may_grant(&levels, &person.user_id, level) {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with_detail(
+                    "giving this role needs a power level at least as high, and the right to change power levels",
+                ));
+            }
+            Some((levels, level))
+        }
+        None => None,
+    };
     actor
         .ensure_exists(&state)
         .await
@@ -1083,17 +1162,22 @@ pub async fn invite(
         .await
     {
         Ok(()) => {}
-        // Joined already: the invitation is moot, the role still applies.
-        Err(e) if e.status() == Some(StatusCode::FORBIDDEN) && agent => {
-            tracing::debug!(%invitee, error = %e, "invite refused; the agent may be joined already");
+        // An agent joined already: the invitation is moot, the role still applies. Any
+        // other refusal (the caller may not invite) is the caller's answer.
+        Err(e)
+            if e.status() == Some(StatusCode::FORBIDDEN)
+                && agent
+                && is_joined(&state, &channel.room, &invitee).await? =>
+        {
+            tracing::debug!(%invitee, "invite refused: the agent is joined already");
         }
         Err(e) => return Err(user_action_error(e.into())),
     }
     if agent {
         state.homeserver.join(&room_id, &invitee).await?;
     }
-    if let Some(level) = level {
-        set_power(&state, &room_id, &invitee, level).await?;
+    if let Some((levels, level)) = levels {
+        set_power_in(&state, &room_id, levels, &invitee, level).await?;
     }
     state
         .store
@@ -1145,7 +1229,7 @@ pub struct AgentPost {
     request_body = AgentPost,
     params(("agent_id" = String, Path, description = "agent:<name>")),
     security(("bearer" = [])),
-    responses((status = 201, body = MessageView), (status = 403, description = "the agent is not a member"),
+    responses((status = 201, body = MessageView), (status = 202, description = "sent, not indexed yet"), (status = 429, description = "rate limited (Retry-After)"), (status = 403, description = "the agent is not a member"),
         (status = 404, description = "no such agent or channel"), (status = 409, description = "encrypted channel"),
         (status = 422, description = "invalid field")))]
 pub async fn agent_post(
@@ -1188,6 +1272,13 @@ pub async fn agent_post(
         joined,
     };
     let room_id = writable_room(&state, &channel).await?;
+    // Agents are held to the same limits as people: their own, and the channel's.
+    if let Err(wait) = state
+        .limits
+        .take(&[&format!("u:{user}"), &format!("c:{}", channel.room.id)])
+    {
+        return Ok(retry_after(wait));
+    }
     let actor = Actor::Agent(user.clone());
     let outgoing = Outgoing::text(
         "m.notice",
@@ -1204,8 +1295,7 @@ pub async fn agent_post(
         &outgoing,
     )
     .await?;
-    let message = view(&state, &channel.room, event_id.as_str(), &user).await?;
-    Ok((StatusCode::CREATED, Json(message)).into_response())
+    sent(&state, &channel.room, &event_id, &user).await
 }
 
 /// `?q=&channel_id=&limit=`.
@@ -1266,6 +1356,33 @@ pub async fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_those_who_hold_a_level_and_may_change_levels_give_it() {
+        let alice = UserId::parse("@alice:example.org").unwrap();
+        let bob = UserId::parse("@bob:example.org").unwrap();
+        let levels = json!({
+            "users": {"@alice:example.org": 100, "@bob:example.org": 50},
+            "users_default": 0,
+            "events": {"m.room.power_levels": 100},
+        });
+        assert!(may_grant(&levels, &alice, 100));
+        assert!(
+            !may_grant(&levels, &bob, 50),
+            "bob may not change power levels"
+        );
+        let moderators_may = json!({"users": {"@bob:example.org": 50}, "state_default": 50});
+        assert!(may_grant(&moderators_may, &bob, 50));
+        assert!(
+            !may_grant(&moderators_may, &bob, 100),
+            "not above one's own level"
+        );
+        let carol = UserId::parse("@carol:example.org").unwrap();
+        assert!(
+            !may_grant(&moderators_may, &carol, 50),
+            "users_default is 0"
+        );
+    }
 
     #[test]
     fn roles_from_power_levels() {

@@ -157,7 +157,18 @@ async fn discover(state: &AppState, room_id: &RoomId) -> Result<()> {
     let rooms = Rooms::new(state);
     let _turn = state.room_locks.lock(&slug).await;
     let room = match state.store.room_by_slug(&slug).await? {
-        Some(room) if room.matrix_room_id.is_none() && room.archived_at.is_none() => room,
+        // Unrecorded; or recorded by another instance (an API-only one created it) after
+        // this room's first events were routed here: either way those events were not
+        // indexed, and the history read after recording finds them.
+        Some(room)
+            if room.archived_at.is_none()
+                && room
+                    .matrix_room_id
+                    .as_deref()
+                    .is_none_or(|recorded| recorded == room_id) =>
+        {
+            room
+        }
         _ => {
             state.directory.mark_not_city(room_id.to_owned());
             return Ok(());

@@ -220,6 +220,79 @@ async fn a_replayed_send_with_the_same_idempotency_key_sends_once() {
         .filter(|m| m["content_preview"] == "once only")
         .count();
     assert_eq!(indexed, 1);
+
+    // The same key for a message to another channel is a mistake, not a replay.
+    let (other, _) = channel(&alice, json!({})).await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/messaging/channels/{other}/messages",
+            env().bridge_addr
+        ))
+        .bearer_auth(token_of(&alice))
+        .header("Idempotency-Key", &key)
+        .json(&json!({"text": "somewhere else"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "idempotency_key_reused", "{body}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn only_a_room_admin_gives_roles() {
+    let bridge = Bridge::start().await;
+    let alice = MatrixUser::register("alice").await;
+    let bob = MatrixUser::register("bob").await;
+    let (slug, room_id) = channel(&alice, json!({})).await;
+    bob.join(&room_id).await.unwrap();
+    let invite = |token: String, member: String, role: &'static str| {
+        let slug = slug.clone();
+        async move {
+            api(
+                Method::POST,
+                &format!("/api/messaging/channels/{slug}/members"),
+                Some(&token),
+                Some(json!({"member_id": member, "role": role})),
+            )
+            .await
+        }
+    };
+    let carol = MatrixUser::register("carol").await;
+    let dave = MatrixUser::register("dave").await;
+    let user_of = |u: &MatrixUser| format!("user:{}", u.localpart());
+
+    // Bob, a member (power 0), may not make anyone an admin or a moderator.
+    for role in ["admin", "moderator"] {
+        let (status, body) = invite(token_of(&bob), user_of(&dave), role).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("forbidden")),
+            "{body}"
+        );
+        assert!(
+            body["detail"].as_str().unwrap().contains("power level"),
+            "refused by the bridge before anything is sent: {body}"
+        );
+    }
+    let levels = alice.state(&room_id, "m.room.power_levels").await.unwrap();
+    assert!(levels["users"][&dave.user_id].is_null(), "{levels}");
+
+    // Alice, the channel's creator and admin, may.
+    let (status, body) = invite(token_of(&alice), user_of(&carol), "moderator").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["role"], "moderator");
+    let levels = alice.state(&room_id, "m.room.power_levels").await.unwrap();
+    assert_eq!(levels["users"][&carol.user_id], 50, "{levels}");
+    // A plain invitation is Synapse's to allow, as in Element: the room's invite level is
+    // 50, so Bob's is refused.
+    let (status, body) = invite(token_of(&bob), user_of(&dave), "member").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     bridge.stop().await;
 }
 
