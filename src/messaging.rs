@@ -4,12 +4,14 @@
 //! through the API runs the accepted event through the same pipeline, so a message is
 //! indexed once whether Synapse's push or the API's own write comes first.
 
+mod creators;
 mod hub;
 mod limits;
 mod live;
 mod send;
 
 pub use self::{
+    creators::{settle_creators, with_level},
     hub::ChannelHub,
     limits::RateLimits,
     live::{announce, typing},

@@ -16,7 +16,7 @@ pub use self::{
         ChannelView, Cursor, MemberRow, MessageView, Page, ReactionCount, SearchHit, channel_id,
     },
     outbox::{OutboxRow, Pending},
-    rooms::{CityRoom, NewRoom, Recorded, RoomUpdate},
+    rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
     transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };
 

@@ -206,6 +206,7 @@ pub async fn create(
         is_default: body.is_default,
         microdao_id: None,
         encrypted: false,
+        creator: None,
     };
     let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
         return Err(

@@ -71,6 +71,7 @@ pub async fn create_matrix_room(
             is_default: false,
             microdao_id: None,
             encrypted: false,
+            creator: None,
         };
         state.store.insert_room(&new).await?;
         state.hub.catalog_changed();

@@ -422,11 +422,11 @@ pub async fn create_channel(
     person: Person,
     ApiJson(body): ApiJson<CreateChannel>,
 ) -> Result<Response, ApiError> {
-    let homeserver = person
+    // The creator is joined as themself: without the puppet registration, refused.
+    person
         .actor()
         .homeserver(&state)
-        .ok_or_else(puppeting_disabled)?
-        .clone();
+        .ok_or_else(puppeting_disabled)?;
     let name = check_name(&body.name)?;
     check_description(body.description.as_deref())?;
     if body
@@ -452,30 +452,19 @@ pub async fn create_channel(
         is_default: false,
         microdao_id: body.microdao_id.as_deref(),
         encrypted: body.encrypted,
+        creator: Some((&person.user_id, &person.sub)),
     };
     let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
         return Err(
             ApiError::new(StatusCode::CONFLICT, "slug_taken").with_detail(format!("{slug} exists"))
         );
     };
-    if let (true, Some(room_id)) = (ready, room.matrix_room_id.as_ref()) {
-        make_creator_admin(&state, &homeserver, room_id, &person).await?;
+    if ready {
+        // Otherwise the reconciler does it, once it has made the Matrix room.
+        messaging::settle_creators(&state, Some(&slug))
+            .await
+            .map_err(user_action_error)?;
     }
-    state
-        .store
-        .record_event(
-            subjects::CHANNEL_CREATED,
-            room.id.as_str(),
-            &json!({
-                "type": "channel.created",
-                "channel_id": room.id,
-                "microdao_id": room.microdao_id,
-                "matrix_room_id": room.matrix_room_id,
-                "created_by": person.sub,
-            }),
-        )
-        .await?;
-    state.relay_due.notify_one();
     tracing::info!(%slug, by = %person.sub, ready, "channel created");
     let view = state
         .store
@@ -488,37 +477,6 @@ pub async fn create_channel(
         StatusCode::ACCEPTED
     };
     Ok((status, Json(view)).into_response())
-}
-
-/// Power level 100 for the creator, an invitation (private rooms), and the join.
-async fn make_creator_admin(
-    state: &AppState,
-    homeserver: &crate::matrix::Homeserver,
-    room_id: &OwnedRoomId,
-    person: &Person,
-) -> Result<(), ApiError> {
-    person
-        .actor()
-        .ensure_exists(state)
-        .await
-        .map_err(user_action_error)?;
-    set_power(state, room_id, &person.user_id, 100).await?;
-    state
-        .homeserver
-        .invite(room_id, person.user_id.clone(), None)
-        .await?;
-    homeserver.join(room_id, &person.user_id).await?;
-    Ok(())
-}
-
-async fn set_power(
-    state: &AppState,
-    room_id: &OwnedRoomId,
-    user: &UserId,
-    level: i64,
-) -> Result<(), ApiError> {
-    let levels = state.homeserver.power_levels(room_id).await?;
-    set_power_in(state, room_id, levels, user, level).await
 }
 
 /// Whether `user` may give `level` under the room's power levels `levels` (the Matrix
@@ -541,18 +499,13 @@ fn may_grant(levels: &Value, user: &UserId, level: i64) -> bool {
 async fn set_power_in(
     state: &AppState,
     room_id: &OwnedRoomId,
-    mut levels: Value,
+    levels: Value,
     user: &UserId,
     level: i64,
 ) -> Result<(), ApiError> {
-    if levels["users"][user.as_str()] == json!(level) {
-        return Ok(());
+    if let Some(levels) = messaging::with_level(levels, user, level) {
+        state.homeserver.set_power_levels(room_id, &levels).await?;
     }
-    if !levels["users"].is_object() {
-        levels["users"] = json!({});
-    }
-    levels["users"][user.as_str()] = json!(level);
-    state.homeserver.set_power_levels(room_id, &levels).await?;
     Ok(())
 }
 

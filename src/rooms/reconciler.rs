@@ -37,6 +37,11 @@ pub async fn reconcile(state: AppState) {
                 }
             }
         }
+        // Channels created meanwhile through the API: their creators become their admins.
+        if let Err(e) = crate::messaging::settle_creators(&state, None).await {
+            warn!(error = %e, "cannot settle the creators of new channels yet");
+            failed = true;
+        }
         delay = if failed { (delay * 2).min(MAX) } else { MIN };
         let wait = if failed { delay } else { MAX };
         tokio::select! {

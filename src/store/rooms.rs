@@ -1,7 +1,7 @@
 //! `city_rooms`.
 
 use chrono::{DateTime, Utc};
-use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use sqlx::{Row as _, postgres::PgRow};
 
 use super::Store;
@@ -125,6 +125,26 @@ pub struct NewRoom<'a> {
     pub microdao_id: Option<&'a str>,
     /// Whether its Matrix room is created end-to-end encrypted.
     pub encrypted: bool,
+    /// The person creating it through the messaging API (Matrix user, JWT subject): made
+    /// its admin once its Matrix room exists.
+    pub creator: Option<(&'a UserId, &'a str)>,
+}
+
+/// A channel whose creator has yet to be joined and made admin of its Matrix room.
+#[derive(Debug, Clone)]
+pub struct UnsettledCreator {
+    /// The channel.
+    pub id: CityRoomId,
+    /// Its Matrix room.
+    pub matrix_room_id: OwnedRoomId,
+    /// The creator.
+    pub user_id: OwnedUserId,
+    /// The creator's JWT subject.
+    pub sub: String,
+    /// The microDAO of the channel.
+    pub microdao_id: Option<String>,
+    /// Whether the room is invite-only (the creator is invited before joining).
+    pub private: bool,
 }
 
 /// Changes to a city room's own fields.
@@ -144,8 +164,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let inserted: Option<CityRoom> = sqlx::query_as(&format!(
             "INSERT INTO city_rooms (id, slug, name, description, visibility, microdao_id, \
-                                     encrypted, matrix_pending_since) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+                                     encrypted, creator_user_id, creator_sub, matrix_pending_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
         .bind(room.slug.city_room_id().as_str())
@@ -155,6 +175,8 @@ impl Store {
         .bind(room.visibility.as_str())
         .bind(room.microdao_id)
         .bind(room.encrypted)
+        .bind(room.creator.map(|(user, _)| user.as_str()))
+        .bind(room.creator.map(|(_, sub)| sub))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(mut inserted) = inserted else {
@@ -363,6 +385,62 @@ impl Store {
             },
             Some((None, _)) => Recorded::Gone,
         })
+    }
+
+    /// Channels with a Matrix room whose creator is not settled yet (`slug`: that one
+    /// only).
+    pub async fn unsettled_creators(&self, slug: Option<&Slug>) -> Result<Vec<UnsettledCreator>> {
+        let rows: Vec<(String, String, String, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, matrix_room_id, creator_user_id, creator_sub, microdao_id, visibility \
+             FROM city_rooms WHERE creator_user_id IS NOT NULL AND matrix_room_id IS NOT NULL \
+             AND ($1::text IS NULL OR slug = $1) ORDER BY created_at",
+        )
+        .bind(slug.map(Slug::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut unsettled = Vec::with_capacity(rows.len());
+        for (id, room_id, user_id, sub, microdao_id, visibility) in rows {
+            unsettled.push(UnsettledCreator {
+                id: decode("id", CityRoomId::parse(id))?,
+                matrix_room_id: decode("matrix_room_id", OwnedRoomId::try_from(room_id))?,
+                user_id: decode("creator_user_id", OwnedUserId::try_from(user_id))?,
+                sub,
+                microdao_id,
+                private: visibility == Visibility::Private.as_str(),
+            });
+        }
+        Ok(unsettled)
+    }
+
+    /// The creator of `channel` is joined and its admin: writes `messaging.channel.created`
+    /// and forgets the creator, in one transaction (once, however many times it is called).
+    pub async fn creator_settled(&self, channel: &UnsettledCreator, subject: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let cleared = sqlx::query(
+            "UPDATE city_rooms SET creator_user_id = NULL, creator_sub = NULL \
+             WHERE id = $1 AND creator_user_id IS NOT NULL",
+        )
+        .bind(channel.id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if cleared == 1 {
+            super::outbox::record_event(
+                &mut tx,
+                subject,
+                channel.id.as_str(),
+                &serde_json::json!({
+                    "type": "channel.created",
+                    "channel_id": channel.id,
+                    "microdao_id": channel.microdao_id,
+                    "matrix_room_id": channel.matrix_room_id,
+                    "created_by": channel.sub,
+                }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Every active city room's slug and visibility, for the presence catalog (not the

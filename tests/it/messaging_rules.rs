@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
-    Bridge, GATEWAY_SECRET, MatrixUser, api, encode, env, eventually, jwt, unique,
+    Bridge, GATEWAY_SECRET, MatrixUser, api, encode, env, eventually, jwt, start_synapse,
+    stop_synapse, unique,
 };
 
 fn token_of(user: &MatrixUser) -> String {
@@ -795,5 +796,67 @@ async fn speaking_in_a_city_room_without_its_matrix_room_yet_creates_it() {
             .await
             .unwrap();
     assert!(mapped.is_some(), "the Matrix room was created and recorded");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_created_while_synapse_is_down_is_its_creators_once_it_exists() {
+    let bridge = Bridge::start().await;
+    let alice = MatrixUser::register("alice").await;
+    let slug = unique("down");
+    stop_synapse();
+    let (status, created) = api(
+        Method::POST,
+        "/api/messaging/channels",
+        Some(&token_of(&alice)),
+        Some(json!({"slug": slug, "name": "Поки офлайн", "visibility": "private"})),
+    )
+    .await;
+    start_synapse();
+    assert_eq!(status, 202, "{created}");
+    assert!(created["matrix_room_id"].is_null(), "{created}");
+    let no_event: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE subject = 'messaging.channel.created' AND channel_id = $1",
+    )
+    .bind(format!("room_city_{slug}"))
+    .fetch_one(bridge.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        no_event, 0,
+        "no channel.created before the channel has its room"
+    );
+
+    // The reconciler makes the room; Alice ends up its admin and a member, and may read
+    // her private channel.
+    let alice_jwt = token_of(&alice);
+    let room_id: String = eventually("the creator joined her channel", || async {
+        let (status, channel) = api(
+            Method::GET,
+            &format!("/api/messaging/channels/{slug}"),
+            Some(&alice_jwt),
+            None,
+        )
+        .await;
+        let room_id = channel["matrix_room_id"].as_str()?.to_owned();
+        let joined = alice.state(&room_id, "m.room.create").await.is_ok();
+        (status == 200 && joined).then_some(room_id)
+    })
+    .await;
+    let levels = alice.state(&room_id, "m.room.power_levels").await.unwrap();
+    assert_eq!(levels["users"][&alice.user_id], 100, "{levels}");
+    let payload: Value = eventually("channel.created written", || async {
+        sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE subject = 'messaging.channel.created' \
+             AND channel_id = $1",
+        )
+        .bind(format!("room_city_{slug}"))
+        .fetch_optional(bridge.pool())
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(payload["matrix_room_id"], room_id.as_str(), "{payload}");
+    assert_eq!(payload["created_by"], format!("user:{}", alice.localpart()));
     bridge.stop().await;
 }
