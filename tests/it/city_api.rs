@@ -569,8 +569,37 @@ async fn browsers_get_cors_and_an_openapi_document() {
         "/internal/matrix/rooms/find-by-alias",
         "/internal/city/matrix/backfill",
         "/internal/city/rooms",
+        "/internal/dead-letters/replay",
+        "/internal/agents/{agent_id}/presence",
+        "/internal/agents/{agent_id}/post-to-channel",
+        "/api/messaging/search",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    for (path, methods) in [
+        ("/api/messaging/channels", &["get", "post"][..]),
+        ("/api/messaging/channels/{id}", &["get"]),
+        ("/api/messaging/channels/{id}/messages", &["get", "post"]),
+        (
+            "/api/messaging/channels/{id}/messages/{event_id}",
+            &["patch", "delete"],
+        ),
+        (
+            "/api/messaging/channels/{id}/messages/{event_id}/reactions",
+            &["post"],
+        ),
+        (
+            "/api/messaging/channels/{id}/messages/{event_id}/reactions/{key}",
+            &["delete"],
+        ),
+        ("/api/messaging/channels/{id}/members", &["get", "post"]),
+    ] {
+        for method in methods {
+            assert!(
+                doc["paths"][path].get(method).is_some(),
+                "{method} {path} documented"
+            );
+        }
     }
     bridge.stop().await;
 }
