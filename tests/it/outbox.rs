@@ -155,10 +155,15 @@ async fn nothing_is_lost_or_doubled_while_nats_is_away_or_a_mark_is_lost() {
     })
     .await;
 
-    // NATS goes away; Synapse's pushes are still answered (the history shows them).
+    // NATS goes away for a minute (long enough for the client's reconnect backoff to
+    // grow); Synapse's pushes are still answered (the history shows them).
     nats.stop();
-    for n in 2..5 {
+    let away = std::time::Instant::now();
+    let mut n = 2;
+    while away.elapsed() < std::time::Duration::from_secs(60) {
         sent.extend(say(n).await);
+        n += 1;
+        tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     }
     let jwt2 = alice_jwt.clone();
     let last = sent.last().unwrap().clone();
