@@ -7,6 +7,7 @@ mod appservice_api;
 mod check;
 mod city_api;
 mod crash;
+mod database_outage;
 mod dead_letters;
 mod fuzz;
 mod healthcheck;
