@@ -36,7 +36,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let addr = var("BENCH_BRIDGE_ADDR", Some("127.0.0.1:17125"));
+    let addr = var("BENCH_BRIDGE_ADDR", Some("127.0.0.1:16125"));
     // Where the clients connect: another instance (BRIDGE_ROLE=api) fed by the bus, or the
     // one Synapse pushes to.
     let ws_addr = var("BENCH_WS_ADDR", Some(&addr));

@@ -95,7 +95,7 @@ async fn load(db: &mut PgConnection) {
 
 #[tokio::main]
 async fn main() {
-    let url = var("BENCH_BRIDGE_URL", Some("http://127.0.0.1:17125"));
+    let url = var("BENCH_BRIDGE_URL", Some("http://127.0.0.1:16125"));
     let database_url = var("BENCH_DATABASE_URL", None);
     let secret = var("BENCH_JWT_SECRET", None);
     let requests: usize = var("BENCH_REQUESTS", Some("2000")).parse().unwrap();

@@ -1,7 +1,9 @@
 //! Presence fan-out benchmark: BENCH_CLIENTS WebSocket clients on `/ws/city/presence`
 //! while this program plays Synapse, pushing `m.typing` for a mapped room one transaction
 //! at a time. Reports delivery latency (transaction sent → update received by a client,
-//! over every client and update) and the bridge's memory per idle connection.
+//! over every client and update), the bridge's memory per idle connection and its CPU
+//! time per delivered update. One thread (the load generator must cost less than the
+//! server on a shared machine).
 //! Run it with `scripts/bench-presence.sh`, which sets everything up.
 
 use std::{
@@ -34,9 +36,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-#[tokio::main]
+/// CPU time (user + system) the process has used, from /proc (clock ticks of 10 ms).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("bridge process");
+    // The fields after the command (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let addr = var("BENCH_BRIDGE_ADDR", Some("127.0.0.1:17125"));
+    let addr = var("BENCH_BRIDGE_ADDR", Some("127.0.0.1:16125"));
     // Where the clients connect: another instance (BRIDGE_ROLE=api) fed by the bus, or the
     // one Synapse pushes to.
     let ws_addr = var("BENCH_WS_ADDR", Some(&addr));
@@ -99,6 +115,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = rss_kib(&pid);
 
+    let cpu_before = cpu_time(&pid);
     let http = reqwest::Client::new();
     for k in 0..updates {
         let body = json!({
@@ -128,6 +145,7 @@ async fn main() {
             latencies.extend(seen);
         }
     }
+    let cpu = cpu_time(&pid).saturating_sub(cpu_before);
     latencies.sort();
     let expected = clients * updates;
     println!(
@@ -150,6 +168,11 @@ async fn main() {
         latencies.len()
     );
     if !latencies.is_empty() {
+        println!(
+            "  server CPU per delivery    : {:.2} µs ({:.2} s over the updates)",
+            cpu.as_secs_f64() * 1e6 / latencies.len() as f64,
+            cpu.as_secs_f64()
+        );
         println!(
             "  delivery latency p50       : {:.2} ms",
             percentile(&latencies, 50.0).as_secs_f64() * 1e3

@@ -34,7 +34,7 @@ fn event(room_id: &str, id: &str, body: &str) -> Value {
 
 #[tokio::main]
 async fn main() {
-    let url = var("BENCH_BRIDGE_URL", Some("http://127.0.0.1:17125"));
+    let url = var("BENCH_BRIDGE_URL", Some("http://127.0.0.1:16125"));
     let token = var("BENCH_HS_TOKEN", None);
     let database_url = var("BENCH_DATABASE_URL", None);
     let nats = var("BENCH_NATS_URL", Some("nats://127.0.0.1:4222"));

@@ -27,7 +27,7 @@ fn ms(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let bridge = var("BENCH_BRIDGE_URL", Some("http://127.0.0.1:17125"));
+    let bridge = var("BENCH_BRIDGE_URL", Some("http://127.0.0.1:16125"));
     let synapse = var("BENCH_SYNAPSE_URL", None);
     let secret = var("BENCH_JWT_SECRET", None);
     let count: usize = var("BENCH_MESSAGES", Some("500")).parse().unwrap();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Channel fan-out benchmark: the release bridge on 127.0.0.1:17125 with one mapped room
+# Channel fan-out benchmark: the release bridge on 127.0.0.1:16125 with one mapped room
 # (the channel `general`); bench/channel.rs connects BENCH_CLIENTS WebSocket clients to
 # /ws/messaging/general and plays Synapse pushing messages.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# History benchmark: the release bridge on 127.0.0.1:17125 with a fresh Postgres database;
+# History benchmark: the release bridge on 127.0.0.1:16125 with a fresh Postgres database;
 # bench/history.rs loads 1,000,000 messages into 10 channels with COPY, then reads pages of
 # 50 (the newest, and deep ones by cursor) through the bridge's REST API.
 #

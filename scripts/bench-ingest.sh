@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ingest benchmark: the release bridge on 127.0.0.1:17125 with a fresh Postgres database
+# Ingest benchmark: the release bridge on 127.0.0.1:16125 with a fresh Postgres database
 # and one mapped room; bench/ingest.rs plays Synapse against it. No Synapse is needed:
 # ingestion does not call the homeserver.
 #
@@ -16,7 +16,7 @@ wait_for_bridge
 psql -q "$BENCH_DATABASE_URL" -c "UPDATE city_rooms SET matrix_room_id = '!bench:localhost' WHERE slug = 'general'"
 # A Prometheus scrape every 5 s while the load runs: the counters must be seen moving.
 scrape() {
-  curl -fsS http://127.0.0.1:17125/metrics \
+  curl -fsS http://127.0.0.1:16125/metrics \
     | grep -E '^city_bridge_(transactions_total|events_total\{.*outcome="applied"|ack_seconds_count)' \
     | sed "s/^/metrics @${1}s: /" || true
 }

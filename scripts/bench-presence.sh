@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Presence fan-out benchmark: the release bridge on 127.0.0.1:17125 (in-process bus,
+# Presence fan-out benchmark: the release bridge on 127.0.0.1:16125 (in-process bus,
 # throttle off so every change is delivered) with one mapped room; bench/presence.rs
 # connects BENCH_CLIENTS WebSocket clients and plays Synapse pushing typing changes.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Outbox relay benchmark: the release bridge on 127.0.0.1:17125 with NATS (JetStream, the
+# Outbox relay benchmark: the release bridge on 127.0.0.1:16125 with NATS (JetStream, the
 # stream BENCH_EVENTS) and one mapped room; bench/relay.rs plays Synapse and measures how
 # fast the relay gets messages into JetStream, and push → subscriber latency.
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Send benchmark: a throwaway Synapse on :18808 with both registrations, the release bridge
-# on 127.0.0.1:17125 pointed at it; bench/send.rs alternates sends straight to Synapse and
+# on 127.0.0.1:16125 pointed at it; bench/send.rs alternates sends straight to Synapse and
 # through the bridge's messaging API, as the same user.
 #
 #   scripts/bench-send.sh             # BENCH_MESSAGES=500
