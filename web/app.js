@@ -89,8 +89,21 @@ const city = {
   socket: null,
 };
 
-function elementLink(alias) {
-  return alias ? `https://matrix.to/#/${alias}` : null;
+/** The homeserver's name, from any room that has its alias already, or from the JWT. */
+function serverName() {
+  const aliases = [...city.rooms.map((r) => r.matrix_room_alias), room?.info?.matrix_room_alias, me?.matrix_user_id];
+  const known = aliases.find((a) => a && a.includes(':'));
+  return known ? known.slice(known.indexOf(':') + 1) : null;
+}
+
+/**
+ * `https://matrix.to/#/<alias>`. A room whose Matrix room does not exist yet still has its
+ * alias: joining `#city_<slug>` makes the bridge create it.
+ */
+function elementLink(slug, alias) {
+  const server = serverName();
+  const target = alias ?? (server ? `#city_${slug}:${server}` : null);
+  return target ? `https://matrix.to/#/${target}` : null;
 }
 
 function isActive(slug) {
@@ -105,7 +118,7 @@ function roomCard(room) {
   const online = live.online_count ?? room.members_online ?? 0;
   const typing = live.typing_count ?? 0;
   const active = isActive(room.slug);
-  const link = elementLink(live.matrix_room_alias ?? room.matrix_room_alias);
+  const link = elementLink(room.slug, live.matrix_room_alias ?? room.matrix_room_alias);
   const titleId = `room-title-${room.slug}`;
   return el(
     'li',
@@ -422,8 +435,17 @@ async function catchUp() {
   if (current.catchingUp) return current.catchingUp;
   current.catchingUp = (async () => {
     let cursor = newestCursor();
-    if (!cursor) return;
     const stick = nearBottom();
+    if (!cursor) {
+      // Nothing shown yet: the newest page is what there is to catch up on.
+      const page = await api('GET', `${messagePath()}?${new URLSearchParams({ limit: String(PAGE) })}`);
+      if (room !== current) return;
+      for (const message of [...page.messages].reverse()) {
+        if (upsert(message)) announce(message);
+      }
+      if (stick) scrollToBottom();
+      return;
+    }
     for (;;) {
       const page = await api('GET', `${messagePath()}?${new URLSearchParams({ limit: '100', after: cursor })}`);
       if (room !== current) return;
@@ -571,7 +593,8 @@ async function openRoom(slug) {
   $('room-name').textContent = current.info.name;
   document.title = `${current.info.name} — DAARION.city`;
   $('room-description').textContent = current.info.description ?? '';
-  const link = elementLink(current.info.matrix_room_alias);
+  if (city.rooms.length === 0 && !current.info.matrix_room_alias) await loadRooms().catch(() => {});
+  const link = elementLink(slug, current.info.matrix_room_alias);
   $('room-element').hidden = !link;
   if (link) $('room-element').href = link;
   if (!me) {

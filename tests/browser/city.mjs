@@ -114,8 +114,12 @@ async function main() {
 
   // The city: the seeded rooms and ours, with their counts, live.
   await card(page).waitFor({ state: 'visible' });
+  const server = ROOM_ALIAS.slice(ROOM_ALIAS.indexOf(':') + 1);
   for (const seeded of ['general', 'welcome']) {
-    await page.locator(`[data-room-slug="${seeded}"]`).waitFor({ state: 'visible' });
+    const seededCard = page.locator(`[data-room-slug="${seeded}"]`);
+    await seededCard.waitFor({ state: 'visible' });
+    const href = await seededCard.getByRole('link', { name: 'Open in Element' }).getAttribute('href');
+    assert(href === `https://matrix.to/#/#city_${seeded}:${server}`, `every room links to Element (${seeded}: ${href})`);
   }
   assert((await card(page).locator('h2').textContent()) === ROOM_NAME, 'the card shows the room name');
   assert((await card(page).locator('.description').textContent()) === `About ${ROOM_NAME}`, 'the card shows the description');
@@ -249,6 +253,13 @@ async function main() {
   });
   await page.screenshot({ path: join(SHOTS, 'room.png') });
 
+  // The room on a phone: nothing wider than the screen, the composer in reach.
+  await page.setViewportSize({ width: 375, height: 740 });
+  await until('the room fits 375 px', () => page.evaluate(() => document.documentElement.scrollWidth <= 375));
+  assert(await composer.isVisible(), 'the composer is on screen at 375 px');
+  if (process.env.MOBILE_SCREENSHOT) await page.screenshot({ path: process.env.MOBILE_SCREENSHOT });
+  await page.setViewportSize({ width: 1200, height: 820 });
+
   // An error of the API is shown to the user: text over 16,000 characters is refused.
   await composer.fill('x'.repeat(16001));
   await composer.press('Enter');
@@ -259,9 +270,13 @@ async function main() {
   await composer.fill('');
 
   // The bridge restarts: the page notices, reconnects and shows what it missed.
+  // The browser is kept offline until both missed messages are indexed, so they can only
+  // come from reading the history `after` the newest message shown.
   await step('restart');
   await until('the page sees the socket go', async () => (await page.getAttribute('#room-live', 'data-state')) !== 'live', 30000);
+  await context.setOffline(true);
   const missed = await step('offline');
+  await context.setOffline(false);
   await until('live again', async () => (await page.getAttribute('#room-live', 'data-state')) === 'live', 60000);
   for (const text of missed.texts) {
     await until(`"${text}" after the reconnect`, async () => (await bodies(page)).includes(text), 60000);

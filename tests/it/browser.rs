@@ -306,7 +306,8 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
     browser.go(json!({"text": from_matrix})).await;
 
     // The bridge restarts. While it is away Dave speaks in Matrix (Synapse pushes it once
-    // the bridge is back); right after, Carol sends through the API.
+    // the bridge is back); right after, Carol sends through the API. The page is kept
+    // offline until both are indexed.
     browser.expect_step("restart").await;
     let while_away = format!("sent while the bridge was away {}", unique("w"));
     let after_restart = format!("sent right after the restart {}", unique("a"));
@@ -321,6 +322,24 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
             .await;
     }
     send_as(&carol_jwt, &slug, json!({"text": after_restart})).await;
+    eventually("Synapse's push of what Dave said, indexed", || {
+        let (token, slug, while_away) = (carol_jwt.clone(), slug.clone(), while_away.clone());
+        async move {
+            let (_, history) = api(
+                Method::GET,
+                &format!("/api/messaging/channels/{slug}/messages?limit=5"),
+                Some(&token),
+                None,
+            )
+            .await;
+            history["messages"]
+                .as_array()?
+                .iter()
+                .any(|m| m["content_preview"] == while_away.as_str())
+                .then_some(())
+        }
+    })
+    .await;
     browser
         .go(json!({"texts": [while_away, after_restart]}))
         .await;
@@ -336,5 +355,66 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
             "{shot} is a real PNG"
         );
     }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_is_served_to_anyone_with_its_types_and_without_cors() {
+    let bridge = Bridge::start_with(&[("CORS_ALLOWED_ORIGINS", "https://city.example.org")]).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, origin: &str| {
+        http.get(format!("{}{path}", bridge.url()))
+            .header("Origin", origin)
+            // A token the bridge would refuse: the page never looks at it.
+            .bearer_auth("not-a-jwt")
+            .send()
+    };
+    for (path, kind) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/web/app.js", "text/javascript; charset=utf-8"),
+        ("/web/api.js", "text/javascript; charset=utf-8"),
+        ("/web/i18n.js", "text/javascript; charset=utf-8"),
+        ("/web/style.css", "text/css; charset=utf-8"),
+    ] {
+        let response = get(path, "https://city.example.org").await.expect(path);
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-type"], kind, "{path}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert!(
+            headers.get("access-control-allow-origin").is_none(),
+            "{path} is not behind CORS"
+        );
+        let etag = headers["etag"].to_str().unwrap().to_owned();
+        assert!(!response.bytes().await.unwrap().is_empty(), "{path}");
+        let again = http
+            .get(format!("{}{path}", bridge.url()))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path} revalidates with its ETag");
+    }
+    let page = get("/", "https://elsewhere.example").await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"<script type="module" src="/web/app.js">"#),
+        "{html}"
+    );
+    let missing = get("/web/nope.js", "https://city.example.org")
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // CORS itself still works where it belongs.
+    let rooms = get("/api/city/rooms", "https://city.example.org")
+        .await
+        .unwrap();
+    assert_eq!(
+        rooms.headers()["access-control-allow-origin"],
+        "https://city.example.org"
+    );
     bridge.stop().await;
 }
