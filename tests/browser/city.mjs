@@ -95,8 +95,12 @@ async function launch(locale) {
 const pageErrors = [];
 
 const card = (page) => page.locator(`[data-room-slug="${SLUG}"]`);
-const messageWithBody = (page, text) =>
-  page.locator('[data-event-id]').filter({ has: page.locator('.body', { hasText: text }) });
+const escape = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** The message whose text is `text` (or starts with it, with `{ prefix: true }`). */
+const messageWithBody = (page, text, { prefix = false } = {}) =>
+  page
+    .locator('[data-event-id]')
+    .filter({ has: page.locator('.body', { hasText: new RegExp(`^${escape(text)}${prefix ? '' : '$'}`) }) });
 
 async function bodies(page) {
   return page.$$eval('[data-event-id] .body', (nodes) => nodes.map((n) => n.textContent));
@@ -180,11 +184,14 @@ async function main() {
   await until('the room open', async () => page.url().endsWith(`#/room/${SLUG}`));
   await until('the newest page of history', async () => (await page.locator('[data-event-id]').count()) === 50);
   assert((await page.textContent('#room-name')) === ROOM_NAME, 'the room name');
-  await messageWithBody(page, `seed ${SEEDS}`).first().waitFor();
+  await messageWithBody(page, `seed ${SEEDS}`).waitFor();
   await until('the room socket live', async () => (await page.getAttribute('#room-live', 'data-state')) === 'live');
   const reply = messageWithBody(page, 'a reply to the last seed');
   await until('the reply quotes its message', async () =>
     (await reply.locator('.quote').textContent()).includes(`seed ${SEEDS}`));
+  await until('the thread reply names its root, the root counts it', async () =>
+    (await messageWithBody(page, 'in the thread of seed 53').locator('.thread-mark').textContent()).includes('seed 53') &&
+    (await messageWithBody(page, `seed ${SEEDS - 2}`).locator('.thread-count').textContent()) === '1 reply in thread');
   await until('the reaction counted', async () =>
     (await messageWithBody(page, `seed ${SEEDS - 1}`).locator('.reaction').textContent()) === '👍 1');
   assert(
@@ -213,7 +220,7 @@ async function main() {
   await composer.press('Shift+Enter');
   await composer.pressSequentially('second line');
   await composer.press('Enter');
-  const mine = messageWithBody(page, 'Hello from the page');
+  const mine = messageWithBody(page, 'Hello from the page', { prefix: true });
   await until('my message on the page', async () => (await mine.locator('.body').textContent()) === sentText);
   assert((await mine.locator('.body b').count()) === 0, 'message text is never markup');
   assert((await composer.inputValue()) === '', 'the composer is emptied');

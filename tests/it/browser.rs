@@ -228,6 +228,12 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
         json!({"text": "a reply to the last seed", "reply_to": seeds[SEEDS - 1]}),
     )
     .await;
+    send_as(
+        &carol_jwt,
+        &slug,
+        json!({"text": "in the thread of seed 53", "thread_root": seeds[SEEDS - 3]}),
+    )
+    .await;
     let (status, reacted) = api(
         Method::POST,
         &format!(
@@ -256,8 +262,8 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
         ("ROOM_NAME", name.to_owned()),
         ("ROOM_ALIAS", alias(&slug)),
         ("SEED_COUNT", SEEDS.to_string()),
-        // The seeds, the agent's message and the reply.
-        ("HISTORY_COUNT", (SEEDS + 2).to_string()),
+        // The seeds, the agent's message, the reply and the thread reply.
+        ("HISTORY_COUNT", (SEEDS + 3).to_string()),
         ("SCREENSHOT_DIR", shots.display().to_string()),
     ]);
 
