@@ -6,7 +6,8 @@
 //   BRIDGE_URL PAGE_TOKEN PAGE_USER_ID ROOM_SLUG ROOM_NAME ROOM_ALIAS SEED_COUNT HISTORY_COUNT
 //   SCREENSHOT_DIR [CHROMIUM]  node city.mjs
 
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -37,6 +38,21 @@ const ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/** WCAG 2.1 A and AA rules of axe-core (contrast, names, labels, roles…) on the page as it is. */
+async function audit(page, what) {
+  // Evaluated through the debugging protocol: the page's CSP rightly refuses inline scripts.
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+    });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 5).join(', ')}`);
+  });
+  assert(violations.length === 0, `accessibility of ${what}: ${violations.join('; ')}`);
+}
 
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
@@ -151,6 +167,7 @@ async function main() {
     (await card(page).locator('.typing-badge').isVisible()) &&
     (await card(page).locator('.typing-badge').textContent()) === '1 typing');
   assert(await card(page).evaluate((node) => node.classList.contains('active')), 'a room where someone types glows');
+  await audit(page, 'the city');
   await page.setViewportSize({ width: 1100, height: 420 });
   await page.screenshot({ path: join(SHOTS, 'city.png') });
   await page.setViewportSize({ width: 1200, height: 820 });
@@ -211,6 +228,8 @@ async function main() {
   assert(shown[0] === 'seed 1', `the oldest message first (${shown[0]})`);
   assert(shown.indexOf(`seed ${SEEDS}`) > shown.indexOf('seed 2'), 'older above newer');
   assert(new Set(await page.$$eval('[data-event-id]', (n) => n.map((m) => m.dataset.eventId))).size === total, 'each message once');
+
+  await audit(page, 'the room');
 
   // Sending from the page: Shift+Enter is a new line, Enter sends; the text stays text.
   const composer = page.getByRole('textbox', { name: 'Message' });
@@ -294,9 +313,23 @@ async function main() {
 
   await context.close();
 
-  // A Ukrainian browser gets Ukrainian by default; the composer is "Повідомлення".
+  // A Ukrainian browser gets Ukrainian by default, and signs in with the form; the
+  // composer is "Повідомлення".
   const uk = await launch('uk-UA');
-  await uk.page.goto(`${BRIDGE}/?token=${encodeURIComponent(TOKEN)}#/room/${SLUG}`);
+  await uk.page.goto(`${BRIDGE}/`);
+  const tokenField = uk.page.getByLabel('Токен (JWT)');
+  await tokenField.waitFor();
+  assert((await uk.page.getAttribute('html', 'lang')) === 'uk', 'Ukrainian for a uk-UA browser');
+  await audit(uk.page, 'the sign-in form');
+  await tokenField.fill('not a token');
+  await uk.page.getByRole('button', { name: 'Увійти' }).click();
+  await until('a bad token refused', async () =>
+    (await uk.page.getByRole('alert').textContent()).includes('не дійсний токен'));
+  await tokenField.fill(TOKEN);
+  await uk.page.getByRole('button', { name: 'Увійти' }).click();
+  await until('signed in: the form gone, presence live', async () =>
+    (await uk.page.locator('#sign-in').isHidden()) && (await uk.page.getAttribute('#city-live', 'data-state')) === 'live');
+  await uk.page.locator(`[data-room-slug="${SLUG}"] .room-link`).click();
   await uk.page.getByRole('textbox', { name: 'Повідомлення' }).waitFor();
   await until('the history in the Ukrainian page', async () => (await uk.page.locator('[data-event-id]').count()) > 0);
   assert((await uk.page.textContent('.back')) === '← Місто', 'Ukrainian texts');
