@@ -251,9 +251,8 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
     let page_jwt = jwt(&format!("user:{}", page_user.localpart()), &[]);
     let dave = MatrixUser::register("dave").await;
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
-    for shot in ["city.png", "room.png"] {
-        let _ = std::fs::remove_file(shots.join(shot));
-    }
+    // Kept until replaced (a failing run leaves the committed ones), so they must be newer.
+    let started = std::time::SystemTime::now();
     let mut browser = Browser::launch(&[
         ("BRIDGE_URL", bridge.url()),
         ("PAGE_TOKEN", page_jwt.clone()),
@@ -355,7 +354,13 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
         "the page has no more steps"
     );
     for shot in ["city.png", "room.png"] {
-        let bytes = std::fs::read(shots.join(shot)).expect("the screenshot was written");
+        let path = shots.join(shot);
+        let written = std::fs::metadata(&path).and_then(|m| m.modified());
+        assert!(
+            written.is_ok_and(|at| at >= started),
+            "{shot} was written by this run"
+        );
+        let bytes = std::fs::read(&path).expect("the screenshot");
         assert!(
             bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
             "{shot} is a real PNG"
