@@ -145,6 +145,8 @@ export class LiveSocket {
       this.ws = null;
       if (this.stopped) return;
       this.onState('offline');
+      // The state's handler may have stopped it (a token that expired).
+      if (this.stopped) return;
       const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt) * (0.75 + Math.random() / 2);
       this.attempt += 1;
       this.timer = setTimeout(() => this.connect(), delay);

@@ -192,11 +192,23 @@ function setLive(node, state) {
   node.textContent = t('live')[state] ?? '';
 }
 
+/** A socket that dropped may have lost its token: an expired one asks to sign in again. */
+function onSocketState(node, state) {
+  setLive(node, state);
+  if (state === 'offline' && token() && !claims(token())) {
+    setToken(null);
+    stopPresence();
+    closeRoom();
+    showError(new Error(t('badToken')));
+    route();
+  }
+}
+
 function startPresence() {
   if (city.socket || !me) return;
   city.socket = new LiveSocket(() => `/ws/city/presence?token=${encodeURIComponent(token())}`, {
     onFrame: onPresence,
-    onState: (state) => setLive($('city-live'), state),
+    onState: (state) => onSocketState($('city-live'), state),
   });
   city.socket.start();
 }
@@ -608,7 +620,7 @@ async function openRoom(slug) {
     () => `/ws/messaging/${encodeURIComponent(slug)}?token=${encodeURIComponent(token())}`,
     {
       onFrame: onChannelFrame,
-      onState: (state) => setLive($('room-live'), state),
+      onState: (state) => onSocketState($('room-live'), state),
       // Subscribed now: anything indexed since the newest message shown is read once.
       onOpen: () => catchUp(),
     },
@@ -683,10 +695,8 @@ function start() {
     $('token-input').value = '';
     clearError();
     stopPresence();
-    const slug = room?.slug;
-    room = null;
+    closeRoom();
     route();
-    if (slug && !location.hash.startsWith('#/room/')) return;
   });
   $('sign-out').addEventListener('click', () => {
     setToken(null);
