@@ -46,13 +46,26 @@ fn preflight() {
          Debian's `chromium` with apt-get)",
         chromium.display()
     );
-    match std::process::Command::new("node").arg("--version").output() {
-        Ok(output) if output.status.success() => {}
-        other => panic!(
-            "node is missing or broken ({other:?}): the browser tests need Node.js \
-             (apt-get install nodejs npm)"
-        ),
-    }
+    // playwright-core needs Node.js 20 or later.
+    let major = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| {
+            let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            version
+                .strip_prefix('v')?
+                .split('.')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        });
+    assert!(
+        major.is_some_and(|major| major >= 20),
+        "node is missing, broken or older than 20 (major version {major:?}): the browser \
+         tests need Node.js 20 or later and npm on the PATH"
+    );
     assert!(
         browser_dir().join("node_modules/playwright-core").exists(),
         "tests/browser/node_modules is missing: run `npm ci` in tests/browser \
