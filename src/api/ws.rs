@@ -7,6 +7,8 @@
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
 //! told to resync (`{"type":"resync"}`: read the history `after` its last cursor).
+//!
+//! Both close with 1012 (service restart) when the bridge stops.
 
 use std::time::Duration;
 
