@@ -13,6 +13,19 @@ cd "$(dirname "$0")/.."
 
 WITH_NATS=1 scripts/services.sh
 
+# The browser tests (tests/it/browser.rs): Debian's Chromium (and an emoji font for the
+# screenshots), and playwright-core from npm (Node.js 20 or later).
+if [ ! -x /usr/bin/chromium ] || [ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then
+  echo "test.sh: installing Debian's chromium for the browser tests" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
+fi
+command -v npm >/dev/null || { echo "test.sh: the browser tests need Node.js 20+ and npm" >&2; exit 1; }
+if [ ! -d tests/browser/node_modules ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 slot="${TEST_SLOT:-0}"
 case "$slot" in [0-9]) ;; *) echo "test.sh: TEST_SLOT must be 0 to 9" >&2; exit 2 ;; esac
 pg_admin="${PG_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"

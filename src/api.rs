@@ -1,5 +1,6 @@
 //! REST for the DAARION UI and internal callers: `/api/city/*`, `/api/messaging/*`,
-//! `/internal/*`, the WebSockets, and the OpenAPI document of them at `/openapi.json`.
+//! `/internal/*`, the WebSockets, the OpenAPI document of them at `/openapi.json`, and
+//! the city page that uses them (`/`, [`crate::web`]).
 
 mod city_rooms;
 mod extract;
@@ -104,4 +105,6 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
         )
         .route("/ws/city/presence", get(ws::presence))
         .route("/ws/messaging/{channel_id}", get(ws::messaging))
+        // The city page: to anyone, outside CORS (the browser loads it as a page).
+        .merge(crate::web::router())
 }

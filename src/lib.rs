@@ -22,6 +22,7 @@ pub mod rooms;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod workers;
 
 pub use error::{Error, Result};

@@ -49,7 +49,8 @@ enum Command {
     /// Check the homeserver's configuration for this bridge (run it while the bridge runs:
     /// Synapse must reach it for the ping). Exit code 1 when something needs fixing.
     Check,
-    /// Print a user JWT signed with $JWT_SECRET, for development and trying the API.
+    /// Print a user JWT signed with $JWT_SECRET, for development and trying the API; refused
+    /// unless CITY_BRIDGE_DEV=1 is set, so a production environment never mints tokens.
     DevToken {
         /// The subject, e.g. `user:alice`.
         #[arg(long)]
@@ -129,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DevToken { sub, admin, hours } => {
+            anyhow::ensure!(
+                std::env::var("CITY_BRIDGE_DEV").is_ok_and(|v| v == "1"),
+                "dev-token is for development only: set CITY_BRIDGE_DEV=1 to sign a token"
+            );
             let secret = std::env::var("JWT_SECRET")
                 .ok()
                 .filter(|s| !s.is_empty())

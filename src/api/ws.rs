@@ -7,13 +7,15 @@
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
 //! told to resync (`{"type":"resync"}`: read the history `after` its last cursor).
+//!
+//! Both close with 1012 (service restart) when the bridge stops.
 
 use std::time::Duration;
 
 use axum::{
     extract::{
         Query, State, WebSocketUpgrade,
-        ws::{Message, Utf8Bytes, WebSocket},
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket},
     },
     http::{HeaderMap, StatusCode},
     response::Response,
@@ -21,6 +23,7 @@ use axum::{
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::AppState,
@@ -32,6 +35,16 @@ use crate::{
 
 /// A client whose socket accepts nothing for this long is considered stuck.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The close frame sent when the server stops: upgraded connections outlive the HTTP
+/// server's graceful shutdown, so each socket ends itself and its client reconnects
+/// (1012, "service restart").
+fn going_away() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: 1012,
+        reason: Utf8Bytes::from_static("the bridge is restarting"),
+    }))
+}
 
 /// `?token=` — browsers cannot set headers on a WebSocket.
 #[derive(Debug, Deserialize)]
@@ -60,15 +73,21 @@ pub async fn presence(
         admin: claims.is_admin(),
     };
     let hub = state.hub.clone();
+    let stopping = state.workers.cancelled();
     // Small buffers: ten thousand idle clients must stay cheap.
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, hub, viewer)))
+        .on_upgrade(move |socket| serve(socket, hub, viewer, stopping)))
 }
 
-async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>, viewer: Viewer) {
+async fn serve(
+    socket: WebSocket,
+    hub: std::sync::Arc<PresenceHub>,
+    viewer: Viewer,
+    stopping: CancellationToken,
+) {
     let _connected = Connected::new("presence");
     let metrics = crate::metrics::metrics();
     // Subscribe before taking the snapshot, so no update falls between the two.
@@ -103,12 +122,17 @@ async fn serve(socket: WebSocket, hub: std::sync::Arc<PresenceHub>, viewer: View
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => continue,
             },
+            () = stopping.cancelled() => going_away(),
         };
+        let closing = matches!(outgoing, Message::Close(_));
         if !matches!(
             tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
             Ok(Ok(()))
-        ) {
-            metrics.frame("presence", "dropped");
+        ) || closing
+        {
+            if !closing {
+                metrics.frame("presence", "dropped");
+            }
             break;
         }
     }
@@ -141,14 +165,19 @@ pub async fn messaging(
     }
     // Subscribed before the upgrade completes: nothing indexed after this answer is missed.
     let frames = state.channels.subscribe(room.id.as_str());
+    let stopping = state.workers.cancelled();
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve_channel(socket, frames)))
+        .on_upgrade(move |socket| serve_channel(socket, frames, stopping)))
 }
 
-async fn serve_channel(socket: WebSocket, mut frames: tokio::sync::broadcast::Receiver<Utf8Bytes>) {
+async fn serve_channel(
+    socket: WebSocket,
+    mut frames: tokio::sync::broadcast::Receiver<Utf8Bytes>,
+    stopping: CancellationToken,
+) {
     let _connected = Connected::new("messaging");
     let metrics = crate::metrics::metrics();
     let (mut sink, mut incoming) = socket.split();
@@ -170,12 +199,17 @@ async fn serve_channel(socket: WebSocket, mut frames: tokio::sync::broadcast::Re
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => continue,
             },
+            () = stopping.cancelled() => going_away(),
         };
+        let closing = matches!(outgoing, Message::Close(_));
         if !matches!(
             tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
             Ok(Ok(()))
-        ) {
-            metrics.frame("messaging", "dropped");
+        ) || closing
+        {
+            if !closing {
+                metrics.frame("messaging", "dropped");
+            }
             break;
         }
     }

@@ -4,6 +4,7 @@
 
 mod agents;
 mod appservice_api;
+mod browser;
 mod check;
 mod city_api;
 mod crash;

@@ -121,7 +121,10 @@ impl Bridge {
 
     /// Starts with some environment variables overridden.
     pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
-        let serial = serial().await;
+        Self::launch(overrides, serial().await).await
+    }
+
+    async fn launch(overrides: &[(&str, &str)], serial: MutexGuard<'static, ()>) -> Self {
         // The bridge's logs, shown for failing tests (RUST_LOG overrides the filter).
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| "city_bridge=info".into());
@@ -155,12 +158,28 @@ impl Bridge {
 
     /// Stops gracefully and waits until the address is free.
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    async fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.expect("bridge task").expect("bridge served");
         }
+    }
+
+    /// Stops, lets `meanwhile` run while no bridge is there, and starts a new one on the
+    /// same address, keeping the turn (no other test's bridge slips in between).
+    pub async fn restart_with<F: Future<Output = ()>>(
+        mut self,
+        overrides: &[(&str, &str)],
+        meanwhile: impl FnOnce() -> F,
+    ) -> Self {
+        self.halt().await;
+        meanwhile().await;
+        Self::launch(overrides, self._serial).await
     }
 }
 

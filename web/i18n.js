@@ -1,0 +1,154 @@
+// Texts of the city page in Ukrainian and English, and the current language.
+
+const TEXTS = {
+  en: {
+    skip: 'Skip to content',
+    language: 'Language',
+    signOut: 'Sign out',
+    dismiss: 'Dismiss',
+    signInTitle: 'Sign in',
+    signInHelp: 'Paste your DAARION token (JWT) to see who is online and to talk.',
+    tokenLabel: 'Token (JWT)',
+    signIn: 'Sign in',
+    badToken: 'This is not a valid token, or it has expired.',
+    cityTitle: 'The city',
+    noRooms: 'No city rooms yet.',
+    online: (n) => `${n} online`,
+    typing: (n) => (n === 1 ? '1 typing' : `${n} typing`),
+    active: 'active now',
+    openRoom: (name) => `Open ${name}`,
+    openInElement: 'Open in Element',
+    backToCity: '← City',
+    live: { idle: '', connecting: 'Connecting…', live: 'Live', offline: 'Reconnecting…' },
+    historyStart: 'The beginning of the room.',
+    loadOlder: 'Load older messages',
+    loading: 'Loading…',
+    message: 'Message',
+    messagePlaceholder: 'Write a message…',
+    send: 'Send',
+    save: 'Save',
+    cancel: 'Cancel',
+    composerHint: 'Enter sends, Shift+Enter starts a new line.',
+    replyingTo: (who) => `Replying to ${who}`,
+    inThreadOf: (who) => `Replying in the thread of ${who}`,
+    editing: 'Editing your message',
+    reply: 'Reply',
+    thread: 'Thread',
+    react: 'React',
+    reactWith: (key) => `React with ${key}`,
+    reactionCount: (key, n, mine) => `${key} ${n}${mine ? ', yours' : ''}`,
+    edit: 'Edit',
+    delete: 'Delete',
+    confirmDelete: 'Delete this message?',
+    edited: '(edited)',
+    deleted: 'Message deleted',
+    you: 'you',
+    agent: 'agent',
+    quoteOf: (who) => `In reply to ${who}`,
+    unknownMessage: 'an earlier message',
+    threadOf: (who) => `In the thread of ${who}`,
+    threadReplies: (n) => (n === 1 ? '1 reply in thread' : `${n} replies in thread`),
+    someoneTyping: (names) => (names.length === 1 ? `${names[0]} is typing…` : `${names.join(', ')} are typing…`),
+    newMessage: (who, text) => `New message from ${who}: ${text}`,
+    signInToTalk: 'Sign in to read and write in this room.',
+    networkError: 'The city cannot be reached. Check your connection.',
+    errorPrefix: 'Error',
+    roomNotFound: 'There is no such room.',
+    messagesLabel: 'Messages',
+  },
+  uk: {
+    skip: 'Перейти до вмісту',
+    language: 'Мова',
+    signOut: 'Вийти',
+    dismiss: 'Закрити',
+    signInTitle: 'Вхід',
+    signInHelp: 'Вставте свій токен DAARION (JWT), щоб бачити, хто онлайн, і спілкуватися.',
+    tokenLabel: 'Токен (JWT)',
+    signIn: 'Увійти',
+    badToken: 'Це не дійсний токен, або його термін минув.',
+    cityTitle: 'Місто',
+    noRooms: 'Кімнат міста ще немає.',
+    online: (n) => `${n} онлайн`,
+    typing: (n) => `друкують: ${n}`,
+    active: 'зараз активна',
+    openRoom: (name) => `Відкрити ${name}`,
+    openInElement: 'Відкрити в Element',
+    backToCity: '← Місто',
+    live: { idle: '', connecting: 'Підключення…', live: 'Наживо', offline: 'Перепідключення…' },
+    historyStart: 'Початок кімнати.',
+    loadOlder: 'Завантажити старіші повідомлення',
+    loading: 'Завантаження…',
+    message: 'Повідомлення',
+    messagePlaceholder: 'Напишіть повідомлення…',
+    send: 'Надіслати',
+    save: 'Зберегти',
+    cancel: 'Скасувати',
+    composerHint: 'Enter надсилає, Shift+Enter — новий рядок.',
+    replyingTo: (who) => `Відповідь для ${who}`,
+    inThreadOf: (who) => `Відповідь у гілці ${who}`,
+    editing: 'Редагування вашого повідомлення',
+    reply: 'Відповісти',
+    thread: 'Гілка',
+    react: 'Реакція',
+    reactWith: (key) => `Реакція ${key}`,
+    reactionCount: (key, n, mine) => `${key} ${n}${mine ? ', ваша' : ''}`,
+    edit: 'Редагувати',
+    delete: 'Видалити',
+    confirmDelete: 'Видалити це повідомлення?',
+    edited: '(змінено)',
+    deleted: 'Повідомлення видалено',
+    you: 'ви',
+    agent: 'агент',
+    quoteOf: (who) => `У відповідь ${who}`,
+    unknownMessage: 'на попереднє повідомлення',
+    threadOf: (who) => `У гілці ${who}`,
+    threadReplies: (n) => `відповідей у гілці: ${n}`,
+    someoneTyping: (names) => `${names.join(', ')} друкує…`,
+    newMessage: (who, text) => `Нове повідомлення від ${who}: ${text}`,
+    signInToTalk: 'Увійдіть, щоб читати й писати в цій кімнаті.',
+    networkError: 'Місто недоступне. Перевірте з’єднання.',
+    errorPrefix: 'Помилка',
+    roomNotFound: 'Такої кімнати немає.',
+    messagesLabel: 'Повідомлення кімнати',
+  },
+};
+
+const STORAGE_KEY = 'city.lang';
+
+/** The languages offered. */
+export const LANGUAGES = Object.keys(TEXTS);
+
+let current = initial();
+
+function initial() {
+  const saved = localStorage.getItem(STORAGE_KEY);
+  if (saved && TEXTS[saved]) return saved;
+  return (navigator.language || 'en').toLowerCase().startsWith('uk') ? 'uk' : 'en';
+}
+
+/** The current language. */
+export function language() {
+  return current;
+}
+
+/** Switches the language (remembered on this device). */
+export function setLanguage(lang) {
+  if (!TEXTS[lang]) return;
+  current = lang;
+  localStorage.setItem(STORAGE_KEY, lang);
+}
+
+/** A text of the current language; functions take the given arguments. */
+export function t(key, ...args) {
+  const value = TEXTS[current][key] ?? TEXTS.en[key] ?? key;
+  return typeof value === 'function' ? value(...args) : value;
+}
+
+/** Fills the static texts of the page (`data-i18n`, `data-i18n-placeholder`). */
+export function translateDocument(root = document) {
+  document.documentElement.lang = current;
+  for (const node of root.querySelectorAll('[data-i18n]')) node.textContent = t(node.dataset.i18n);
+  for (const node of root.querySelectorAll('[data-i18n-placeholder]')) {
+    node.placeholder = t(node.dataset.i18nPlaceholder);
+  }
+}
