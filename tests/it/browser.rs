@@ -206,7 +206,20 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
         let sent = send_as(&carol_jwt, &slug, json!({"text": format!("seed {i}")})).await;
         seeds.push(sent["matrix_event_id"].as_str().unwrap().to_owned());
     }
-    // An agent of the city speaks too: Carol invites it and it joins by itself.
+    // An agent of the city speaks too: Carol, a moderator of the room (the bridge's user
+    // made her one: inviting takes power 50), invites it and it joins by itself.
+    let bot = MatrixUser::appservice();
+    let mut levels = bot
+        .state(&room_id, "m.room.power_levels")
+        .await
+        .expect("power levels");
+    levels["users"][&carol.user_id] = json!(50);
+    bot.put(
+        &format!("/v3/rooms/{}/state/m.room.power_levels/", encode(&room_id)),
+        levels,
+    )
+    .await
+    .expect("Carol a moderator");
     let agent = format!("agent:{}", unique("sofia"));
     sqlx::query("INSERT INTO agents (id, display_name) VALUES ($1, 'Sofia')")
         .bind(&agent)
