@@ -18,9 +18,9 @@ psql -q "$BENCH_DATABASE_URL" -c "UPDATE city_rooms SET matrix_room_id = '!bench
 scrape() {
   curl -fsS http://127.0.0.1:16125/metrics \
     | grep -E '^city_bridge_(transactions_total|events_total\{.*outcome="applied"|ack_seconds_count)' \
-    | sed "s/^/metrics @${1}s: /" || true
+    | sed "s/^/metrics @${1}: /" || true
 }
-( t=0; while sleep 5; do t=$((t + 5)); scrape "$t"; done ) &
+( t=0; while sleep 5; do t=$((t + 5)); scrape "${t}s"; done ) &
 scraper=$!
 trap 'kill $bridge $scraper 2>/dev/null || true' EXIT
 BENCH_ROOM_ID='!bench:localhost' cargo bench --quiet --bench ingest
