@@ -20,7 +20,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt as _, StreamExt as _, stream::SplitSink};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,44 @@ fn going_away() -> Message {
         code: 1012,
         reason: Utf8Bytes::from_static("the bridge is restarting"),
     }))
+}
+
+/// What a client's frame asks of the server.
+enum FromClient {
+    /// Answer this (`ping` → `pong`).
+    Answer(Message),
+    /// Nothing.
+    Nothing,
+    /// The client closed, or its socket failed: the connection ends.
+    Gone,
+}
+
+fn from_client(received: Option<Result<Message, axum::Error>>) -> FromClient {
+    match received {
+        Some(Ok(Message::Text(text))) if text.as_str() == "ping" => {
+            FromClient::Answer(Message::Text(Utf8Bytes::from_static("pong")))
+        }
+        Some(Ok(Message::Close(_)) | Err(_)) | None => FromClient::Gone,
+        Some(Ok(_)) => FromClient::Nothing,
+    }
+}
+
+/// Sends `outgoing` on a `kind` socket; whether the connection goes on: not after a close
+/// frame, nor when the socket took nothing for [`SEND_TIMEOUT`] (the client is dropped).
+async fn deliver(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outgoing: Message,
+    kind: &'static str,
+) -> bool {
+    let closing = matches!(outgoing, Message::Close(_));
+    let sent = matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
+        Ok(Ok(()))
+    );
+    if !sent && !closing {
+        crate::metrics::metrics().frame(kind, "dropped");
+    }
+    sent && !closing
 }
 
 /// `?token=` — browsers cannot set headers on a WebSocket.
@@ -117,22 +155,14 @@ async fn serve(
                 }
                 Err(RecvError::Closed) => break,
             },
-            received = incoming.next() => match received {
-                Some(Ok(Message::Text(text))) if text.as_str() == "ping" => Message::Text(Utf8Bytes::from_static("pong")),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                Some(Ok(_)) => continue,
+            received = incoming.next() => match from_client(received) {
+                FromClient::Answer(answer) => answer,
+                FromClient::Nothing => continue,
+                FromClient::Gone => break,
             },
             () = stopping.cancelled() => going_away(),
         };
-        let closing = matches!(outgoing, Message::Close(_));
-        if !matches!(
-            tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
-            Ok(Ok(()))
-        ) || closing
-        {
-            if !closing {
-                metrics.frame("presence", "dropped");
-            }
+        if !deliver(&mut sink, outgoing, "presence").await {
             break;
         }
     }
@@ -194,22 +224,14 @@ async fn serve_channel(
                 }
                 Err(RecvError::Closed) => break,
             },
-            received = incoming.next() => match received {
-                Some(Ok(Message::Text(text))) if text.as_str() == "ping" => Message::Text(Utf8Bytes::from_static("pong")),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                Some(Ok(_)) => continue,
+            received = incoming.next() => match from_client(received) {
+                FromClient::Answer(answer) => answer,
+                FromClient::Nothing => continue,
+                FromClient::Gone => break,
             },
             () = stopping.cancelled() => going_away(),
         };
-        let closing = matches!(outgoing, Message::Close(_));
-        if !matches!(
-            tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
-            Ok(Ok(()))
-        ) || closing
-        {
-            if !closing {
-                metrics.frame("messaging", "dropped");
-            }
+        if !deliver(&mut sink, outgoing, "messaging").await {
             break;
         }
     }
