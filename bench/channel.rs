@@ -4,6 +4,11 @@
 //! a client, over every client and message) and the bridge's memory per idle connection.
 //! Run it with `scripts/bench-channel.sh`, which sets everything up.
 
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, rss_kib, var};
+
 use std::{
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
@@ -12,27 +17,6 @@ use std::{
 use futures_util::StreamExt as _;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-fn var(name: &str, default: Option<&str>) -> String {
-    std::env::var(name)
-        .ok()
-        .or_else(|| default.map(ToOwned::to_owned))
-        .unwrap_or_else(|| panic!("{name} is required (run scripts/bench-channel.sh)"))
-}
-
-fn rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("bridge process");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 #[tokio::main]
 async fn main() {

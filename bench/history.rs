@@ -3,24 +3,17 @@
 //! newest page and pages deep in the past by cursor — and prints p50/p99/max latency.
 //! Run it with `scripts/bench-history.sh`, which sets everything up.
 
-use std::time::{Duration, Instant};
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, var};
+
+use std::time::Instant;
 
 use sqlx::{Connection as _, PgConnection};
 
 const CHANNELS: usize = 10;
 const PER_CHANNEL: usize = 100_000;
-
-fn var(name: &str, default: Option<&str>) -> String {
-    std::env::var(name)
-        .ok()
-        .or_else(|| default.map(ToOwned::to_owned))
-        .unwrap_or_else(|| panic!("{name} is required (run scripts/bench-history.sh)"))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 async fn load(db: &mut PgConnection) {
     let have: i64 = sqlx::query_scalar(

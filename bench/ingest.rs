@@ -5,16 +5,14 @@
 //! for `scripts/bench-compare.sh`). Run it with `scripts/bench-ingest.sh`, which sets
 //! everything up.
 
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, var};
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-
-fn var(name: &str, default: Option<&str>) -> String {
-    std::env::var(name)
-        .ok()
-        .or_else(|| default.map(ToOwned::to_owned))
-        .unwrap_or_else(|| panic!("{name} is required (run scripts/bench-ingest.sh)"))
-}
 
 /// A message as Synapse pushes it: ~900 bytes of JSON, like a chat line with formatting.
 /// Built once as a template so the generator spends its CPU sending, not formatting.
@@ -58,11 +56,6 @@ fn transaction_body(template: &(String, String), run: &str, first: u64, count: u
     }
     body.push_str("]}");
     body.into_bytes()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::main]

@@ -6,6 +6,11 @@
 //! server on a shared machine).
 //! Run it with `scripts/bench-presence.sh`, which sets everything up.
 
+#[path = "support.rs"]
+mod support;
+
+use support::{cpu_time, percentile, rss_kib, var};
+
 use std::{
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
@@ -14,41 +19,6 @@ use std::{
 use futures_util::StreamExt as _;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-fn var(name: &str, default: Option<&str>) -> String {
-    std::env::var(name)
-        .ok()
-        .or_else(|| default.map(ToOwned::to_owned))
-        .unwrap_or_else(|| panic!("{name} is required (run scripts/bench-presence.sh)"))
-}
-
-fn rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("bridge process");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// CPU time (user + system) the process has used, from /proc (clock ticks of 10 ms).
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("bridge process");
-    // The fields after the command (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

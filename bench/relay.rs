@@ -7,22 +7,15 @@
 //!
 //! Run it with `scripts/bench-relay.sh`, which sets everything up.
 
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, var};
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-
-fn var(name: &str, default: Option<&str>) -> String {
-    std::env::var(name)
-        .ok()
-        .or_else(|| default.map(ToOwned::to_owned))
-        .unwrap_or_else(|| panic!("{name} is required (run scripts/bench-relay.sh)"))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn event(room_id: &str, id: &str, body: &str) -> Value {
     json!({

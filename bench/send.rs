@@ -5,21 +5,14 @@
 //! is indexed), and prints both latency distributions and their difference.
 //! Run it with `scripts/bench-send.sh`, which sets everything up.
 
+#[path = "support.rs"]
+mod support;
+
+use support::{percentile, var};
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn var(name: &str, default: Option<&str>) -> String {
-    std::env::var(name)
-        .ok()
-        .or_else(|| default.map(ToOwned::to_owned))
-        .unwrap_or_else(|| panic!("{name} is required (run scripts/bench-send.sh)"))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

@@ -127,6 +127,15 @@ pub(super) fn check_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+/// The slug a create request asks for, or the one its name gives.
+pub(super) fn requested_slug(slug: Option<String>, name: &str) -> Result<Slug, ApiError> {
+    match slug {
+        Some(slug) => Slug::parse(slug).map_err(|e| ApiError::invalid("slug", e.0)),
+        None => Slug::parse(slugify(name))
+            .map_err(|_| ApiError::invalid("slug", "the name gives no slug; send one")),
+    }
+}
+
 pub(super) fn check_description(description: Option<&str>) -> Result<(), ApiError> {
     if description.is_some_and(|d| d.chars().count() > 1000 || d.contains('\0')) {
         return Err(ApiError::invalid(
@@ -193,11 +202,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let name = check_name(&body.name)?;
     check_description(body.description.as_deref())?;
-    let slug = match body.slug {
-        Some(slug) => Slug::parse(slug).map_err(|e| ApiError::invalid("slug", e.0))?,
-        None => Slug::parse(slugify(&name))
-            .map_err(|_| ApiError::invalid("slug", "the name gives no slug; send one"))?,
-    };
+    let slug = requested_slug(body.slug, &name)?;
     let new = NewRoom {
         slug: &slug,
         name: &name,

@@ -15,14 +15,14 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    city_rooms::{check_description, check_name},
+    city_rooms::{check_description, check_name, requested_slug},
     extract::{ApiJson, ApiPath, Service},
 };
 use crate::{
     Error,
     app::AppState,
     auth::{Claims, bearer_token, verify_jwt},
-    domain::{AgentId, Slug, USER_ID_PREFIX, Visibility, slugify},
+    domain::{AgentId, USER_ID_PREFIX, Visibility},
     error::ApiError,
     ingest::Context,
     messaging::{self, Actor, MAX_TEXT_CHARS, Outgoing, subjects},
@@ -439,11 +439,7 @@ pub async fn create_channel(
             "must be 1 to 200 characters",
         ));
     }
-    let slug = match body.slug {
-        Some(slug) => Slug::parse(slug).map_err(|e| ApiError::invalid("slug", e.0))?,
-        None => Slug::parse(slugify(&name))
-            .map_err(|_| ApiError::invalid("slug", "the name gives no slug; send one"))?,
-    };
+    let slug = requested_slug(body.slug, &name)?;
     let new = NewRoom {
         slug: &slug,
         name: &name,

@@ -149,26 +149,6 @@ impl Browser {
     }
 }
 
-async fn set_presence(user: &MatrixUser, presence: &str) {
-    user.put(
-        &format!("/v3/presence/{}/status", encode(&user.user_id)),
-        json!({"presence": presence}),
-    )
-    .await
-    .expect("set presence");
-}
-
-async fn typing(user: &MatrixUser, room_id: &str, on: bool) {
-    let path = format!(
-        "/v3/rooms/{}/typing/{}",
-        encode(room_id),
-        encode(&user.user_id)
-    );
-    user.put(&path, json!({"typing": on, "timeout": 30000}))
-        .await
-        .expect("typing");
-}
-
 /// Sends through the API as the JWT's user; the message.
 async fn send_as(token: &str, slug: &str, body: Value) -> Value {
     let (status, sent) = api(
@@ -294,14 +274,14 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
 
     // The city is shown: Dave comes online and joins, then types, then stops.
     browser.expect_step("city").await;
-    set_presence(&dave, "online").await;
+    dave.set_presence("online").await;
     dave.join(&alias(&slug)).await.expect("dave joins");
     browser.go(json!({})).await;
     browser.expect_step("joined").await;
-    typing(&dave, &room_id, true).await;
+    dave.typing(&room_id, true).await;
     browser.go(json!({})).await;
     browser.expect_step("typing").await;
-    typing(&dave, &room_id, false).await;
+    dave.typing(&room_id, false).await;
     browser.go(json!({})).await;
 
     // The page sent a message: Synapse has it from the page's user, as Dave reads it.

@@ -683,17 +683,7 @@ async fn history_pages_by_cursor_and_typing_is_live() {
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     socket.send(Message::text("ping")).await.unwrap();
-    alice
-        .put(
-            &format!(
-                "/v3/rooms/{}/typing/{}",
-                encode(&room_id),
-                encode(&alice.user_id)
-            ),
-            json!({"typing": true, "timeout": 30000}),
-        )
-        .await
-        .unwrap();
+    alice.typing(&room_id, true).await;
     let (mut pong, mut typing) = (false, false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !(pong && typing) {

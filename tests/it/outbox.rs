@@ -248,17 +248,7 @@ async fn an_api_only_instance_serves_live_channels_from_the_bus() {
         (page["messages"][0]["matrix_event_id"] == marker.as_str()).then_some(())
     })
     .await;
-    alice
-        .put(
-            &format!(
-                "/v3/rooms/{}/typing/{}",
-                crate::support::encode(&room_id),
-                crate::support::encode(&alice.user_id)
-            ),
-            json!({"typing": true, "timeout": 60000}),
-        )
-        .await
-        .unwrap();
+    alice.typing(&room_id, true).await;
     let kv = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap())
         .get_key_value("city_presence")
         .await
@@ -271,18 +261,8 @@ async fn an_api_only_instance_serves_live_channels_from_the_bus() {
     .await;
 
     // A second instance on another port, API only.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = listener.local_addr().unwrap();
-    let config = config_with(&[
-        ("NATS_URL", &nats),
-        ("BRIDGE_ROLE", "api"),
-        ("LISTEN_ADDR", &api_addr.to_string()),
-    ]);
-    let api_state = city_bridge::app::AppState::new(config).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let api_instance = tokio::spawn(city_bridge::app::run(listener, api_state, async {
-        let _ = stopped.await;
-    }));
+    let api_instance = ApiInstance::start(&nats).await;
+    let api_addr = api_instance.addr;
 
     // Its presence snapshot has the typing already.
     let (mut presence, _) = tokio_tungstenite::connect_async(format!(
@@ -348,7 +328,94 @@ async fn an_api_only_instance_serves_live_channels_from_the_bus() {
     assert_eq!(sent["content_preview"], "via the API instance");
     assert_eq!(sent["sender_matrix_id"], alice.user_id.as_str());
 
-    let _ = stop.send(());
-    api_instance.await.unwrap().unwrap();
+    api_instance.stop().await;
+    receiver.stop().await;
+}
+
+/// A `BRIDGE_ROLE=api` instance on a port of its own, beside the one Synapse pushes to.
+struct ApiInstance {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiInstance {
+    async fn start(nats: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = config_with(&[
+            ("NATS_URL", nats),
+            ("BRIDGE_ROLE", "api"),
+            ("LISTEN_ADDR", &addr.to_string()),
+        ]);
+        let state = city_bridge::app::AppState::new(config).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(city_bridge::app::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_send_through_an_api_instance_while_the_receiver_is_down_is_accepted_and_indexed_later() {
+    let nats = crate::support::nats_url();
+    let receiver = Bridge::start_with(&[("NATS_URL", &nats)]).await;
+    let alice = MatrixUser::register("alice").await;
+    let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
+    let slug = unique("late");
+    let (status, channel) = api(
+        Method::POST,
+        "/api/messaging/channels",
+        Some(&alice_jwt),
+        Some(json!({"slug": slug, "name": "Late", "visibility": "public"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+
+    // Only an API-only instance runs: Synapse accepts the message, but nothing it pushes
+    // to is there to index it. The answer says so (202), after the instance's 10 s wait.
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(None::<Value>));
+    let receiver = receiver
+        .restart_with(&[("NATS_URL", &nats)], || {
+            let (sent, nats, jwt, slug) =
+                (sent.clone(), nats.clone(), alice_jwt.clone(), slug.clone());
+            async move {
+                let instance = ApiInstance::start(&nats).await;
+                let response = reqwest::Client::new()
+                    .post(format!(
+                        "http://{}/api/messaging/channels/{slug}/messages",
+                        instance.addr
+                    ))
+                    .bearer_auth(&jwt)
+                    .json(&json!({"text": "while the receiver is away"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                *sent.lock().unwrap() = Some(response.json().await.unwrap());
+                instance.stop().await;
+            }
+        })
+        .await;
+    let sent = sent.lock().unwrap().take().unwrap();
+    assert_eq!(sent["indexed"], false, "{sent}");
+    let event_id = sent["matrix_event_id"].as_str().unwrap().to_owned();
+
+    // Back: Synapse pushes what it kept, and the message is there, from Alice.
+    let path = format!("/api/messaging/channels/{slug}/messages");
+    let message = eventually("indexed once the receiver is back", || async {
+        let (_, page) = api(Method::GET, &path, Some(&alice_jwt), None).await;
+        let first = page["messages"][0].clone();
+        (first["matrix_event_id"] == event_id.as_str()).then_some(first)
+    })
+    .await;
+    assert_eq!(message["content_preview"], "while the receiver is away");
+    assert_eq!(message["sender_matrix_id"], alice.user_id.as_str());
     receiver.stop().await;
 }

@@ -60,26 +60,6 @@ async fn until(
     }
 }
 
-async fn set_presence(user: &MatrixUser, presence: &str) {
-    user.put(
-        &format!("/v3/presence/{}/status", encode(&user.user_id)),
-        json!({"presence": presence}),
-    )
-    .await
-    .expect("set presence");
-}
-
-async fn typing(user: &MatrixUser, room_id: &str, on: bool) {
-    let path = format!(
-        "/v3/rooms/{}/typing/{}",
-        encode(room_id),
-        encode(&user.user_id)
-    );
-    user.put(&path, json!({"typing": on, "timeout": 30000}))
-        .await
-        .expect("typing");
-}
-
 async fn new_room(name: &str) -> (String, String) {
     let slug = unique("live-");
     let (status, room) = api(
@@ -134,7 +114,7 @@ async fn online_count_and_typing_follow_matrix() {
     assert_eq!(next_json(&mut socket).await["type"], "snapshot");
 
     let alice = MatrixUser::register("alice").await;
-    set_presence(&alice, "online").await;
+    alice.set_presence("online").await;
     alice.join(&alias(&slug)).await.unwrap();
     let update = until(&mut socket, &slug, "alice online in the room", |u| {
         u["online_count"] == 1
@@ -151,24 +131,24 @@ async fn online_count_and_typing_follow_matrix() {
     .await;
     assert!(room["last_event"].is_string(), "{room}");
 
-    typing(&alice, &room_id, true).await;
+    alice.typing(&room_id, true).await;
     let update = until(&mut socket, &slug, "alice typing", |u| {
         u["typing_count"] == 1
     })
     .await;
     assert_eq!(update["typing_users"], json!([alice.user_id]));
-    typing(&alice, &room_id, false).await;
+    alice.typing(&room_id, false).await;
     until(&mut socket, &slug, "typing stopped", |u| {
         u["typing_count"] == 0
     })
     .await;
 
-    set_presence(&alice, "offline").await;
+    alice.set_presence("offline").await;
     until(&mut socket, &slug, "alice offline", |u| {
         u["online_count"] == 0
     })
     .await;
-    set_presence(&alice, "online").await;
+    alice.set_presence("online").await;
     until(&mut socket, &slug, "alice back online", |u| {
         u["online_count"] == 1
     })
@@ -208,7 +188,7 @@ async fn bursts_are_throttled_and_end_in_the_final_state() {
     next_json(&mut socket).await;
 
     for on in [true, false, true, false, true] {
-        typing(&alice, &room_id, on).await;
+        alice.typing(&room_id, on).await;
     }
     // First change at once, the rest folded into one trailing update with the last state.
     let mut updates = Vec::new();
@@ -238,7 +218,7 @@ async fn a_restarted_bridge_rebuilds_the_counts_without_new_pushes() {
     let bridge = Bridge::start_with(&[("ROOM_PRESENCE_THROTTLE_MS", "50")]).await;
     let (slug, room_id) = new_room("Restart").await;
     let alice = MatrixUser::register("alice").await;
-    set_presence(&alice, "online").await;
+    alice.set_presence("online").await;
     alice.join(&room_id).await.unwrap();
     let mut socket = connect().await;
     until(&mut socket, &slug, "online before restart", |u| {
@@ -437,13 +417,13 @@ async fn private_rooms_reach_only_admins_and_every_room_is_in_the_snapshot() {
         .await
         .unwrap();
     alice.join(&council_room).await.unwrap();
-    set_presence(&alice, "online").await;
+    alice.set_presence("online").await;
     until(&mut admin, &council, "admin sees the private room", |u| {
         u["online_count"] == 1
     })
     .await;
     let quiet_room = alice.join(&alias(&quiet)).await.unwrap();
-    typing(&alice, &quiet_room, true).await;
+    alice.typing(&quiet_room, true).await;
     // Everything the citizen got up to the public update: nothing of the private room.
     loop {
         let update = next_json(&mut citizen).await;
@@ -473,7 +453,7 @@ async fn a_status_learnt_by_lookup_is_published_on_the_users_subject() {
         .await
         .unwrap();
     // Online before sharing a room with the bridge: nothing was pushed about her yet.
-    set_presence(&alice, "online").await;
+    alice.set_presence("online").await;
     alice.join(&room_id).await.unwrap();
     let message = tokio::time::timeout(Duration::from_secs(30), subject.next())
         .await

@@ -425,6 +425,28 @@ impl MatrixUser {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Sets this user's presence (`online`, `offline`, `unavailable`).
+    pub async fn set_presence(&self, presence: &str) {
+        self.put(
+            &format!("/v3/presence/{}/status", encode(&self.user_id)),
+            json!({"presence": presence}),
+        )
+        .await
+        .expect("set presence");
+    }
+
+    /// Starts (for 60 s at most) or stops typing in `room_id`.
+    pub async fn typing(&self, room_id: &str, on: bool) {
+        let path = format!(
+            "/v3/rooms/{}/typing/{}",
+            encode(room_id),
+            encode(&self.user_id)
+        );
+        self.put(&path, json!({"typing": on, "timeout": 60000}))
+            .await
+            .expect("typing");
+    }
+
     pub async fn put(&self, path: &str, body: Value) -> Result<Value, Refused> {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
