@@ -70,6 +70,12 @@ async fn main() {
 
     let run = format!("{:08x}", rand::random::<u32>());
     let client = reqwest::Client::new();
+    // Index lag, sampled: the last event of the latest acknowledged transaction, polled
+    // for in the index every millisecond until it is there (as a history page would see it).
+    let (acked_tx, acked_rx) = tokio::sync::watch::channel::<Option<(String, Instant)>>(None);
+    let lag_sampler = database_url
+        .clone()
+        .map(|url| tokio::spawn(sample_index_lag(url, acked_rx)));
     let template = event_template(&room_id);
     let mut latencies = Vec::new();
     let mut sent = 0_u64;
@@ -102,6 +108,10 @@ async fn main() {
         let latency = t0.elapsed();
         sent += per_txn;
         if elapsed >= warmup {
+            let last = format!("${run}_{}_aBcDeFgHiJkLmNoPqRsTuVwXyZ", sent - 1);
+            acked_tx.send_replace(Some((last, Instant::now())));
+        }
+        if elapsed >= warmup {
             measure_start.get_or_insert(t0);
             latencies.push(latency);
             measured_events += per_txn;
@@ -109,16 +119,31 @@ async fn main() {
     }
     let wall = measure_start.expect("ran past warm-up").elapsed();
     latencies.sort();
+    drop(acked_tx);
+    let mut lags = match lag_sampler {
+        Some(sampler) => sampler.await.unwrap(),
+        None => Vec::new(),
+    };
+    lags.sort();
     let indexed: Option<i64> = match &database_url {
         Some(url) => {
+            // Acknowledged is durable; indexed follows within moments. Wait (bounded) for
+            // the indexer to finish the tail before counting.
             let pool = sqlx::PgPool::connect(url).await.unwrap();
-            let n =
-                sqlx::query_scalar("SELECT count(*) FROM messages WHERE matrix_event_id LIKE $1")
-                    .bind(format!("${run}_%"))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            Some(n)
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM messages WHERE matrix_event_id LIKE $1",
+                )
+                .bind(format!("${run}_%"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                if n as u64 >= sent || Instant::now() > deadline {
+                    break Some(n);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         None => None,
     };
@@ -140,6 +165,18 @@ async fn main() {
         "  ack latency max       : {:.2} ms",
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
+    if !lags.is_empty() {
+        println!(
+            "  index lag p50 / p99   : {:.2} / {:.2} ms (acknowledged → visible, {} sampled)",
+            percentile(&lags, 50.0).as_secs_f64() * 1e3,
+            percentile(&lags, 99.0).as_secs_f64() * 1e3,
+            lags.len()
+        );
+        println!(
+            "  index lag max         : {:.2} ms",
+            lags.last().unwrap().as_secs_f64() * 1e3
+        );
+    }
     match indexed {
         Some(indexed) => {
             println!("  events sent / indexed : {sent} / {indexed}");
@@ -152,4 +189,41 @@ async fn main() {
             println!("  events sent           : {sent} (a peer that stores nothing: not checked)")
         }
     }
+}
+
+/// Polls the index for the latest acknowledged event until it is visible; one sample per
+/// acknowledged transaction the sampler gets to (it skips those it is too busy for).
+async fn sample_index_lag(
+    url: String,
+    mut acked: tokio::sync::watch::Receiver<Option<(String, Instant)>>,
+) -> Vec<Duration> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let mut lags = Vec::new();
+    while acked.changed().await.is_ok() {
+        let Some((event_id, at)) = acked.borrow_and_update().clone() else {
+            continue;
+        };
+        loop {
+            let visible: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1)",
+            )
+            .bind(&event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if visible {
+                lags.push(at.elapsed());
+                break;
+            }
+            if at.elapsed() > Duration::from_secs(30) {
+                panic!("{event_id} not indexed 30 s after its acknowledgement");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    lags
 }

@@ -49,8 +49,10 @@ pub struct Shared {
     pub discovery: Discovery,
     /// Every background task.
     pub workers: Workers,
-    /// Held while a transaction is applied, so transactions apply in order.
+    /// Held while a batch is applied to the index, so batches apply in order.
     pub ingest: tokio::sync::Mutex<()>,
+    /// The ingest journal: pushed transactions appended, handed to the indexer.
+    pub journal: crate::ingest::journal::Journal,
     /// Wakes the reconciler of pending Matrix rooms.
     pub reconciler: tokio::sync::Notify,
     /// The appservice's own user.
@@ -149,6 +151,7 @@ impl AppState {
             discovery: Discovery::default(),
             workers,
             ingest: tokio::sync::Mutex::new(()),
+            journal: crate::ingest::journal::Journal::default(),
             reconciler: tokio::sync::Notify::new(),
             bus,
             live,
@@ -233,6 +236,7 @@ pub async fn run(
             "homeserver check",
             crate::health::check_homeserver(state.clone()),
         );
+        workers.spawn("indexer", crate::ingest::journal::index(state.clone()));
         workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
         workers.spawn("discovery", Discovery::run(state.clone()));
         workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));

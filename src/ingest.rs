@@ -4,6 +4,7 @@
 //! `rooms.rs`) are pure: they turn one event of a mapped room into a [`Change`],
 //! leniently — an event that cannot be understood becomes a dead letter and the rest goes on.
 
+pub mod journal;
 mod membership;
 mod messages;
 mod pipeline;
@@ -23,7 +24,7 @@ pub use self::{
     messages::{
         MessageEdit, NewMessage, NewReaction, REACTION_KEY_CHARS, Redaction, SenderType, preview,
     },
-    pipeline::apply,
+    pipeline::{apply, apply_raw},
     rooms::{RoomStateChange, RoomStateField},
 };
 use crate::{
@@ -59,15 +60,39 @@ pub struct Envelope<'a> {
 }
 
 impl<'a> Envelope<'a> {
-    /// Reads the envelope of a raw event.
-    pub fn parse(raw: &'a Raw<AnyTimelineEvent>) -> serde_json::Result<Self> {
-        raw.deserialize_as_unchecked()
+    /// Reads the envelope of an event's JSON.
+    pub fn parse(json: &'a str) -> serde_json::Result<Self> {
+        serde_json::from_str(json)
+    }
+}
+
+/// One timeline event to apply: its JSON as received, borrowed from the request body or
+/// journal row it came in, and the transaction that brought it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The transaction (or batch) id, kept with its dead letters.
+    pub txn_id: &'a str,
+    /// The event, as received.
+    pub json: &'a str,
+}
+
+impl<'a> Incoming<'a> {
+    /// The events of `raws`, all from `txn_id`.
+    pub fn of(txn_id: &'a str, raws: &'a [Raw<AnyTimelineEvent>]) -> Vec<Self> {
+        raws.iter()
+            .map(|raw| Self {
+                txn_id,
+                json: raw.json().get(),
+            })
+            .collect()
     }
 }
 
 /// An event that could not be applied, kept with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeadLetter {
+    /// The transaction it came in.
+    pub txn_id: String,
     /// The event id, when it could be read.
     pub event_id: Option<String>,
     /// The room id, when it could be read.
@@ -82,16 +107,21 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// A dead letter for `raw`, with whatever of its envelope could be read.
-    pub fn new(raw: &RawValue, envelope: Option<&Envelope<'_>>, reason: impl Into<String>) -> Self {
+    pub fn new(
+        incoming: Incoming<'_>,
+        envelope: Option<&Envelope<'_>>,
+        reason: impl Into<String>,
+    ) -> Self {
         // Postgres TEXT holds no NUL: a dead letter must always be storable, or the stream
         // would stall on it.
         let text = |s: &str| pg_text(s).into_owned();
         Self {
+            txn_id: text(incoming.txn_id),
             event_id: envelope.map(|e| text(e.event_id.as_str())),
             room_id: envelope.map(|e| text(e.room_id.as_str())),
             event_type: envelope.map(|e| text(&e.kind)),
             reason: text(&reason.into()),
-            event: text(raw.get()),
+            event: text(incoming.json),
         }
     }
 }
@@ -230,7 +260,7 @@ pub(crate) mod tests {
             sender: &sender,
         };
         let raw = raw(value);
-        let envelope = Envelope::parse(&raw).expect("valid envelope");
+        let envelope = Envelope::parse(raw.json().get()).expect("valid envelope");
         read_event(&envelope, &room(), &ctx)
     }
 
@@ -240,10 +270,13 @@ pub(crate) mod tests {
             let mut e = event("m.room.message", "@a:example.org", json!({}));
             e["room_id"] = json!(room_id);
             let raw = raw(e);
-            assert_eq!(Envelope::parse(&raw).unwrap().room_id.as_str(), room_id);
+            assert_eq!(
+                Envelope::parse(raw.json().get()).unwrap().room_id.as_str(),
+                room_id
+            );
         }
         let raw = raw(json!({"type": "m.room.message", "event_id": 5}));
-        assert!(Envelope::parse(&raw).is_err());
+        assert!(Envelope::parse(raw.json().get()).is_err());
     }
 
     #[test]

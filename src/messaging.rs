@@ -36,19 +36,27 @@ pub mod subjects {
 
 /// Makes new messages searchable, off the path of Synapse's acknowledgement: a quarter of
 /// a second after a batch that indexed messages, and every second in any case (catching up after a
-/// restart). Runs until the bridge shuts down.
+/// restart). While pushed transactions flow, it waits (up to 5 s a batch): the history
+/// comes first, and search catches up after a burst. Runs until the bridge shuts down.
 pub async fn index_search(state: crate::app::AppState) {
+    use std::time::Duration;
     const BATCH: i64 = 2000;
     loop {
         tokio::select! {
             () = state.search_due.notified() => {
                 // Let a burst gather: fewer, larger batches, and out of the way of the
                 // sends and pushes that woke it.
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         loop {
+            let deferred = std::time::Instant::now();
+            while state.journal.busy(Duration::from_millis(250))
+                && deferred.elapsed() < Duration::from_secs(5)
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             match state.store.index_search(BATCH).await {
                 Ok(n) if n < BATCH => break,
                 Ok(_) => {}

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub events: Family<EventLabels, Counter>,
     /// Time from receiving a transaction to answering it.
     pub ack_seconds: Histogram,
+    /// Time from acknowledging a transaction (journal appended) to its events being indexed.
+    pub index_lag_seconds: Histogram,
     /// Dead letters recorded.
     pub dead_letters: Counter,
     /// Homeserver calls, by endpoint and final status.
@@ -118,6 +120,7 @@ impl Metrics {
             transactions: Counter::default(),
             events: Family::default(),
             ack_seconds: seconds_histogram(),
+            index_lag_seconds: seconds_histogram(),
             dead_letters: Counter::default(),
             homeserver_calls: Family::default(),
             homeserver_retries: Family::default(),
@@ -144,8 +147,13 @@ impl Metrics {
         );
         registry.register(
             "ack_seconds",
-            "Time from receiving a transaction to answering it (after the commit)",
+            "Time from receiving a transaction to answering it (after the journal append's commit)",
             metrics.ack_seconds.clone(),
+        );
+        registry.register(
+            "index_lag_seconds",
+            "Time from acknowledging a transaction to the commit that indexed its events",
+            metrics.index_lag_seconds.clone(),
         );
         registry.register(
             "dead_letters",

@@ -1,6 +1,7 @@
 //! Postgres via sqlx — the only place SQL lives.
 
 mod agents;
+mod journal;
 mod messages;
 mod outbox;
 mod rooms;
@@ -12,6 +13,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub use self::{
     agents::Agent,
+    journal::JournalEntry,
     messages::{
         ChannelView, Cursor, MemberRow, MessageView, Page, ReactionCount, SearchHit, channel_id,
     },

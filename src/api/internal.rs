@@ -366,7 +366,7 @@ pub async fn replay_dead_letters(
         };
         let applied = {
             let _in_order = state.ingest.lock().await;
-            crate::ingest::apply(&state, &format!("replay-{}", letter.id), &[raw]).await?
+            crate::ingest::apply_raw(&state, &format!("replay-{}", letter.id), &[raw]).await?
         };
         if applied.dead_letters == 0 {
             state

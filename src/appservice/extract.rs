@@ -83,28 +83,11 @@ where
         let state = AppState::from_ref(state);
         let (mut parts, body) = request.into_parts();
         authenticate(&parts, &state)?;
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-            return Err(too_large());
-        }
         let params = RawPathParams::from_request_parts(&mut parts, &state)
             .await
             .map_err(|_| MatrixError::unrecognized())?;
         let args: Vec<&str> = params.iter().map(|(_, value)| value).collect();
-        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(_) => {
-                return Err(MatrixError::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_BAD_JSON",
-                    "Body could not be read",
-                ));
-            }
-        };
+        let body = collect(&parts, body).await?;
         let request =
             T::try_from_http_request(http::Request::from_parts(parts, body.as_ref()), &args)
                 .map_err(|e| {
@@ -117,6 +100,40 @@ where
                     }
                 })?;
         Ok(Self { request, body })
+    }
+}
+
+/// The body of an authenticated request, up to [`MAX_BODY_BYTES`], unparsed (after an
+/// [`Authenticated`] extractor).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = MatrixError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, MatrixError> {
+        let (parts, body) = request.into_parts();
+        collect(&parts, body).await.map(Self)
+    }
+}
+
+/// The body, refused with 413 past [`MAX_BODY_BYTES`] (declared or sent).
+async fn collect(parts: &Parts, body: axum::body::Body) -> Result<Bytes, MatrixError> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+            "Body could not be read",
+        )),
     }
 }
 

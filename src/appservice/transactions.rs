@@ -1,35 +1,43 @@
-//! Pushed transactions: handed to the ingest pipeline one at a time, answered only once
-//! committed.
+//! Pushed transactions: checked, appended to the ingest journal and answered; the
+//! journal's indexer applies them to the index in order (`ingest::journal`).
 
-use axum::extract::State;
-use ruma::{
-    api::appservice::event::push_events::{self, v1::EphemeralData},
-    serde::Raw,
-};
+use axum::extract::{Path, State};
+use bytes::Bytes;
+use http::StatusCode;
+use ruma::{api::appservice::event::push_events::v1::EphemeralData, serde::Raw};
+use serde::Deserialize;
 use tracing::debug;
 
-use super::{Ruma, RumaResponse};
-use crate::{app::AppState, error::MatrixError, ingest};
+use super::extract::Authenticated;
+use crate::{app::AppState, error::MatrixError};
 
 /// # `PUT /_matrix/app/v1/transactions/{txnId}`
 ///
-/// 200 means durable: the answer comes after the commit, so a crash before it makes
-/// Synapse resend, and the event id keeps the resend from adding rows.
+/// 200 means durable: the answer comes after the journal row's commit, so a crash before
+/// it makes Synapse resend, and the event ids keep the resend from adding rows. The body
+/// is read once, by borrowing: the event list for the journal, ephemeral data for live
+/// presence (never journaled: stale after a restart anyway).
 pub async fn push_events(
     State(state): State<AppState>,
-    Ruma { request, body }: Ruma<push_events::v1::Request>,
-) -> Result<RumaResponse<push_events::v1::Response>, MatrixError> {
+    Path(txn_id): Path<String>,
+    _auth: Authenticated,
+    body: super::extract::RawBody,
+) -> Result<axum::Json<serde_json::Map<String, serde_json::Value>>, MatrixError> {
     let received = std::time::Instant::now();
     let metrics = crate::metrics::metrics();
     metrics.transactions.inc();
-    // Synapse sends one transaction at a time; a resend racing a slow first attempt must
-    // still be applied after it, in order.
-    let _in_order = state.ingest.lock().await;
-    let applied = ingest::apply(&state, request.txn_id.as_str(), &request.events).await?;
-    let ephemeral = if request.ephemeral.is_empty() {
-        legacy_ephemeral(&body)
+    let body = body.0;
+    let pushed = read(&body)?;
+    if !pushed.events.is_empty() {
+        state
+            .journal
+            .append(&state, &txn_id, &body, &pushed.events)
+            .await?;
+    }
+    let ephemeral = if pushed.ephemeral.is_empty() {
+        pushed.legacy_ephemeral
     } else {
-        request.ephemeral
+        pushed.ephemeral
     };
     if !ephemeral.is_empty() {
         let typing = state.live.apply_ephemeral(&ephemeral, &state.directory);
@@ -37,26 +45,32 @@ pub async fn push_events(
             crate::messaging::typing(&state, channel.as_str(), &user_ids);
         }
     }
-    debug!(txn_id = %request.txn_id, events = request.events.len(), ?applied, "transaction applied");
+    debug!(%txn_id, events = pushed.events.len(), "transaction journaled");
     metrics
         .ack_seconds
         .observe(received.elapsed().as_secs_f64());
-    Ok(RumaResponse(push_events::v1::Response::new()))
+    Ok(axum::Json(serde_json::Map::new()))
 }
 
-/// Ephemeral data under the legacy key, read only when the stable `ephemeral` key is
-/// empty (never both), and only parsed when the key is present at all.
-fn legacy_ephemeral(body: &[u8]) -> Vec<Raw<EphemeralData>> {
-    const KEY: &[u8] = b"\"de.sorunome.msc2409.ephemeral\"";
-    if !body.windows(KEY.len()).any(|w| w == KEY) {
-        return Vec::new();
-    }
-    #[derive(serde::Deserialize)]
-    struct Legacy {
-        #[serde(rename = "de.sorunome.msc2409.ephemeral", default)]
-        ephemeral: Vec<Raw<EphemeralData>>,
-    }
-    serde_json::from_slice::<Legacy>(body)
-        .map(|l| l.ephemeral)
-        .unwrap_or_default()
+/// What the acknowledgement needs of a body, in one pass.
+#[derive(Debug, Deserialize)]
+struct Pushed<'a> {
+    /// Required, as the specification has it (an empty list is a transaction too).
+    #[serde(borrow)]
+    events: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    ephemeral: Vec<Raw<EphemeralData>>,
+    /// Ephemeral data under the legacy key, read only when the stable key is empty.
+    #[serde(rename = "de.sorunome.msc2409.ephemeral", default)]
+    legacy_ephemeral: Vec<Raw<EphemeralData>>,
+}
+
+fn read(body: &Bytes) -> Result<Pushed<'_>, MatrixError> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            MatrixError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", "Body is not JSON")
+        } else {
+            MatrixError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", e.to_string())
+        }
+    })
 }

@@ -13,7 +13,7 @@ use ruma::{
 };
 use tracing::warn;
 
-use super::{Change, Context, DeadLetter, Envelope, Read, RoomStateField, read_event};
+use super::{Change, Context, DeadLetter, Envelope, Incoming, Read, RoomStateField, read_event};
 use crate::{
     Result,
     app::AppState,
@@ -26,22 +26,35 @@ use crate::{
 /// before deciding that a room of the bridge's own it has not seen is not a city room.
 const CREATION_WAIT: Duration = Duration::from_secs(30);
 
-/// Reads and applies one batch of events. `txn_id` names the batch in dead letters.
-pub async fn apply(
+/// Reads and applies the events of one transaction, all named `txn_id` in dead letters.
+pub async fn apply_raw(
     state: &AppState,
     txn_id: &str,
     events: &[Raw<AnyTimelineEvent>],
 ) -> Result<Applied> {
-    let mut batch = Batch::default();
+    apply(state, &Incoming::of(txn_id, events), None).await
+}
+
+/// Reads and applies one batch of events, in order. With `journal_pos`, the batch is the
+/// journal up to that position, and the index records it in the same commit.
+pub async fn apply(
+    state: &AppState,
+    events: &[Incoming<'_>],
+    journal_pos: Option<i64>,
+) -> Result<Applied> {
+    let mut batch = Batch {
+        journal_pos,
+        ..Batch::default()
+    };
     let mut envelopes = Vec::with_capacity(events.len());
-    for (index, raw) in events.iter().enumerate() {
-        match Envelope::parse(raw) {
+    for (index, incoming) in events.iter().enumerate() {
+        match Envelope::parse(incoming.json) {
             Ok(envelope) => envelopes.push((index, envelope)),
             Err(e) => {
                 crate::metrics::metrics().event("other", "malformed");
-                warn!(txn_id, error = %e, "malformed event skipped");
+                warn!(txn_id = incoming.txn_id, error = %e, "malformed event skipped");
                 batch.dead_letters.push(DeadLetter::new(
-                    raw.json(),
+                    *incoming,
                     None,
                     format!("malformed event: {e}"),
                 ));
@@ -91,12 +104,10 @@ pub async fn apply(
             Read::Ignored => metrics.event(&envelope.kind, "ignored"),
             Read::Invalid(reason) => {
                 metrics.event(&envelope.kind, "dead_lettered");
-                warn!(txn_id, event_id = %envelope.event_id, %reason, "unprocessable event skipped");
-                batch.dead_letters.push(DeadLetter::new(
-                    events[*index].json(),
-                    Some(envelope),
-                    reason,
-                ));
+                warn!(txn_id = events[*index].txn_id, event_id = %envelope.event_id, %reason, "unprocessable event skipped");
+                batch
+                    .dead_letters
+                    .push(DeadLetter::new(events[*index], Some(envelope), reason));
             }
         }
     }
@@ -129,10 +140,7 @@ pub async fn apply(
             _ => None,
         })
         .collect();
-    let applied = state
-        .store
-        .apply_transaction(txn_id, events, &batch)
-        .await?;
+    let applied = state.store.apply_transaction(events, &batch).await?;
     metrics
         .dead_letters
         .inc_by(u64::try_from(applied.dead_letters).unwrap_or(0));

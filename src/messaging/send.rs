@@ -215,7 +215,7 @@ async fn index(
     let raw = serde_json::value::to_raw_value(&event).expect("a JSON value serialises");
     let events = [ruma::serde::Raw::from_json(raw)];
     let _in_order = state.ingest.lock().await;
-    ingest::apply(state, "api", &events).await?;
+    ingest::apply_raw(state, "api", &events).await?;
     Ok(())
 }
 

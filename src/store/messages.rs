@@ -416,8 +416,7 @@ impl Store {
         Ok(sqlx::query_scalar(
             "WITH todo AS ( \
                  SELECT matrix_event_id, seq, content_preview, msgtype, redacted_at FROM messages \
-                 WHERE channel_id = ANY(ARRAY(SELECT id FROM city_rooms)) \
-                   AND seq > (SELECT seq FROM search_progress) ORDER BY seq LIMIT $1), \
+                 WHERE seq > (SELECT seq FROM search_progress) ORDER BY seq LIMIT $1), \
              indexed AS ( \
                  INSERT INTO message_search (event_id, tsv) \
                  SELECT matrix_event_id, to_tsvector('simple', content_preview) FROM todo \

@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use ruma::{events::AnyTimelineEvent, serde::Raw};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tracing::warn;
 
 use super::{Store, is_data_error};
 use crate::ingest::{
-    Change, DeadLetter, Envelope, MembershipChange, MessageEdit, NewMessage, NewReaction,
+    Change, DeadLetter, Envelope, Incoming, MembershipChange, MessageEdit, NewMessage, NewReaction,
     Redaction, RoomStateChange, RoomStateField,
 };
 
@@ -21,6 +20,8 @@ pub struct Batch {
     pub changes: Vec<(usize, Change)>,
     /// Events already known to be unusable.
     pub dead_letters: Vec<DeadLetter>,
+    /// The journal position this batch brings the index to, recorded in its commit.
+    pub journal_pos: Option<i64>,
 }
 
 /// What applying a transaction did.
@@ -92,8 +93,7 @@ impl Store {
     /// unreachable database fails the whole transaction.
     pub async fn apply_transaction(
         &self,
-        txn_id: &str,
-        events: &[Raw<AnyTimelineEvent>],
+        events: &[Incoming<'_>],
         batch: &Batch,
     ) -> crate::Result<Applied> {
         if batch.dead_letters.is_empty()
@@ -102,7 +102,10 @@ impl Store {
                 .iter()
                 .all(|(_, c)| matches!(c, Change::Message(_)))
         {
-            match self.apply_messages_only(&batch.changes).await {
+            match self
+                .apply_messages_only(&batch.changes, batch.journal_pos)
+                .await
+            {
                 Ok(applied) => return Ok(applied),
                 Err(e) if is_data_error(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -113,7 +116,7 @@ impl Store {
         let effects = match apply_grouped(&mut tx, &batch.changes).await {
             Ok(effects) => effects,
             Err(e) if is_data_error(&e) => {
-                warn!(txn_id, error = %e, "a change was refused; applying one by one");
+                warn!(error = %e, "a change was refused; applying one by one");
                 tx.rollback().await?;
                 tx = self.pool.begin().await?;
                 let (effects, dead) = apply_one_by_one(&mut tx, &batch.changes, events).await?;
@@ -126,7 +129,10 @@ impl Store {
         let changes = batch.changes.len() - refused.len();
         let mut dead = batch.dead_letters.clone();
         dead.extend(refused);
-        let stored = insert_dead_letters(&mut tx, txn_id, &dead).await?;
+        let stored = insert_dead_letters(&mut tx, &dead).await?;
+        if let Some(pos) = batch.journal_pos {
+            advance_journal(&mut tx, pos).await?;
+        }
         tx.commit().await?;
         Ok(Applied {
             changes,
@@ -140,6 +146,7 @@ impl Store {
     async fn apply_messages_only(
         &self,
         changes: &[(usize, Change)],
+        journal_pos: Option<i64>,
     ) -> Result<Applied, sqlx::Error> {
         let messages: Vec<&NewMessage> = changes
             .iter()
@@ -149,7 +156,10 @@ impl Store {
             })
             .collect();
         let mut conn = self.pool.acquire().await?;
-        let created = insert_messages(&mut conn, &messages).await?;
+        let created = match journal_pos {
+            None => insert_messages(&mut conn, &messages).await?,
+            Some(pos) => insert_messages_at(&mut conn, &messages, pos).await?,
+        };
         Ok(Applied {
             changes: messages.len(),
             dead_letters: 0,
@@ -163,12 +173,32 @@ impl Store {
     /// Dead letters recorded for a transaction, oldest first (for operators and tests).
     pub async fn dead_letters(&self, txn_id: &str) -> crate::Result<Vec<DeadLetter>> {
         Ok(sqlx::query_as(
-            "SELECT event_id, room_id, event_type, reason, event FROM dead_letters \
+            "SELECT txn_id, event_id, room_id, event_type, reason, event FROM dead_letters \
              WHERE txn_id = $1 ORDER BY id",
         )
         .bind(txn_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Records one dead letter that is no event (a whole body), once.
+    pub async fn record_dead_letter(
+        &self,
+        txn_id: &str,
+        event: &str,
+        reason: &str,
+    ) -> crate::Result<()> {
+        let text = crate::ingest::pg_text;
+        sqlx::query(
+            "INSERT INTO dead_letters (txn_id, reason, event) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(text(txn_id).as_ref())
+        .bind(reason)
+        .bind(text(event).as_ref())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Deletes dead letters older than `days`; how many.
@@ -245,7 +275,7 @@ async fn apply_grouped(
 async fn apply_one_by_one(
     tx: &mut Transaction<'static, Postgres>,
     changes: &[(usize, Change)],
-    events: &[Raw<AnyTimelineEvent>],
+    events: &[Incoming<'_>],
 ) -> Result<(Effects, Vec<DeadLetter>), sqlx::Error> {
     let mut dead = Vec::new();
     let mut effects = Effects::default();
@@ -279,11 +309,10 @@ async fn apply_one_by_one(
                 sqlx::query("ROLLBACK TO SAVEPOINT change")
                     .execute(&mut **tx)
                     .await?;
-                let raw = events[*index].json();
-                let envelope = Envelope::parse(&events[*index]).ok();
+                let envelope = Envelope::parse(events[*index].json).ok();
                 warn!(event_id = ?envelope.as_ref().map(|e| &e.event_id), error = %e, "event refused by the database; dead-lettered");
                 dead.push(DeadLetter::new(
-                    raw,
+                    events[*index],
                     envelope.as_ref(),
                     format!("database refused it: {e}"),
                 ));
@@ -344,32 +373,68 @@ async fn insert_messages(
     if messages.is_empty() {
         return Ok(Vec::new());
     }
+    bind_messages(sqlx::query_as(INSERT_MESSAGES), messages)
+        .fetch_all(conn)
+        .await
+}
+
+/// [`insert_messages`] and the journal mark in one statement (one round trip, one commit).
+async fn insert_messages_at(
+    conn: &mut PgConnection,
+    messages: &[&NewMessage],
+    journal_pos: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let sql = format!(
+        "WITH inserted AS ({INSERT_MESSAGES}), \
+              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $12)) \
+         SELECT matrix_event_id, seq FROM inserted ORDER BY seq"
+    );
+    bind_messages(sqlx::query_as(&sql), messages)
+        .bind(journal_pos)
+        .fetch_all(conn)
+        .await
+}
+
+const INSERT_MESSAGES: &str = "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
+                           sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
+                           reply_to, thread_root) \
+     SELECT c, r, e, s, sm, st, mt, p, t, rt, th \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[]) \
+          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, n) \
+     ORDER BY n \
+     ON CONFLICT (matrix_event_id) DO NOTHING \
+     RETURNING matrix_event_id, seq";
+
+type MessagesQuery<'q> =
+    sqlx::query::QueryAs<'q, Postgres, (String, i64), sqlx::postgres::PgArguments>;
+
+fn bind_messages<'q>(query: MessagesQuery<'q>, messages: &[&'q NewMessage]) -> MessagesQuery<'q> {
     let columns = MessageColumns::new(messages);
-    sqlx::query_as(
-        "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
-                               sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
-                               reply_to, thread_root) \
-         SELECT c, r, e, s, sm, st, mt, p, t, rt, th \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[]) \
-              WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, n) \
-         ORDER BY n \
-         ON CONFLICT (matrix_event_id) DO NOTHING \
-         RETURNING matrix_event_id, seq",
-    )
-    .bind(columns.channel_id)
-    .bind(columns.matrix_room_id)
-    .bind(columns.event_id)
-    .bind(columns.sender_id)
-    .bind(columns.sender_matrix_id)
-    .bind(columns.sender_type)
-    .bind(columns.msgtype)
-    .bind(columns.preview)
-    .bind(columns.created_at)
-    .bind(columns.reply_to)
-    .bind(columns.thread_root)
-    .fetch_all(conn)
-    .await
+    query
+        .bind(columns.channel_id)
+        .bind(columns.matrix_room_id)
+        .bind(columns.event_id)
+        .bind(columns.sender_id)
+        .bind(columns.sender_matrix_id)
+        .bind(columns.sender_type)
+        .bind(columns.msgtype)
+        .bind(columns.preview)
+        .bind(columns.created_at)
+        .bind(columns.reply_to)
+        .bind(columns.thread_root)
+}
+
+/// Records in `tx` that the index has applied the journal up to `pos`.
+async fn advance_journal(
+    tx: &mut Transaction<'static, Postgres>,
+    pos: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE ingest_progress SET pos = GREATEST(pos, $1)")
+        .bind(pos)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Counts reactions; the (message, key) pairs whose count changed.
@@ -581,17 +646,15 @@ async fn apply_room_state(
 /// afterwards. How many were stored.
 async fn insert_dead_letters(
     tx: &mut Transaction<'static, Postgres>,
-    txn_id: &str,
     dead: &[DeadLetter],
 ) -> Result<usize, sqlx::Error> {
     if dead.is_empty() {
         return Ok(0);
     }
-    let txn_id = crate::ingest::pg_text(txn_id);
     sqlx::query("SAVEPOINT dead_letters")
         .execute(&mut **tx)
         .await?;
-    match insert_dead_letter_rows(tx, &txn_id, dead).await {
+    match insert_dead_letter_rows(tx, dead).await {
         Ok(()) => return Ok(dead.len()),
         Err(e) if is_data_error(&e) => {
             sqlx::query("ROLLBACK TO SAVEPOINT dead_letters")
@@ -605,14 +668,14 @@ async fn insert_dead_letters(
         sqlx::query("SAVEPOINT dead_letter")
             .execute(&mut **tx)
             .await?;
-        match insert_dead_letter_rows(tx, &txn_id, std::slice::from_ref(letter)).await {
+        match insert_dead_letter_rows(tx, std::slice::from_ref(letter)).await {
             Ok(()) => stored += 1,
             Err(e) if is_data_error(&e) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT dead_letter")
                     .execute(&mut **tx)
                     .await?;
                 tracing::error!(
-                    txn_id = %txn_id, event_id = ?letter.event_id, error = %e,
+                    txn_id = %letter.txn_id, event_id = ?letter.event_id, error = %e,
                     "a dead letter could not be stored; skipped"
                 );
             }
@@ -624,17 +687,17 @@ async fn insert_dead_letters(
 
 async fn insert_dead_letter_rows(
     tx: &mut Transaction<'static, Postgres>,
-    txn_id: &str,
     dead: &[DeadLetter],
 ) -> Result<(), sqlx::Error> {
     let opt =
         |f: fn(&DeadLetter) -> Option<&str>| dead.iter().map(f).collect::<Vec<Option<&str>>>();
     sqlx::query(
         "INSERT INTO dead_letters (txn_id, event_id, room_id, event_type, reason, event) \
-         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[]) \
          ON CONFLICT DO NOTHING",
     )
-    .bind(txn_id)
+    .bind(dead.iter().map(|d| d.txn_id.as_str()).collect::<Vec<_>>())
     .bind(opt(|d| d.event_id.as_deref()))
     .bind(opt(|d| d.room_id.as_deref()))
     .bind(opt(|d| d.event_type.as_deref()))

@@ -1,10 +1,15 @@
 //! The bridge killed with SIGKILL while messages flow: after a restart every message a
 //! client was given an event id for is indexed — nothing acknowledged is lost. (Once is
-//! the primary key's job; the test does not pretend to check it.)
+//! the primary key's job; the test does not pretend to check it.) And killed between the
+//! acknowledgement of transactions and their indexing: the journal has them.
 
 use std::process::Command;
 
-use crate::support::{MatrixUser, alias, bridge_vars, eventually, serial, unique};
+use serde_json::json;
+
+use crate::support::{
+    MatrixUser, alias, bridge_vars, encode, eventually, hs_token, message_event, serial, unique,
+};
 
 /// The bridge as a child process, killed when dropped (a failing test leaves none behind).
 struct Child(std::process::Child);
@@ -106,5 +111,97 @@ async fn sigkill_while_messages_are_sent_loses_nothing() {
     .await
     .unwrap();
     assert_eq!(wrong, 0, "indexed as sent");
+    bridge.kill();
+}
+
+#[tokio::test]
+async fn sigkill_after_the_acknowledgement_before_the_index_loses_nothing() {
+    let _serial = serial().await;
+    let env = crate::support::env();
+    let pool = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    let mut bridge = spawn_bridge();
+    wait_healthy().await;
+    let slug = crate::support::city_room(&pool, "Journal").await;
+    let room_id = format!("!{}:{}", unique("journal"), env.server_name);
+    sqlx::query("UPDATE city_rooms SET matrix_room_id = $1 WHERE slug = $2")
+        .bind(&room_id)
+        .bind(&slug)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // The indexer's commit records its journal mark: holding that row holds every index
+    // write uncommitted (invisible), while appending to the journal goes on.
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT pos FROM ingest_progress FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let run = unique("");
+    let mut sent = Vec::new();
+    let client = reqwest::Client::new();
+    for txn in 0..3 {
+        let events: Vec<_> = (0..50)
+            .map(|i| {
+                let event_id = format!("${run}_{txn}_{i}");
+                sent.push(event_id.clone());
+                message_event(
+                    &room_id,
+                    &event_id,
+                    "@alice:localhost",
+                    &format!("m {txn} {i}"),
+                )
+            })
+            .collect();
+        let response = client
+            .put(format!(
+                "http://{}/_matrix/app/v1/transactions/{}",
+                env.bridge_addr,
+                encode(&format!("journal-{run}-{txn}"))
+            ))
+            .bearer_auth(hs_token())
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .expect("bridge reachable");
+        assert_eq!(response.status(), 200, "transaction {txn} acknowledged");
+    }
+    let visible: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE matrix_event_id = ANY($1)")
+            .bind(&sent)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        visible, 0,
+        "acknowledged, not yet indexed: the moment to crash"
+    );
+
+    bridge.kill();
+    holder.rollback().await.unwrap();
+    bridge = spawn_bridge();
+    wait_healthy().await;
+
+    let indexed: Vec<String> =
+        eventually("the journal's 150 events indexed after the restart", || {
+            let pool = pool.clone();
+            let sent = sent.clone();
+            async move {
+                let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT matrix_event_id FROM messages WHERE matrix_event_id = ANY($1) ORDER BY seq",
+            )
+            .bind(&sent)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+                (ids.len() >= sent.len()).then_some(ids)
+            }
+        })
+        .await;
+    assert_eq!(
+        indexed, sent,
+        "every acknowledged event, once, in the order pushed"
+    );
     bridge.kill();
 }

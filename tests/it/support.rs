@@ -470,7 +470,38 @@ pub async fn push(txn_id: &str, body: &Value, token: Option<&str>) -> (StatusCod
     }
     let response = request.send().await.expect("bridge reachable");
     let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let answer = response.json().await.unwrap_or(Value::Null);
+    if status == StatusCode::OK && body["events"].as_array().is_some_and(|e| !e.is_empty()) {
+        journal_indexed().await;
+    }
+    (status, answer)
+}
+
+/// Waits until the bridge's indexer has applied every journaled transaction: a 200 means
+/// durable, and the index follows within moments.
+pub async fn journal_indexed() {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&env().database_url)
+        .await
+        .expect("database reachable");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM ingest_journal \
+                                WHERE pos > (SELECT pos FROM ingest_progress))",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("journal readable");
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal was not indexed within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A message event as Synapse would push it.

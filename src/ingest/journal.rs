@@ -1,0 +1,350 @@
+//! The ingest journal, in front of the pipeline: a pushed transaction is appended as
+//! received (one row, one commit) and answered; the indexer applies the journal to the
+//! index in order, in batches as large as the backlog, and records how far it got in the
+//! same commit as the index writes.
+//!
+//! Crash between the append and the index: the next start applies the rows after the
+//! mark. A row appended but never handed over in memory (a request cut off between its
+//! commit and the hand-over) is found the same way, by the gap it leaves.
+
+use std::{
+    ops::Range,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{Mutex, mpsc, watch};
+use tracing::{info, warn};
+
+use super::Incoming;
+use crate::{Result, app::AppState, store::JournalEntry};
+
+/// How many appended transactions wait for the indexer before the next append waits: the
+/// bound on memory, and on how far the index trails the acknowledgements.
+const QUEUE: usize = 64;
+/// The most events the indexer applies in one commit.
+const MAX_BATCH_EVENTS: usize = 2_000;
+/// How often the indexer looks in the table for rows it was not handed (and trims).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How often applied rows are deleted.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// The body of a pushed transaction, read by borrowing: the events stay raw slices of the
+/// body (their content is parsed by the indexer, once).
+#[derive(Debug, Deserialize)]
+pub struct PushedBody<'a> {
+    /// The timeline events.
+    #[serde(borrow, default)]
+    pub events: Vec<&'a RawValue>,
+}
+
+/// An appended transaction, handed to the indexer in memory.
+#[derive(Debug)]
+pub struct Appended {
+    pos: i64,
+    txn_id: String,
+    body: Bytes,
+    /// Each event's place in `body`.
+    events: Vec<Range<usize>>,
+    acknowledged: Instant,
+}
+
+impl Appended {
+    /// The appended `body` at `pos`, whose `events` were borrowed from it.
+    pub fn new(pos: i64, txn_id: &str, body: Bytes, events: &[&RawValue]) -> Self {
+        // Where each borrowed event lies in the body (checked when read back).
+        let start = body.as_ptr() as usize;
+        let events = events
+            .iter()
+            .map(|raw| {
+                let at = (raw.get().as_ptr() as usize).wrapping_sub(start);
+                at..at.saturating_add(raw.get().len())
+            })
+            .collect();
+        Self {
+            pos,
+            txn_id: txn_id.to_owned(),
+            body,
+            events,
+            acknowledged: Instant::now(),
+        }
+    }
+}
+
+/// The hand-over between the acknowledgement path and the indexer.
+#[derive(Debug)]
+pub struct Journal {
+    queue: mpsc::Sender<Appended>,
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<Appended>>>,
+    /// Held from an append to its hand-over: positions reach the indexer in order.
+    order: Mutex<()>,
+    indexed: watch::Sender<i64>,
+    /// When the indexer last applied a batch, in milliseconds after `epoch`.
+    last_applied_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        Self {
+            queue,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+            order: Mutex::new(()),
+            indexed: watch::Sender::new(0),
+            last_applied_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Journal {
+    /// Appends `body` (durable when this returns) and hands it to the indexer.
+    pub async fn append(
+        &self,
+        state: &AppState,
+        txn_id: &str,
+        body: &Bytes,
+        events: &[&RawValue],
+    ) -> Result<i64> {
+        let _order = self.order.lock().await;
+        let pos = state.store.journal_append(txn_id, body).await?;
+        // Waits when the indexer is QUEUE transactions behind. Fails only when it has
+        // stopped (shutdown): the row is applied at the next start.
+        let _ = self
+            .queue
+            .send(Appended::new(pos, txn_id, body.clone(), events))
+            .await;
+        Ok(pos)
+    }
+
+    /// Transactions appended and waiting for the indexer.
+    pub fn backlog(&self) -> usize {
+        QUEUE - self.queue.capacity()
+    }
+
+    /// Whether transactions are flowing: waiting, or one applied in the last `within`.
+    /// Work that can wait (search) gives way.
+    pub fn busy(&self, within: Duration) -> bool {
+        let last = self
+            .last_applied_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.backlog() > 0
+            || (last > 0
+                && now.saturating_sub(last) < u64::try_from(within.as_millis()).unwrap_or(0))
+    }
+
+    fn applied_now(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_applied_ms
+            .store(now.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last position applied to the index by this process.
+    pub fn indexed(&self) -> watch::Receiver<i64> {
+        self.indexed.subscribe()
+    }
+}
+
+/// The indexer: applies the journal in order until the bridge shuts down. Rows after the
+/// mark that it was not handed (the previous run's tail, a hand-over cut off) are read
+/// from the table; a batch that fails for want of the database is retried as it was.
+pub async fn index(state: AppState) {
+    let Some(mut receiver) = state
+        .journal
+        .receiver
+        .lock()
+        .expect("journal lock is not poisoned")
+        .take()
+    else {
+        warn!("the journal indexer is already running");
+        return;
+    };
+    let mut mark = loop {
+        match state.store.journal_mark().await {
+            Ok(mark) => break mark,
+            Err(error) => {
+                warn!(%error, "cannot read the journal mark; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    state.journal.indexed.send_replace(mark);
+    let mut handed: Vec<Appended> = Vec::new();
+    let mut look_in_table = true;
+    let mut last_trim = Instant::now();
+    loop {
+        if handed.is_empty() && !look_in_table {
+            match tokio::time::timeout(IDLE_CHECK, receiver.recv()).await {
+                Ok(Some(appended)) => handed.push(appended),
+                Ok(None) => return,
+                Err(_) => look_in_table = true,
+            }
+        }
+        let mut events = handed.iter().map(|a| a.events.len()).sum::<usize>();
+        while events < MAX_BATCH_EVENTS {
+            match receiver.try_recv() {
+                Ok(appended) => {
+                    events += appended.events.len();
+                    handed.push(appended);
+                }
+                Err(_) => break,
+            }
+        }
+        handed.retain(|a| a.pos > mark);
+        // A gap before the first row handed over: rows this process was not given.
+        if handed.first().is_some_and(|a| a.pos > mark + 1) {
+            look_in_table = true;
+        }
+        let batch = if look_in_table {
+            look_in_table = false;
+            let before = handed.first().map_or(i64::MAX, |a| a.pos);
+            match state.store.journal_after(mark, 64).await {
+                Ok(rows) => {
+                    let rows: Vec<JournalEntry> =
+                        rows.into_iter().filter(|r| r.pos < before).collect();
+                    if !rows.is_empty() {
+                        info!(
+                            rows = rows.len(),
+                            after = mark,
+                            "applying journal rows not yet indexed"
+                        );
+                        // More may follow: look again before the next batch.
+                        look_in_table = rows.len() == 64;
+                    }
+                    Batch::Table(rows)
+                }
+                Err(error) => {
+                    warn!(%error, "cannot read the journal; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    look_in_table = true;
+                    continue;
+                }
+            }
+        } else {
+            Batch::Handed(std::mem::take(&mut handed))
+        };
+        if let Some(last) = apply_until_done(&state, &batch).await {
+            mark = last;
+            state.journal.indexed.send_replace(mark);
+            state.journal.applied_now();
+            if let Batch::Handed(entries) = &batch {
+                let metrics = crate::metrics::metrics();
+                for entry in entries {
+                    metrics
+                        .index_lag_seconds
+                        .observe(entry.acknowledged.elapsed().as_secs_f64());
+                }
+            }
+        }
+        if last_trim.elapsed() >= TRIM_EVERY {
+            last_trim = Instant::now();
+            if let Err(error) = state.store.journal_trim().await {
+                warn!(%error, "cannot trim the journal");
+            }
+        }
+    }
+}
+
+/// Journal rows to apply together, in order.
+enum Batch {
+    Handed(Vec<Appended>),
+    Table(Vec<JournalEntry>),
+}
+
+/// Applies `batch`, retrying while the database is away; the last position applied.
+async fn apply_until_done(state: &AppState, batch: &Batch) -> Option<i64> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match apply_batch(state, batch).await {
+            Ok(last) => return last,
+            Err(error) => {
+                warn!(%error, ?wait, "cannot index the journal; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn apply_batch(state: &AppState, batch: &Batch) -> Result<Option<i64>> {
+    let mut events: Vec<Incoming<'_>> = Vec::new();
+    let mut unreadable: Vec<(&str, &[u8])> = Vec::new();
+    let last = match batch {
+        Batch::Handed(entries) => {
+            for e in entries {
+                if !read(&e.txn_id, &e.body, Some(&e.events), &mut events) {
+                    unreadable.push((&e.txn_id, &e.body));
+                }
+            }
+            entries.last().map(|e| e.pos)
+        }
+        Batch::Table(rows) => {
+            for r in rows {
+                if !read(&r.txn_id, &r.body, None, &mut events) {
+                    unreadable.push((&r.txn_id, &r.body));
+                }
+            }
+            rows.last().map(|r| r.pos)
+        }
+    };
+    let Some(last) = last else {
+        return Ok(None);
+    };
+    // Bodies are checked before they are appended; a row that is no transaction even so
+    // (written by hand?) is kept whole as a dead letter rather than block the journal.
+    for (txn_id, body) in unreadable {
+        warn!(txn_id, "a journal row is not a transaction; dead-lettered");
+        state
+            .store
+            .record_dead_letter(
+                txn_id,
+                &String::from_utf8_lossy(body),
+                "journal row is not a transaction",
+            )
+            .await?;
+    }
+    let _in_order = state.ingest.lock().await;
+    let started = Instant::now();
+    super::apply(state, &events, Some(last)).await?;
+    tracing::debug!(events = events.len(), last, elapsed = ?started.elapsed(), "journal applied");
+    Ok(Some(last))
+}
+
+/// The events of one journal row into `out`: by the places found when it was appended,
+/// else by reading the body again. False when the body is no transaction.
+fn read<'a>(
+    txn_id: &'a str,
+    body: &'a [u8],
+    places: Option<&[Range<usize>]>,
+    out: &mut Vec<Incoming<'a>>,
+) -> bool {
+    if let Some(places) = places
+        && let Ok(text) = std::str::from_utf8(body)
+    {
+        let before = out.len();
+        for place in places {
+            match text.get(place.clone()) {
+                Some(json) => out.push(Incoming { txn_id, json }),
+                None => {
+                    out.truncate(before);
+                    return read(txn_id, body, None, out);
+                }
+            }
+        }
+        return true;
+    }
+    match serde_json::from_slice::<PushedBody<'_>>(body) {
+        Ok(pushed) => {
+            out.extend(pushed.events.into_iter().map(|raw| Incoming {
+                txn_id,
+                json: raw.get(),
+            }));
+            true
+        }
+        Err(_) => false,
+    }
+}
