@@ -35,7 +35,7 @@ run_peer() {  # script port
 }
 field() { sed -n "s/^  $1 *: *\([0-9.]*\).*/\1/p" "$2"; }
 
-echo "== ingest: city-bridge (every event durably indexed before its 200)"
+echo "== ingest: city-bridge (every event durably journaled before its 200, then indexed)"
 run_bridge
 BENCH_ROOM_ID='!bench:localhost' cargo bench --quiet --bench ingest | tee "$out/ingest-bridge.txt"
 kill "$bridge"; wait "$bridge" 2>/dev/null || true
