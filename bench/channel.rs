@@ -90,17 +90,7 @@ async fn main() {
         "origin_server_ts": 1_763_000_000_000_u64,
         "content": {"msgtype": "m.text", "body": "warm-up"},
     }]});
-    let response = http
-        .put(format!(
-            "http://{addr}/_matrix/app/v1/transactions/warm-up-{}",
-            rand::random::<u32>()
-        ))
-        .bearer_auth(&token)
-        .json(&warm_up)
-        .send()
-        .await
-        .expect("push");
-    assert_eq!(response.status(), 200);
+    support::push(&http, &addr, &token, "warm-up", &warm_up).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for k in 0..updates {
         let body = json!({
@@ -112,17 +102,7 @@ async fn main() {
             }],
         });
         sent_at[k].set(Instant::now()).expect("set once");
-        let response = http
-            .put(format!(
-                "http://{addr}/_matrix/app/v1/transactions/channel-{k}-{}",
-                rand::random::<u32>()
-            ))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("push");
-        assert_eq!(response.status(), 200);
+        support::push(&http, &addr, &token, &format!("channel-{k}"), &body).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);

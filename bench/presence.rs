@@ -92,17 +92,7 @@ async fn main() {
         "events": [],
         "ephemeral": [{"type": "m.typing", "room_id": room_id, "content": {"user_ids": ["@warm-up:localhost"]}}],
     });
-    let response = http
-        .put(format!(
-            "http://{addr}/_matrix/app/v1/transactions/warm-up-{}",
-            rand::random::<u32>()
-        ))
-        .bearer_auth(&token)
-        .json(&warm_up)
-        .send()
-        .await
-        .expect("push");
-    assert_eq!(response.status(), 200);
+    support::push(&http, &addr, &token, "warm-up", &warm_up).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_before = cpu_time(&pid);
     for k in 0..updates {
@@ -111,17 +101,7 @@ async fn main() {
             "ephemeral": [{"type": "m.typing", "room_id": room_id, "content": {"user_ids": [format!("@bench{k}:localhost")]}}],
         });
         sent_at[k].set(Instant::now()).expect("set once");
-        let response = http
-            .put(format!(
-                "http://{addr}/_matrix/app/v1/transactions/presence-{k}-{}",
-                rand::random::<u32>()
-            ))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("push");
-        assert_eq!(response.status(), 200);
+        support::push(&http, &addr, &token, &format!("presence-{k}"), &body).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);

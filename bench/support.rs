@@ -1,5 +1,5 @@
-//! What the benchmarks share: their settings from the environment, percentiles, and the
-//! measured process's memory and CPU time. Each benchmark includes it with
+//! What the benchmarks share: their settings from the environment, playing Synapse's
+//! push, percentiles, and the measured process's memory and CPU time. Each benchmark includes it with
 //! `#[path = "support.rs"] mod support;` and uses what it needs.
 #![allow(dead_code)] // each benchmark binary uses a part of it
 
@@ -42,4 +42,26 @@ pub fn cpu_time(pid: &str) -> Duration {
         .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
+}
+
+/// Pushes `body` to the bridge at `addr` as Synapse would (transaction id `<name>-<random>`)
+/// and expects its 200.
+pub async fn push(
+    http: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    name: &str,
+    body: &serde_json::Value,
+) {
+    let response = http
+        .put(format!(
+            "http://{addr}/_matrix/app/v1/transactions/{name}-{}",
+            rand::random::<u32>()
+        ))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(response.status(), 200, "transaction {name} refused");
 }

@@ -4,12 +4,10 @@
 use axum::extract::{Path, State};
 use bytes::Bytes;
 use http::StatusCode;
-use ruma::{api::appservice::event::push_events::v1::EphemeralData, serde::Raw};
-use serde::Deserialize;
 use tracing::debug;
 
 use super::extract::Authenticated;
-use crate::{app::AppState, error::MatrixError};
+use crate::{app::AppState, error::MatrixError, ingest::journal::PushedBody};
 
 /// # `PUT /_matrix/app/v1/transactions/{txnId}`
 ///
@@ -31,7 +29,7 @@ pub async fn push_events(
     if !pushed.events.is_empty() {
         state
             .journal
-            .append(&state, &txn_id, &body, &pushed.events)
+            .append(&state.store, &txn_id, &body, &pushed.events)
             .await?;
     }
     let ephemeral = if pushed.ephemeral.is_empty() {
@@ -52,20 +50,7 @@ pub async fn push_events(
     Ok(axum::Json(serde_json::Map::new()))
 }
 
-/// What the acknowledgement needs of a body, in one pass.
-#[derive(Debug, Deserialize)]
-struct Pushed<'a> {
-    /// Required, as the specification has it (an empty list is a transaction too).
-    #[serde(borrow)]
-    events: Vec<&'a serde_json::value::RawValue>,
-    #[serde(default)]
-    ephemeral: Vec<Raw<EphemeralData>>,
-    /// Ephemeral data under the legacy key, read only when the stable key is empty.
-    #[serde(rename = "de.sorunome.msc2409.ephemeral", default)]
-    legacy_ephemeral: Vec<Raw<EphemeralData>>,
-}
-
-fn read(body: &Bytes) -> Result<Pushed<'_>, MatrixError> {
+fn read(body: &Bytes) -> Result<PushedBody<'_>, MatrixError> {
     serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             MatrixError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", "Body is not JSON")

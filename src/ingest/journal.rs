@@ -13,13 +13,18 @@ use std::{
 };
 
 use bytes::Bytes;
+use ruma::{api::appservice::event::push_events::v1::EphemeralData, serde::Raw};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, mpsc};
 use tracing::{info, warn};
 
 use super::Incoming;
-use crate::{Result, app::AppState, store::JournalEntry};
+use crate::{
+    Result,
+    app::AppState,
+    store::{JournalEntry, Store},
+};
 
 /// How many appended transactions wait for the indexer before the next append waits: the
 /// bound on memory, and on how far the index trails the acknowledgements.
@@ -31,13 +36,20 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How often applied rows are deleted.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
-/// The body of a pushed transaction, read by borrowing: the events stay raw slices of the
-/// body (their content is parsed by the indexer, once).
+/// The body of a pushed transaction, read in one pass by borrowing: the events stay raw
+/// slices of the body (the indexer parses each once); ephemeral data is typed.
 #[derive(Debug, Deserialize)]
 pub struct PushedBody<'a> {
-    /// The timeline events.
-    #[serde(borrow, default)]
+    /// The timeline events. Required, as the specification has it (an empty list is a
+    /// transaction too).
+    #[serde(borrow)]
     pub events: Vec<&'a RawValue>,
+    /// Ephemeral data (MSC2409, stable key).
+    #[serde(default)]
+    pub ephemeral: Vec<Raw<EphemeralData>>,
+    /// Ephemeral data under the legacy key, used only when the stable key is empty.
+    #[serde(rename = "de.sorunome.msc2409.ephemeral", default)]
+    pub legacy_ephemeral: Vec<Raw<EphemeralData>>,
 }
 
 /// An appended transaction, handed to the indexer in memory.
@@ -80,10 +92,8 @@ pub struct Journal {
     receiver: std::sync::Mutex<Option<mpsc::Receiver<Appended>>>,
     /// Held from an append to its hand-over: positions reach the indexer in order.
     order: Mutex<()>,
-    indexed: watch::Sender<i64>,
-    /// When the indexer last applied a batch, in milliseconds after `epoch`.
-    last_applied_ms: std::sync::atomic::AtomicU64,
-    epoch: Instant,
+    /// When the indexer last applied a batch.
+    last_applied: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Default for Journal {
@@ -93,9 +103,7 @@ impl Default for Journal {
             queue,
             receiver: std::sync::Mutex::new(Some(receiver)),
             order: Mutex::new(()),
-            indexed: watch::Sender::new(0),
-            last_applied_ms: std::sync::atomic::AtomicU64::new(0),
-            epoch: Instant::now(),
+            last_applied: std::sync::Mutex::new(None),
         }
     }
 }
@@ -104,20 +112,20 @@ impl Journal {
     /// Appends `body` (durable when this returns) and hands it to the indexer.
     pub async fn append(
         &self,
-        state: &AppState,
+        store: &Store,
         txn_id: &str,
         body: &Bytes,
         events: &[&RawValue],
-    ) -> Result<i64> {
+    ) -> Result<()> {
         let _order = self.order.lock().await;
-        let pos = state.store.journal_append(txn_id, body).await?;
+        let pos = store.journal_append(txn_id, body).await?;
         // Waits when the indexer is QUEUE transactions behind. Fails only when it has
         // stopped (shutdown): the row is applied at the next start.
         let _ = self
             .queue
             .send(Appended::new(pos, txn_id, body.clone(), events))
             .await;
-        Ok(pos)
+        Ok(())
     }
 
     /// Transactions appended and waiting for the indexer.
@@ -128,24 +136,13 @@ impl Journal {
     /// Whether transactions are flowing: waiting, or one applied in the last `within`.
     /// Work that can wait (search) gives way.
     pub fn busy(&self, within: Duration) -> bool {
-        let last = self
-            .last_applied_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.backlog() > 0
-            || (last > 0
-                && now.saturating_sub(last) < u64::try_from(within.as_millis()).unwrap_or(0))
+        self.backlog() > 0 || self.last_applied().is_some_and(|at| at.elapsed() < within)
     }
 
-    fn applied_now(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_applied_ms
-            .store(now.max(1), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The last position applied to the index by this process.
-    pub fn indexed(&self) -> watch::Receiver<i64> {
-        self.indexed.subscribe()
+    fn last_applied(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.last_applied
+            .lock()
+            .expect("journal clock is not poisoned")
     }
 }
 
@@ -172,7 +169,6 @@ pub async fn index(state: AppState) {
             }
         }
     };
-    state.journal.indexed.send_replace(mark);
     let mut handed: Vec<Appended> = Vec::new();
     let mut look_in_table = true;
     let mut last_trim = Instant::now();
@@ -229,8 +225,7 @@ pub async fn index(state: AppState) {
         };
         if let Some(last) = apply_until_done(&state, &batch).await {
             mark = last;
-            state.journal.indexed.send_replace(mark);
-            state.journal.applied_now();
+            *state.journal.last_applied() = Some(Instant::now());
             if let Batch::Handed(entries) = &batch {
                 let metrics = crate::metrics::metrics();
                 for entry in entries {
@@ -255,6 +250,40 @@ enum Batch {
     Table(Vec<JournalEntry>),
 }
 
+/// A journal row of a batch, whichever way it came.
+struct Row<'a> {
+    pos: i64,
+    txn_id: &'a str,
+    body: &'a [u8],
+    /// Each event's place in `body`, when known from the append.
+    places: Option<&'a [Range<usize>]>,
+}
+
+impl Batch {
+    fn rows(&self) -> Vec<Row<'_>> {
+        match self {
+            Self::Handed(entries) => entries
+                .iter()
+                .map(|e| Row {
+                    pos: e.pos,
+                    txn_id: &e.txn_id,
+                    body: &e.body,
+                    places: Some(&e.events),
+                })
+                .collect(),
+            Self::Table(rows) => rows
+                .iter()
+                .map(|r| Row {
+                    pos: r.pos,
+                    txn_id: &r.txn_id,
+                    body: &r.body,
+                    places: None,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Applies `batch`, retrying while the database is away; the last position applied.
 async fn apply_until_done(state: &AppState, batch: &Batch) -> Option<i64> {
     let mut wait = Duration::from_millis(100);
@@ -271,41 +300,37 @@ async fn apply_until_done(state: &AppState, batch: &Batch) -> Option<i64> {
 }
 
 async fn apply_batch(state: &AppState, batch: &Batch) -> Result<Option<i64>> {
-    let mut events: Vec<Incoming<'_>> = Vec::new();
-    let mut unreadable: Vec<(&str, &[u8])> = Vec::new();
-    let last = match batch {
-        Batch::Handed(entries) => {
-            for e in entries {
-                if !read(&e.txn_id, &e.body, Some(&e.events), &mut events) {
-                    unreadable.push((&e.txn_id, &e.body));
-                }
-            }
-            entries.last().map(|e| e.pos)
-        }
-        Batch::Table(rows) => {
-            for r in rows {
-                if !read(&r.txn_id, &r.body, None, &mut events) {
-                    unreadable.push((&r.txn_id, &r.body));
-                }
-            }
-            rows.last().map(|r| r.pos)
-        }
-    };
-    let Some(last) = last else {
+    let rows = batch.rows();
+    let Some(last) = rows.last().map(|r| r.pos) else {
         return Ok(None);
     };
-    // Bodies are checked before they are appended; a row that is no transaction even so
-    // (written by hand?) is kept whole as a dead letter rather than block the journal.
-    for (txn_id, body) in unreadable {
-        warn!(txn_id, "a journal row is not a transaction; dead-lettered");
-        state
-            .store
-            .record_dead_letter(
-                txn_id,
-                &String::from_utf8_lossy(body),
-                "journal row is not a transaction",
-            )
-            .await?;
+    let parsed: Vec<Option<Vec<Incoming<'_>>>> = rows.iter().map(read).collect();
+    // Bodies are checked before they are appended. A row that is no transaction even so
+    // (written by hand?) goes in whole, as one event the pipeline dead-letters, rather
+    // than block the journal.
+    let whole: Vec<Option<String>> = rows
+        .iter()
+        .zip(&parsed)
+        .map(|(r, parsed)| {
+            parsed.is_none().then(|| {
+                warn!(
+                    txn_id = r.txn_id,
+                    "a journal row is not a transaction; dead-lettered"
+                );
+                String::from_utf8_lossy(r.body).into_owned()
+            })
+        })
+        .collect();
+    let mut events: Vec<Incoming<'_>> = Vec::new();
+    for ((r, parsed), whole) in rows.iter().zip(parsed).zip(&whole) {
+        match (parsed, whole) {
+            (Some(parsed), _) => events.extend(parsed),
+            (None, Some(json)) => events.push(Incoming {
+                txn_id: r.txn_id,
+                json,
+            }),
+            (None, None) => {}
+        }
     }
     let _in_order = state.ingest.lock().await;
     let started = Instant::now();
@@ -314,37 +339,33 @@ async fn apply_batch(state: &AppState, batch: &Batch) -> Result<Option<i64>> {
     Ok(Some(last))
 }
 
-/// The events of one journal row into `out`: by the places found when it was appended,
-/// else by reading the body again. False when the body is no transaction.
-fn read<'a>(
-    txn_id: &'a str,
-    body: &'a [u8],
-    places: Option<&[Range<usize>]>,
-    out: &mut Vec<Incoming<'a>>,
-) -> bool {
-    if let Some(places) = places
-        && let Ok(text) = std::str::from_utf8(body)
+/// The events of one journal row: by the places found when it was appended, else by
+/// reading the body again. `None` when the body is no transaction.
+fn read<'a>(row: &Row<'a>) -> Option<Vec<Incoming<'a>>> {
+    let txn_id = row.txn_id;
+    if let Some(places) = row.places
+        && let Ok(text) = std::str::from_utf8(row.body)
+        && let Some(events) = places
+            .iter()
+            .map(|place| {
+                Some(Incoming {
+                    txn_id,
+                    json: text.get(place.clone())?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
     {
-        let before = out.len();
-        for place in places {
-            match text.get(place.clone()) {
-                Some(json) => out.push(Incoming { txn_id, json }),
-                None => {
-                    out.truncate(before);
-                    return read(txn_id, body, None, out);
-                }
-            }
-        }
-        return true;
+        return Some(events);
     }
-    match serde_json::from_slice::<PushedBody<'_>>(body) {
-        Ok(pushed) => {
-            out.extend(pushed.events.into_iter().map(|raw| Incoming {
+    let pushed = serde_json::from_slice::<PushedBody<'_>>(row.body).ok()?;
+    Some(
+        pushed
+            .events
+            .into_iter()
+            .map(|raw| Incoming {
                 txn_id,
                 json: raw.get(),
-            }));
-            true
-        }
-        Err(_) => false,
-    }
+            })
+            .collect(),
+    )
 }

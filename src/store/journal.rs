@@ -55,15 +55,6 @@ impl Store {
             .collect())
     }
 
-    /// Entries appended and not yet applied (for readiness and tests).
-    pub async fn journal_backlog(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM ingest_journal WHERE pos > (SELECT pos FROM ingest_progress)",
-        )
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     /// Deletes the entries the index has applied; how many.
     pub async fn journal_trim(&self) -> Result<u64> {
         Ok(

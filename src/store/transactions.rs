@@ -181,26 +181,6 @@ impl Store {
         .await?)
     }
 
-    /// Records one dead letter that is no event (a whole body), once.
-    pub async fn record_dead_letter(
-        &self,
-        txn_id: &str,
-        event: &str,
-        reason: &str,
-    ) -> crate::Result<()> {
-        let text = crate::ingest::pg_text;
-        sqlx::query(
-            "INSERT INTO dead_letters (txn_id, reason, event) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(text(txn_id).as_ref())
-        .bind(reason)
-        .bind(text(event).as_ref())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Deletes dead letters older than `days`; how many.
     pub async fn prune_dead_letters(&self, days: u32) -> crate::Result<u64> {
         Ok(sqlx::query(

@@ -242,6 +242,45 @@ async fn bad_events_are_skipped_and_recorded_while_good_ones_land() {
 }
 
 #[tokio::test]
+async fn a_journal_row_that_is_no_transaction_is_dead_lettered_and_the_journal_goes_on() {
+    let bridge = Bridge::start().await;
+    let (room_id, sender) = mapped_room(&bridge).await;
+    // Not something the bridge appends (it checks bodies first): a row written by hand,
+    // or damaged. The next transaction leaves a gap the indexer reads from the table.
+    let broken = unique("broken");
+    sqlx::query("INSERT INTO ingest_journal (txn_id, body) VALUES ($1, $2)")
+        .bind(&broken)
+        .bind(&b"{\"events\": [trunc"[..])
+        .execute(bridge.pool())
+        .await
+        .unwrap();
+    let good = format!("${}", unique("good"));
+    let body =
+        json!({ "events": [message_event(&room_id, &good, &sender, "after the broken row")] });
+    assert_eq!(push(&unique("txn"), &body, Some(&hs_token())).await.0, 200);
+
+    assert_eq!(
+        count(
+            bridge.pool(),
+            "SELECT count(*) FROM messages WHERE matrix_event_id = $1",
+            &good
+        )
+        .await,
+        1,
+        "the transaction after the broken row is indexed"
+    );
+    let dead = bridge.state.store.dead_letters(&broken).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert!(
+        dead[0].reason.starts_with("malformed event"),
+        "{:?}",
+        dead[0]
+    );
+    assert_eq!(dead[0].event, r#"{"events": [trunc"#, "kept as it was");
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn events_of_unmapped_rooms_are_ignored() {
     let bridge = Bridge::start().await;
     let event_id = format!("${}", unique("elsewhere"));
