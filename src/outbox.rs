@@ -13,7 +13,9 @@ use std::{collections::HashMap, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
@@ -144,7 +146,7 @@ async fn lead(state: &AppState, mut lease: sqlx::PgConnection) {
 }
 
 /// Subject, message id and payload of each pending event. Changes of a message carry the
-/// message as it is now.
+/// message as it is now. Payloads are written straight from the views (no JSON tree).
 async fn payloads(
     state: &AppState,
     epoch: &str,
@@ -172,76 +174,125 @@ async fn payloads(
     for p in pending {
         let id = format!("{epoch}:{}", p.position());
         let (subject, payload) = match p {
-            Pending::Created(view, _) => (subjects::MESSAGE_CREATED.to_owned(), created(view)),
+            Pending::Created(view, _) => (
+                subjects::MESSAGE_CREATED.to_owned(),
+                to_bytes(&Created::of(view)),
+            ),
             Pending::Row(row) => {
                 let payload = match (
                     &row.payload,
                     row.event_id.as_ref().and_then(|e| views.get(e)),
                 ) {
-                    (Some(payload), _) => payload.clone(),
+                    (Some(payload), _) => to_bytes(payload),
                     (None, Some(view)) => changed_payload(&row.subject, row.key.as_deref(), view),
                     // The message is gone (its room was deleted): say what is known.
-                    (None, None) => json!({
+                    (None, None) => to_bytes(&json!({
                         "channel_id": row.channel_id, "matrix_event_id": row.event_id,
-                    }),
+                    })),
                 };
                 (row.subject.clone(), payload)
             }
         };
-        out.push((subject, id, Bytes::from(payload.to_string())));
+        out.push((subject, id, payload));
     }
     Ok(out)
 }
 
-/// `messaging.message.created`: the seed's fields, plus the whole message for live views.
-fn created(view: &MessageView) -> Value {
-    json!({
-        "type": "message.created",
-        "channel_id": view.channel_id,
-        "matrix_event_id": view.matrix_event_id,
-        "sender_id": view.sender_id,
-        "sender_type": view.sender_type,
-        "preview": view.content_preview,
-        "created_at": view.created_at,
-        "msgtype": view.msgtype,
-        "reply_to": view.reply_to,
-        "thread_root": view.thread_root,
-        "message": view,
-    })
+fn to_bytes(payload: &impl Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(payload).expect("payloads serialize"))
 }
 
-fn changed_payload(subject: &str, key: Option<&str>, view: &MessageView) -> Value {
-    match subject {
-        subjects::MESSAGE_UPDATED => json!({
-            "type": "message.updated",
-            "channel_id": view.channel_id,
-            "matrix_event_id": view.matrix_event_id,
-            "preview": view.content_preview,
-            "edited_at": view.edited_at,
-            "message": view,
-        }),
-        subjects::MESSAGE_DELETED => json!({
-            "type": "message.deleted",
-            "channel_id": view.channel_id,
-            "matrix_event_id": view.matrix_event_id,
-            "message": view,
-        }),
-        _ => {
-            let count = view
-                .reactions
-                .iter()
-                .find(|r| Some(r.key.as_str()) == key)
-                .map_or(0, |r| r.count);
-            json!({
-                "type": "reaction.updated",
-                "channel_id": view.channel_id,
-                "matrix_event_id": view.matrix_event_id,
-                "key": key,
-                "count": count,
-                "message": view,
-            })
+/// `messaging.message.created`: the seed's fields, plus the whole message for live views.
+#[derive(Serialize)]
+struct Created<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel_id: &'a str,
+    matrix_event_id: &'a str,
+    sender_id: &'a str,
+    sender_type: &'a str,
+    preview: &'a str,
+    created_at: &'a DateTime<Utc>,
+    msgtype: Option<&'a str>,
+    reply_to: Option<&'a str>,
+    thread_root: Option<&'a str>,
+    message: &'a MessageView,
+}
+
+impl<'a> Created<'a> {
+    fn of(view: &'a MessageView) -> Self {
+        Self {
+            kind: "message.created",
+            channel_id: &view.channel_id,
+            matrix_event_id: &view.matrix_event_id,
+            sender_id: &view.sender_id,
+            sender_type: &view.sender_type,
+            preview: &view.content_preview,
+            created_at: &view.created_at,
+            msgtype: view.msgtype.as_deref(),
+            reply_to: view.reply_to.as_deref(),
+            thread_root: view.thread_root.as_deref(),
+            message: view,
         }
     }
+}
+
+/// `messaging.message.updated|deleted` and `messaging.reaction.updated`: what changed, and
+/// the message as it is now.
+#[derive(Serialize)]
+struct Changed<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel_id: &'a str,
+    matrix_event_id: &'a str,
+    #[serde(flatten)]
+    detail: ChangeDetail<'a>,
+    message: &'a MessageView,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ChangeDetail<'a> {
+    Updated {
+        preview: &'a str,
+        edited_at: Option<&'a DateTime<Utc>>,
+    },
+    Deleted {},
+    Reaction {
+        key: Option<&'a str>,
+        count: i64,
+    },
+}
+
+fn changed_payload(subject: &str, key: Option<&str>, view: &MessageView) -> Bytes {
+    let (kind, detail) = match subject {
+        subjects::MESSAGE_UPDATED => (
+            "message.updated",
+            ChangeDetail::Updated {
+                preview: &view.content_preview,
+                edited_at: view.edited_at.as_ref(),
+            },
+        ),
+        subjects::MESSAGE_DELETED => ("message.deleted", ChangeDetail::Deleted {}),
+        _ => (
+            "reaction.updated",
+            ChangeDetail::Reaction {
+                key,
+                count: view
+                    .reactions
+                    .iter()
+                    .find(|r| Some(r.key.as_str()) == key)
+                    .map_or(0, |r| r.count),
+            },
+        ),
+    };
+    to_bytes(&Changed {
+        kind,
+        channel_id: &view.channel_id,
+        matrix_event_id: &view.matrix_event_id,
+        detail,
+        message: view,
+    })
 }
 
 /// Feeds the channels' WebSocket listeners on this instance from the bus: message and
@@ -273,6 +324,10 @@ pub async fn feed_channels(state: AppState) {
             Some(m) = typing.recv() => m,
             else => return,
         };
+        // Nobody watches a channel here: nothing to read (the common case under load).
+        if !state.channels.any_watched() {
+            continue;
+        }
         let Ok(head) = serde_json::from_slice::<Head>(&message.payload) else {
             continue;
         };

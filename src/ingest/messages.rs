@@ -2,13 +2,11 @@
 //! (`m.replace`), reactions (`m.annotation`), `m.room.redaction`, and the metadata of
 //! encrypted messages.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use ruma::{
-    OwnedEventId, OwnedRoomId, OwnedUserId,
-    events::room::{
-        message::{MessageType, Relation, RoomMessageEventContent},
-        redaction::RoomRedactionEventContent,
-    },
+    OwnedEventId, OwnedRoomId, OwnedUserId, events::room::redaction::RoomRedactionEventContent,
 };
 
 use super::{Change, Context, Envelope, Read, pg_text};
@@ -128,31 +126,72 @@ fn time(envelope: &Envelope<'_>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(envelope.origin_server_ts.get().into()).unwrap_or_default()
 }
 
-fn indexed_body(msgtype: &MessageType) -> Option<(&'static str, &str)> {
+/// The parts of `m.room.message` content the index keeps, read by borrowing (no typed
+/// tree of every message type: the index keeps text, notices and emotes only).
+#[derive(Debug, serde::Deserialize)]
+struct MessageContent<'a> {
+    #[serde(borrow)]
+    msgtype: Cow<'a, str>,
+    #[serde(borrow)]
+    body: Cow<'a, str>,
+    #[serde(rename = "m.relates_to", default)]
+    relates_to: Option<RelatesTo>,
+    #[serde(rename = "m.new_content", default, borrow)]
+    new_content: Option<NewContent<'a>>,
+}
+
+/// The replacement content of an `m.replace` edit.
+#[derive(Debug, serde::Deserialize)]
+struct NewContent<'a> {
+    #[serde(borrow)]
+    msgtype: Cow<'a, str>,
+    #[serde(borrow)]
+    body: Cow<'a, str>,
+}
+
+/// `m.relates_to`: a reply (`m.in_reply_to` alone), a thread, or an edit.
+#[derive(Debug, serde::Deserialize)]
+struct RelatesTo {
+    #[serde(default)]
+    rel_type: Option<String>,
+    #[serde(default)]
+    event_id: Option<OwnedEventId>,
+    #[serde(rename = "m.in_reply_to", default)]
+    in_reply_to: Option<InReplyTo>,
+    #[serde(default)]
+    is_falling_back: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct InReplyTo {
+    event_id: OwnedEventId,
+}
+
+fn indexed_msgtype(msgtype: &str) -> Option<&'static str> {
     match msgtype {
-        MessageType::Text(c) => Some(("m.text", &c.body)),
-        MessageType::Notice(c) => Some(("m.notice", &c.body)),
-        MessageType::Emote(c) => Some(("m.emote", &c.body)),
+        "m.text" => Some("m.text"),
+        "m.notice" => Some("m.notice"),
+        "m.emote" => Some("m.emote"),
         _ => None,
     }
 }
 
 /// The reply target and thread root of a message's relation.
-fn reply_and_thread<C>(
-    relation: Option<&Relation<C>>,
-) -> (Option<OwnedEventId>, Option<OwnedEventId>) {
-    match relation {
-        Some(Relation::Reply(reply)) => (Some(reply.in_reply_to.event_id.clone()), None),
-        Some(Relation::Thread(thread)) => (
+fn reply_and_thread(relation: Option<RelatesTo>) -> (Option<OwnedEventId>, Option<OwnedEventId>) {
+    let Some(relation) = relation else {
+        return (None, None);
+    };
+    match (relation.rel_type.as_deref(), relation.event_id) {
+        (Some("m.thread"), Some(root)) => (
             // A thread message's `m.in_reply_to` is a fallback for clients without
             // threads unless `is_falling_back` is false: only then is it a real reply.
-            thread
+            relation
                 .in_reply_to
-                .as_ref()
-                .filter(|_| !thread.is_falling_back)
-                .map(|r| r.event_id.clone()),
-            Some(thread.event_id.clone()),
+                .filter(|_| !relation.is_falling_back)
+                .map(|r| r.event_id),
+            Some(root),
         ),
+        (None, _) => (relation.in_reply_to.map(|r| r.event_id), None),
         _ => (None, None),
     }
 }
@@ -220,33 +259,42 @@ pub(super) fn read_reaction(envelope: &Envelope<'_>, room: &MappedRoom) -> Read 
 pub const REACTION_KEY_CHARS: usize = 64;
 
 pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) -> Read {
-    let content: RoomMessageEventContent = match serde_json::from_str(envelope.content.get()) {
+    let content: MessageContent<'_> = match serde_json::from_str(envelope.content.get()) {
         Ok(content) => content,
         Err(e) => return Read::Invalid(format!("m.room.message content: {e}")),
     };
-    if let Some(Relation::Replacement(replacement)) = &content.relates_to {
+    let edit_of = content
+        .relates_to
+        .as_ref()
+        .filter(|r| r.rel_type.as_deref() == Some("m.replace"));
+    if let Some(edit) = edit_of {
         if room.encrypted {
             return Read::Ignored;
         }
-        return match indexed_body(&replacement.new_content.msgtype) {
-            Some((_, body)) => Read::Change(Change::Edit(MessageEdit {
-                target: replacement.event_id.clone(),
-                matrix_room_id: envelope.room_id.clone(),
-                sender_matrix_id: envelope.sender.clone(),
-                preview: preview(body),
-                edited_at: time(envelope),
-            })),
-            None => Read::Ignored,
+        // An edit without its target or new content changes nothing (and its fallback
+        // body is no new message).
+        let (Some(target), Some(new)) = (&edit.event_id, &content.new_content) else {
+            return Read::Ignored;
         };
+        if indexed_msgtype(&new.msgtype).is_none() {
+            return Read::Ignored;
+        }
+        return Read::Change(Change::Edit(MessageEdit {
+            target: target.clone(),
+            matrix_room_id: envelope.room_id.clone(),
+            sender_matrix_id: envelope.sender.clone(),
+            preview: preview(&new.body),
+            edited_at: time(envelope),
+        }));
     }
-    let Some((msgtype, body)) = indexed_body(&content.msgtype) else {
+    let Some(msgtype) = indexed_msgtype(&content.msgtype) else {
         return Read::Ignored;
     };
     if room.encrypted {
         return metadata_only(envelope, room, ctx);
     }
     let (sender_id, sender_type) = ctx.classify_sender(&envelope.sender);
-    let (reply_to, thread_root) = reply_and_thread(content.relates_to.as_ref());
+    let (reply_to, thread_root) = reply_and_thread(content.relates_to);
     Read::Change(Change::Message(NewMessage {
         channel_id: room.id.clone(),
         matrix_room_id: envelope.room_id.clone(),
@@ -255,7 +303,7 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
         sender_matrix_id: envelope.sender.clone(),
         sender_type,
         msgtype: Some(msgtype),
-        preview: preview(body),
+        preview: preview(&content.body),
         created_at: time(envelope),
         reply_to,
         thread_root,
@@ -365,6 +413,29 @@ mod tests {
         assert!(matches!(read(legacy), Read::Change(Change::Redaction(r)) if r.target == "$old"));
         let none = event("m.room.redaction", "@a:example.org", json!({}));
         assert!(matches!(read(none), Read::Invalid(_)));
+    }
+
+    #[test]
+    fn an_edit_without_its_new_content_or_target_changes_nothing() {
+        for relates_to in [
+            json!({"rel_type": "m.replace", "event_id": "$orig"}),
+            json!({"rel_type": "m.replace"}),
+        ] {
+            let edit = event(
+                "m.room.message",
+                "@a:example.org",
+                json!({"msgtype": "m.text", "body": "* fixed", "m.relates_to": relates_to}),
+            );
+            // Neither an edit nor a new message (its body is only a fallback).
+            assert!(matches!(read(edit), Read::Ignored), "{relates_to}");
+        }
+        let bad_target = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": "x",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": "no sigil"}}}),
+        );
+        assert!(matches!(read(bad_target), Read::Invalid(_)));
     }
 
     #[test]

@@ -25,6 +25,12 @@ impl ChannelHub {
             .subscribe()
     }
 
+    /// Whether anyone listens to any channel.
+    pub fn any_watched(&self) -> bool {
+        let channels = self.channels.lock().expect("not poisoned");
+        channels.values().any(|tx| tx.receiver_count() > 0)
+    }
+
     /// Whether anyone listens to `channel`.
     pub fn is_watched(&self, channel: &str) -> bool {
         let channels = self.channels.lock().expect("not poisoned");

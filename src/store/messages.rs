@@ -105,16 +105,26 @@ impl<'r> sqlx::FromRow<'r, PgRow> for MessageView {
     }
 }
 
+/// The columns of [`MessageView`] but its reactions.
+macro_rules! view_fields {
+    () => {
+        "m.channel_id, m.matrix_event_id, m.sender_id, m.sender_matrix_id, \
+         m.sender_type, m.msgtype, m.content_preview, m.created_at, m.edited_at, \
+         m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq"
+    };
+}
+/// The columns of [`MessageView`] but `reactions`.
+pub(super) const VIEW_FIELDS: &str = view_fields!();
 /// The columns of [`MessageView`]; `$1` is the viewer's Matrix id (for `mine`).
-pub(super) const MESSAGE_COLUMNS: &str = "m.channel_id, m.matrix_event_id, m.sender_id, m.sender_matrix_id, \
-     m.sender_type, m.msgtype, m.content_preview, m.created_at, m.edited_at, \
-     m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq, \
-     COALESCE((SELECT json_agg(json_build_object('key', k.key, 'count', k.n, 'mine', k.mine) \
+pub(super) const MESSAGE_COLUMNS: &str = concat!(
+    view_fields!(),
+    ", COALESCE((SELECT json_agg(json_build_object('key', k.key, 'count', k.n, 'mine', k.mine) \
                                ORDER BY k.n DESC, k.key) \
                FROM (SELECT r.key, count(DISTINCT r.sender_matrix_id) AS n, \
                             bool_or(r.sender_matrix_id = $1) AS mine \
                      FROM reactions r WHERE r.target_event_id = m.matrix_event_id \
-                     GROUP BY r.key) k), '[]'::json) AS reactions";
+                     GROUP BY r.key) k), '[]'::json) AS reactions"
+);
 
 /// Which page of a history.
 #[derive(Debug, Clone, Copy)]

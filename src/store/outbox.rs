@@ -131,14 +131,14 @@ impl Store {
         Ok(pending)
     }
 
-    /// (In position order by `messages_seq`: the next rows, then stop.)
+    /// (In position order by `messages_seq`: the next rows, then stop.) A message is
+    /// announced as created, before any reaction to it: no reactions are read.
     async fn messages_after(&self, mark: i64, limit: i64) -> Result<Vec<(MessageView, i64)>> {
         let views: Vec<MessageView> = sqlx::query_as(&format!(
-            "SELECT {} FROM messages m \
-             WHERE m.seq > $2 ORDER BY m.seq LIMIT $3",
-            super::messages::MESSAGE_COLUMNS
+            "SELECT {}, '[]'::json AS reactions FROM messages m \
+             WHERE m.seq > $1 ORDER BY m.seq LIMIT $2",
+            super::messages::VIEW_FIELDS
         ))
-        .bind("")
         .bind(mark)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -170,6 +170,11 @@ impl Store {
             })
             .collect();
         let mut tx = self.pool.begin().await?;
+        // No flush of its own: a mark lost in a crash publishes again, and JetStream drops
+        // the duplicate message ids; the next durable commit flushes it anyway.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         if let Some(seq) = last_message {
             sqlx::query("UPDATE relay_progress SET seq = GREATEST(seq, $1)")
                 .bind(seq)
