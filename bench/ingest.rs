@@ -8,7 +8,7 @@
 #[path = "support.rs"]
 mod support;
 
-use support::{percentile, var};
+use support::{cpu_time, percentile, postgres_cpu_time, var};
 
 use std::time::{Duration, Instant};
 
@@ -73,9 +73,39 @@ async fn main() {
     // Index lag, sampled: the last event of the latest acknowledged transaction, polled
     // for in the index every millisecond until it is there (as a history page would see it).
     let (acked_tx, acked_rx) = tokio::sync::watch::channel::<Option<(String, Instant)>>(None);
-    let lag_sampler = database_url
+    // The server's CPU (and, with a database, Postgres's) per event: what the figure costs,
+    // on a machine whose other load varies. The bench's own backend (one connection, for
+    // the lag samples and the final count) is left out.
+    let server_pid = std::env::var("BENCH_BRIDGE_PID").ok();
+    let pool = match &database_url {
+        Some(url) => Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await
+                .unwrap(),
+        ),
+        None => None,
+    };
+    let bench_backend = match &pool {
+        Some(pool) => {
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            vec![pid.to_string()]
+        }
+        None => Vec::new(),
+    };
+    let cpu_now = || {
+        server_pid
+            .as_deref()
+            .map(|pid| (cpu_time(pid), postgres_cpu_time(&bench_backend)))
+    };
+    let lag_sampler = pool
         .clone()
-        .map(|url| tokio::spawn(sample_index_lag(url, acked_rx)));
+        .map(|pool| tokio::spawn(sample_index_lag(pool, acked_rx)));
+    let mut cpu_at_start = None;
     let template = event_template(&room_id);
     let mut latencies = Vec::new();
     let mut sent = 0_u64;
@@ -112,7 +142,10 @@ async fn main() {
             acked_tx.send_replace(Some((last, Instant::now())));
         }
         if elapsed >= warmup {
-            measure_start.get_or_insert(t0);
+            if measure_start.is_none() {
+                measure_start = Some(t0);
+                cpu_at_start = cpu_now();
+            }
             latencies.push(latency);
             measured_events += per_txn;
         }
@@ -125,18 +158,17 @@ async fn main() {
         None => Vec::new(),
     };
     lags.sort();
-    let indexed: Option<i64> = match &database_url {
-        Some(url) => {
+    let indexed: Option<i64> = match &pool {
+        Some(pool) => {
             // Acknowledged is durable; indexed follows within moments. Wait (bounded) for
             // the indexer to finish the tail before counting.
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let n: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM messages WHERE matrix_event_id LIKE $1",
                 )
                 .bind(format!("${run}_%"))
-                .fetch_one(&pool)
+                .fetch_one(pool)
                 .await
                 .unwrap();
                 if n as u64 >= sent || Instant::now() > deadline {
@@ -147,6 +179,16 @@ async fn main() {
         }
         None => None,
     };
+    // Includes indexing the tail, and the warm-up's spill into the measured time.
+    let cpu = cpu_at_start
+        .zip(cpu_now())
+        .map(|((server0, pg0), (server1, pg1))| {
+            let per_event = |d: Duration| d.as_secs_f64() * 1e6 / measured_events as f64;
+            (
+                per_event(server1.saturating_sub(server0)),
+                per_event(pg1.saturating_sub(pg0)),
+            )
+        });
     println!("ingest benchmark: {per_txn} events per transaction, one transaction in flight");
     println!("  transactions measured : {}", latencies.len());
     println!(
@@ -177,6 +219,14 @@ async fn main() {
             lags.last().unwrap().as_secs_f64() * 1e3
         );
     }
+    if let Some((server, postgres)) = cpu {
+        println!(
+            "  CPU per event         : {:.1} µs server + {:.1} µs Postgres = {:.1} µs",
+            server,
+            postgres,
+            server + postgres
+        );
+    }
     match indexed {
         Some(indexed) => {
             println!("  events sent / indexed : {sent} / {indexed}");
@@ -194,14 +244,9 @@ async fn main() {
 /// Polls the index for the latest acknowledged event until it is visible; one sample per
 /// acknowledged transaction the sampler gets to (it skips those it is too busy for).
 async fn sample_index_lag(
-    url: String,
+    pool: sqlx::PgPool,
     mut acked: tokio::sync::watch::Receiver<Option<(String, Instant)>>,
 ) -> Vec<Duration> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap();
     let mut lags = Vec::new();
     while acked.changed().await.is_ok() {
         let Some((event_id, at)) = acked.borrow_and_update().clone() else {

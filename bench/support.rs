@@ -32,7 +32,9 @@ pub fn rss_kib(pid: &str) -> u64 {
 
 /// CPU time (user + system) process `pid` has used, from /proc (clock ticks of 10 ms).
 pub fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("bridge process");
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
     // The fields after the command (which is in parentheses and may hold spaces).
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -42,6 +44,26 @@ pub fn cpu_time(pid: &str) -> Duration {
         .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time (user + system) of every Postgres process on this machine (backends, WAL
+/// writer, checkpointer…) but those in `except`.
+pub fn postgres_cpu_time(except: &[String]) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            pid.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmdline.starts_with(b"postgres") && !except.contains(&pid)).then_some(())?;
+            // A backend may exit between the listing and the read.
+            std::fs::metadata(format!("/proc/{pid}/stat")).ok()?;
+            Some(cpu_time(&pid))
+        })
+        .sum()
 }
 
 /// Pushes `body` to the bridge at `addr` as Synapse would (transaction id `<name>-<random>`)

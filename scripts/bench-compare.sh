@@ -37,11 +37,13 @@ field() { sed -n "s/^  $1 *: *\([0-9.]*\).*/\1/p" "$2"; }
 
 echo "== ingest: city-bridge (every event durably journaled before its 200, then indexed)"
 run_bridge
-BENCH_ROOM_ID='!bench:localhost' cargo bench --quiet --bench ingest | tee "$out/ingest-bridge.txt"
+BENCH_BRIDGE_PID=$bridge BENCH_ROOM_ID='!bench:localhost' cargo bench --quiet --bench ingest \
+  | tee "$out/ingest-bridge.txt"
 kill "$bridge"; wait "$bridge" 2>/dev/null || true
 echo "== ingest: bare matrix-appservice (stores nothing)"
 run_peer appservice.mjs 16135
-(unset BENCH_DATABASE_URL; BENCH_BRIDGE_URL=http://127.0.0.1:16135 cargo bench --quiet --bench ingest) \
+(unset BENCH_DATABASE_URL; BENCH_BRIDGE_URL=http://127.0.0.1:16135 BENCH_BRIDGE_PID=$peer \
+  cargo bench --quiet --bench ingest) \
   | tee "$out/ingest-peer.txt"
 kill "$peer"; wait "$peer" 2>/dev/null || true
 
@@ -56,7 +58,9 @@ BENCH_BRIDGE_ADDR=127.0.0.1:16136 BENCH_BRIDGE_PID=$peer cargo bench --quiet --b
 kill "$peer"; wait "$peer" 2>/dev/null || true
 
 bi=$(field 'events\/s (sustained)' "$out/ingest-bridge.txt"); pi=$(field 'events\/s (sustained)' "$out/ingest-peer.txt")
+bc=$(sed -n 's/.*= *\([0-9.]*\) µs$/\1/p' "$out/ingest-bridge.txt"); pc=$(sed -n 's/^  CPU per event *: *\([0-9.]*\) µs server.*/\1/p' "$out/ingest-peer.txt")
 bp=$(field 'delivery latency p99' "$out/fanout-bridge.txt"); pp=$(field 'delivery latency p99' "$out/fanout-peer.txt")
 echo "== side by side"
 printf 'ingest events/s        city-bridge %8.0f   matrix-appservice %8.0f   ratio %.2f\n' "$bi" "$pi" "$(awk -v a="$bi" -v b="$pi" 'BEGIN { print a / b }')"
+printf 'ingest CPU per event   city-bridge %6.1f µs (with Postgres)   matrix-appservice %6.1f µs\n' "$bc" "$pc"
 printf 'fan-out p99 (%s clients)  city-bridge %6.1f ms   ws broadcaster %6.1f ms\n' "$BENCH_CLIENTS" "$bp" "$pp"

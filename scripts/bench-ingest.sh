@@ -23,6 +23,6 @@ scrape() {
 ( t=0; while sleep 5; do t=$((t + 5)); scrape "${t}s"; done ) &
 scraper=$!
 trap 'kill $bridge $scraper 2>/dev/null || true' EXIT
-BENCH_ROOM_ID='!bench:localhost' cargo bench --quiet --bench ingest
+BENCH_BRIDGE_PID=$bridge BENCH_ROOM_ID='!bench:localhost' cargo bench --quiet --bench ingest
 kill $scraper 2>/dev/null || true
 scrape end
