@@ -8,6 +8,7 @@
 //! commit and the hand-over) is found the same way, by the gap it leaves.
 
 use std::{
+    collections::{HashSet, VecDeque},
     ops::Range,
     time::{Duration, Instant},
 };
@@ -35,6 +36,8 @@ const MAX_BATCH_EVENTS: usize = 2_000;
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How often applied rows are deleted.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// How many event ids indexed outside the journal are remembered.
+const RECENT_DIRECT: usize = 4096;
 
 /// The body of a pushed transaction, read in one pass by borrowing: the events stay raw
 /// slices of the body (the indexer parses each once); ephemeral data is typed.
@@ -94,6 +97,16 @@ pub struct Journal {
     order: Mutex<()>,
     /// When the indexer last applied a batch.
     last_applied: std::sync::Mutex<Option<Instant>>,
+    /// Messages the pipeline indexed outside the journal (an API send, a discovered
+    /// room's history), which Synapse's push is likely to bring again.
+    indexed_directly: std::sync::Mutex<RecentIds>,
+}
+
+/// The last [`RECENT_DIRECT`] ids noted, oldest forgotten first.
+#[derive(Debug, Default)]
+struct RecentIds {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
 }
 
 impl Default for Journal {
@@ -104,6 +117,7 @@ impl Default for Journal {
             receiver: std::sync::Mutex::new(Some(receiver)),
             order: Mutex::new(()),
             last_applied: std::sync::Mutex::new(None),
+            indexed_directly: std::sync::Mutex::default(),
         }
     }
 }
@@ -126,6 +140,33 @@ impl Journal {
             .send(Appended::new(pos, txn_id, body.clone(), events))
             .await;
         Ok(())
+    }
+
+    /// Notes messages indexed outside the journal.
+    pub fn note_indexed_directly<'a>(&self, event_ids: impl IntoIterator<Item = &'a str>) {
+        let mut recent = self.indexed_directly();
+        for id in event_ids {
+            if recent.ids.insert(id.to_owned()) {
+                recent.order.push_back(id.to_owned());
+            }
+        }
+        while recent.order.len() > RECENT_DIRECT {
+            if let Some(old) = recent.order.pop_front() {
+                recent.ids.remove(&old);
+            }
+        }
+    }
+
+    /// Whether any of `event_ids` was noted as indexed outside the journal.
+    pub fn indexed_directly_any<'a>(&self, mut event_ids: impl Iterator<Item = &'a str>) -> bool {
+        let recent = self.indexed_directly();
+        !recent.ids.is_empty() && event_ids.any(|id| recent.ids.contains(id))
+    }
+
+    fn indexed_directly(&self) -> std::sync::MutexGuard<'_, RecentIds> {
+        self.indexed_directly
+            .lock()
+            .expect("journal ids are not poisoned")
     }
 
     /// Transactions appended and waiting for the indexer.

@@ -140,7 +140,20 @@ pub async fn apply(
             _ => None,
         })
         .collect();
+    if journal_pos.is_some() {
+        batch.may_repeat = state
+            .journal
+            .indexed_directly_any(batch.changes.iter().filter_map(|(_, c)| match c {
+                Change::Message(m) => Some(m.event_id.as_str()),
+                _ => None,
+            }));
+    }
     let applied = state.store.apply_transaction(events, &batch).await?;
+    if journal_pos.is_none() {
+        state
+            .journal
+            .note_indexed_directly(applied.effects.created.iter().map(|(id, _)| id.as_str()));
+    }
     metrics
         .dead_letters
         .inc_by(u64::try_from(applied.dead_letters).unwrap_or(0));

@@ -188,6 +188,31 @@ async fn replayed_and_renumbered_transactions_add_nothing() {
     )
     .await;
     assert_eq!(after_replays, after_first, "replays add no rows");
+
+    // Old and new events in one transaction: the new ones land, the old ones stay once.
+    let mut mixed = events.clone();
+    mixed.extend((5..7).map(|i| {
+        message_event(
+            &room_id,
+            &format!("${}", unique("ev")),
+            &sender,
+            &format!("m{i}"),
+        )
+    }));
+    let ids: Vec<String> = mixed
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mixed = json!({ "events": mixed });
+    assert_eq!(push(&unique("txn"), &mixed, Some(&token)).await.0, 200);
+    let previews: Vec<String> = sqlx::query_scalar(
+        "SELECT content_preview FROM messages WHERE matrix_event_id = ANY($1) ORDER BY seq",
+    )
+    .bind(&ids)
+    .fetch_all(bridge.pool())
+    .await
+    .unwrap();
+    assert_eq!(previews, ["m0", "m1", "m2", "m3", "m4", "m5", "m6"]);
     bridge.stop().await;
 }
 
