@@ -8,7 +8,7 @@
 #[path = "support.rs"]
 mod support;
 
-use support::{cpu_time, percentile, postgres_cpu_time, var};
+use support::{cpu_time, percentile, postgres_cpu, postgres_cpu_since, var};
 
 use std::time::{Duration, Instant};
 
@@ -97,10 +97,12 @@ async fn main() {
         }
         None => Vec::new(),
     };
+    // Postgres is measured only when the server uses it.
     let cpu_now = || {
-        server_pid
-            .as_deref()
-            .map(|pid| (cpu_time(pid), postgres_cpu_time(&bench_backend)))
+        server_pid.as_deref().map(|pid| {
+            let postgres = pool.as_ref().map(|_| postgres_cpu(&bench_backend));
+            (cpu_time(pid), postgres.unwrap_or_default())
+        })
     };
     let lag_sampler = pool
         .clone()
@@ -186,7 +188,7 @@ async fn main() {
             let per_event = |d: Duration| d.as_secs_f64() * 1e6 / measured_events as f64;
             (
                 per_event(server1.saturating_sub(server0)),
-                per_event(pg1.saturating_sub(pg0)),
+                per_event(postgres_cpu_since(&pg0, &pg1)),
             )
         });
     println!("ingest benchmark: {per_txn} events per transaction, one transaction in flight");
@@ -219,13 +221,13 @@ async fn main() {
             lags.last().unwrap().as_secs_f64() * 1e3
         );
     }
-    if let Some((server, postgres)) = cpu {
-        println!(
-            "  CPU per event         : {:.1} µs server + {:.1} µs Postgres = {:.1} µs",
-            server,
-            postgres,
+    match cpu {
+        Some((server, postgres)) if pool.is_some() => println!(
+            "  CPU per event         : {server:.1} µs server + {postgres:.1} µs Postgres = {:.1} µs",
             server + postgres
-        );
+        ),
+        Some((server, _)) => println!("  CPU per event         : {server:.1} µs server"),
+        None => {}
     }
     match indexed {
         Some(indexed) => {

@@ -32,25 +32,38 @@ pub fn rss_kib(pid: &str) -> u64 {
 
 /// CPU time (user + system) process `pid` has used, from /proc (clock ticks of 10 ms).
 pub fn cpu_time(pid: &str) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("bridge process");
+    stat_ticks(&stat, false)
+}
+
+/// User + system ticks of a `/proc/<pid>/stat` line, with its reaped children's too.
+fn stat_ticks(stat: &str, with_children: bool) -> Duration {
     // The fields after the command (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
+    let fields: Vec<u64> = stat
         .rsplit_once(')')
         .expect("stat")
         .1
         .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap())
         .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let ticks = fields[0]
+        + fields[1]
+        + if with_children {
+            fields[2] + fields[3]
+        } else {
+            0
+        };
     Duration::from_millis(ticks * 10)
 }
 
-/// CPU time (user + system) of every Postgres process on this machine (backends, WAL
-/// writer, checkpointer…) but those in `except`.
-pub fn postgres_cpu_time(except: &[String]) -> Duration {
+/// CPU time of each Postgres process now (the postmaster with what its exited children,
+/// autovacuum workers and old backends, used), by pid, but those in `except`. Meant for a
+/// machine where the benchmark's database is the only busy one.
+pub fn postgres_cpu(except: &[String]) -> std::collections::HashMap<String, Duration> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
+        return Default::default();
     };
     entries
         .flatten()
@@ -58,11 +71,26 @@ pub fn postgres_cpu_time(except: &[String]) -> Duration {
             let pid = entry.file_name().into_string().ok()?;
             pid.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (cmdline.starts_with(b"postgres") && !except.contains(&pid)).then_some(())?;
+            let postmaster = cmdline.windows(13).any(|w| w == b"/bin/postgres");
+            (!except.contains(&pid) && (postmaster || cmdline.starts_with(b"postgres")))
+                .then_some(())?;
             // A backend may exit between the listing and the read.
-            std::fs::metadata(format!("/proc/{pid}/stat")).ok()?;
-            Some(cpu_time(&pid))
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            Some((pid, stat_ticks(&stat, postmaster)))
         })
+        .collect()
+}
+
+/// The Postgres CPU used between two [`postgres_cpu`] readings: per process, so one that
+/// started or ended in between counts for what it used in between (one that ended is
+/// counted in its postmaster's children).
+pub fn postgres_cpu_since(
+    before: &std::collections::HashMap<String, Duration>,
+    after: &std::collections::HashMap<String, Duration>,
+) -> Duration {
+    after
+        .iter()
+        .map(|(pid, used)| used.saturating_sub(before.get(pid).copied().unwrap_or_default()))
         .sum()
 }
 

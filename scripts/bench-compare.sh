@@ -58,7 +58,7 @@ BENCH_BRIDGE_ADDR=127.0.0.1:16136 BENCH_BRIDGE_PID=$peer cargo bench --quiet --b
 kill "$peer"; wait "$peer" 2>/dev/null || true
 
 bi=$(field 'events\/s (sustained)' "$out/ingest-bridge.txt"); pi=$(field 'events\/s (sustained)' "$out/ingest-peer.txt")
-bc=$(sed -n 's/.*= *\([0-9.]*\) µs$/\1/p' "$out/ingest-bridge.txt"); pc=$(sed -n 's/^  CPU per event *: *\([0-9.]*\) µs server.*/\1/p' "$out/ingest-peer.txt")
+bc=$(sed -n 's/.*= *\([0-9.]*\) µs$/\1/p' "$out/ingest-bridge.txt"); pc=$(sed -n 's/^  CPU per event *: *\([0-9.]*\) µs server$/\1/p' "$out/ingest-peer.txt")
 bp=$(field 'delivery latency p99' "$out/fanout-bridge.txt"); pp=$(field 'delivery latency p99' "$out/fanout-peer.txt")
 echo "== side by side"
 printf 'ingest events/s        city-bridge %8.0f   matrix-appservice %8.0f   ratio %.2f\n' "$bi" "$pi" "$(awk -v a="$bi" -v b="$pi" 'BEGIN { print a / b }')"

@@ -134,7 +134,7 @@ struct MessageContent<'a> {
     msgtype: Cow<'a, str>,
     #[serde(borrow)]
     body: Cow<'a, str>,
-    #[serde(rename = "m.relates_to", default)]
+    #[serde(rename = "m.relates_to", default, deserialize_with = "lenient")]
     relates_to: Option<RelatesTo>,
     #[serde(rename = "m.new_content", default, borrow)]
     new_content: Option<NewContent<'a>>,
@@ -149,22 +149,41 @@ struct NewContent<'a> {
     body: Cow<'a, str>,
 }
 
-/// `m.relates_to`: a reply (`m.in_reply_to` alone), a thread, or an edit.
+/// `m.relates_to`: a reply (`m.in_reply_to`), a thread, or an edit. Read leniently: a
+/// field of the wrong shape is as good as absent, so an odd relation never costs the
+/// message its place in the index.
 #[derive(Debug, serde::Deserialize)]
 struct RelatesTo {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     rel_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     event_id: Option<OwnedEventId>,
-    #[serde(rename = "m.in_reply_to", default)]
+    #[serde(rename = "m.in_reply_to", default, deserialize_with = "lenient")]
     in_reply_to: Option<InReplyTo>,
-    #[serde(default)]
-    is_falling_back: bool,
+    #[serde(default, deserialize_with = "lenient")]
+    is_falling_back: Option<bool>,
+    /// The unstable thread prefix's way of saying the reply is real.
+    #[serde(
+        rename = "io.element.show_reply",
+        default,
+        deserialize_with = "lenient"
+    )]
+    show_reply: Option<bool>,
 }
 
 #[derive(Debug, serde::Deserialize)]
 struct InReplyTo {
     event_id: OwnedEventId,
+}
+
+/// Any JSON value; `None` unless it reads as a `T`.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 fn indexed_msgtype(msgtype: &str) -> Option<&'static str> {
@@ -181,18 +200,22 @@ fn reply_and_thread(relation: Option<RelatesTo>) -> (Option<OwnedEventId>, Optio
     let Some(relation) = relation else {
         return (None, None);
     };
+    let reply = relation.in_reply_to.map(|r| r.event_id);
     match (relation.rel_type.as_deref(), relation.event_id) {
+        // A thread message's `m.in_reply_to` is a fallback for clients without threads
+        // unless `is_falling_back` is false or absent (`io.element.show_reply` true, unstable):
+        // only
+        // then is it a real reply.
         (Some("m.thread"), Some(root)) => (
-            // A thread message's `m.in_reply_to` is a fallback for clients without
-            // threads unless `is_falling_back` is false: only then is it a real reply.
-            relation
-                .in_reply_to
-                .filter(|_| !relation.is_falling_back)
-                .map(|r| r.event_id),
+            reply.filter(|_| !relation.is_falling_back.unwrap_or(false)),
             Some(root),
         ),
-        (None, _) => (relation.in_reply_to.map(|r| r.event_id), None),
-        _ => (None, None),
+        (Some("io.element.thread"), Some(root)) => (
+            reply.filter(|_| relation.show_reply == Some(true)),
+            Some(root),
+        ),
+        // Any other relation (or none) with `m.in_reply_to` is a reply.
+        _ => (reply, None),
     }
 }
 
@@ -429,13 +452,22 @@ mod tests {
             // Neither an edit nor a new message (its body is only a fallback).
             assert!(matches!(read(edit), Read::Ignored), "{relates_to}");
         }
-        let bad_target = event(
-            "m.room.message",
-            "@a:example.org",
-            json!({"msgtype": "m.text", "body": "x",
-                   "m.relates_to": {"m.in_reply_to": {"event_id": "no sigil"}}}),
-        );
-        assert!(matches!(read(bad_target), Read::Invalid(_)));
+        // An odd relation costs the message nothing but the relation.
+        for relates_to in [
+            json!({"m.in_reply_to": {"event_id": "no sigil"}}),
+            json!({"rel_type": 5, "event_id": "no sigil", "is_falling_back": null}),
+            json!("not an object"),
+        ] {
+            let odd = event(
+                "m.room.message",
+                "@a:example.org",
+                json!({"msgtype": "m.text", "body": "x", "m.relates_to": relates_to}),
+            );
+            assert!(
+                matches!(read(odd), Read::Change(Change::Message(m)) if m.reply_to.is_none() && m.preview == "x"),
+                "{relates_to}"
+            );
+        }
     }
 
     #[test]
@@ -463,6 +495,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let real_reply_in_thread = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": "to you",
+                   "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                                    "m.in_reply_to": {"event_id": "$you"}}}),
+        );
+        assert!(
+            matches!(read(real_reply_in_thread), Read::Change(Change::Message(m)) if m.reply_to.as_ref().is_some_and(|r| r == "$you")),
+            "without is_falling_back the reply is real"
+        );
+        let unstable = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": "old client",
+                   "m.relates_to": {"rel_type": "io.element.thread", "event_id": "$root",
+                                    "m.in_reply_to": {"event_id": "$last"}, "io.element.show_reply": true}}),
+        );
+        assert!(
+            matches!(read(unstable), Read::Change(Change::Message(m)) if m.thread_root.as_ref().is_some_and(|r| r == "$root") && m.reply_to.as_ref().is_some_and(|r| r == "$last"))
+        );
+        let other_relation = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": "see above",
+                   "m.relates_to": {"rel_type": "m.reference", "event_id": "$x",
+                                    "m.in_reply_to": {"event_id": "$q"}}}),
+        );
+        assert!(
+            matches!(read(other_relation), Read::Change(Change::Message(m)) if m.reply_to.as_ref().is_some_and(|r| r == "$q") && m.thread_root.is_none())
+        );
         let reaction = event(
             "m.reaction",
             "@a:example.org",

@@ -113,17 +113,28 @@ macro_rules! view_fields {
          m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq"
     };
 }
-/// The columns of [`MessageView`] but `reactions`.
-pub(super) const VIEW_FIELDS: &str = view_fields!();
-/// The columns of [`MessageView`]; `$1` is the viewer's Matrix id (for `mine`).
-pub(super) const MESSAGE_COLUMNS: &str = concat!(
-    view_fields!(),
-    ", COALESCE((SELECT json_agg(json_build_object('key', k.key, 'count', k.n, 'mine', k.mine) \
+/// The reactions of message `m`, most frequent first; `$1` is the viewer's Matrix id.
+macro_rules! reactions_of_m {
+    () => {
+        "COALESCE((SELECT json_agg(json_build_object('key', k.key, 'count', k.n, 'mine', k.mine) \
                                ORDER BY k.n DESC, k.key) \
                FROM (SELECT r.key, count(DISTINCT r.sender_matrix_id) AS n, \
                             bool_or(r.sender_matrix_id = $1) AS mine \
                      FROM reactions r WHERE r.target_event_id = m.matrix_event_id \
-                     GROUP BY r.key) k), '[]'::json) AS reactions"
+                     GROUP BY r.key) k), '[]'::json)"
+    };
+}
+/// The columns of [`MessageView`]; `$1` is the viewer's Matrix id (for `mine`).
+pub(super) const MESSAGE_COLUMNS: &str =
+    concat!(view_fields!(), ", ", reactions_of_m!(), " AS reactions");
+/// [`MESSAGE_COLUMNS`] for messages that mostly have no reactions (just indexed): the
+/// reactions are gathered only when there are some.
+pub(super) const NEW_MESSAGE_COLUMNS: &str = concat!(
+    view_fields!(),
+    ", CASE WHEN EXISTS (SELECT 1 FROM reactions r WHERE r.target_event_id = m.matrix_event_id) \
+       THEN ",
+    reactions_of_m!(),
+    " ELSE '[]'::json END AS reactions"
 );
 
 /// Which page of a history.

@@ -131,14 +131,13 @@ impl Store {
         Ok(pending)
     }
 
-    /// (In position order by `messages_seq`: the next rows, then stop.) A message is
-    /// announced as created, before any reaction to it: no reactions are read.
+    /// (In position order by `messages_seq`: the next rows, then stop.)
     async fn messages_after(&self, mark: i64, limit: i64) -> Result<Vec<(MessageView, i64)>> {
         let views: Vec<MessageView> = sqlx::query_as(&format!(
-            "SELECT {}, '[]'::json AS reactions FROM messages m \
-             WHERE m.seq > $1 ORDER BY m.seq LIMIT $2",
-            super::messages::VIEW_FIELDS
+            "SELECT {} FROM messages m WHERE m.seq > $2 ORDER BY m.seq LIMIT $3",
+            super::messages::NEW_MESSAGE_COLUMNS
         ))
+        .bind("")
         .bind(mark)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -170,8 +169,11 @@ impl Store {
             })
             .collect();
         let mut tx = self.pool.begin().await?;
-        // No flush of its own: a mark lost in a crash publishes again, and JetStream drops
-        // the duplicate message ids; the next durable commit flushes it anyway.
+        // No flush of its own (the next durable commit, or the WAL writer within
+        // 3 × wal_writer_delay, flushes it): only a crash of Postgres itself loses the
+        // mark, and then what it covered is published again — dropped by JetStream within
+        // its duplicate window (NATS_DUPLICATE_WINDOW_SECS), sent twice past it or on the
+        // in-process bus.
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;

@@ -3,12 +3,13 @@
 //! the primary key's job; the test does not pretend to check it.) And killed between the
 //! acknowledgement of transactions and their indexing: the journal has them.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use serde_json::json;
 
 use crate::support::{
-    MatrixUser, alias, bridge_vars, encode, eventually, hs_token, message_event, serial, unique,
+    MatrixUser, alias, bridge_vars, encode, eventually, eventually_within, hs_token, message_event,
+    serial, unique,
 };
 
 /// The bridge as a child process, killed when dropped (a failing test leaves none behind).
@@ -83,18 +84,27 @@ async fn sigkill_while_messages_are_sent_loses_nothing() {
     }
 
     let channel = format!("room_city_{slug}");
-    let indexed: i64 = eventually("all 40 messages indexed after the restart", || {
-        let pool = pool.clone();
-        let channel = channel.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE channel_id = $1")
-                .bind(channel)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            (n >= 40).then_some(n)
-        }
-    })
+    // Synapse retries a down appservice on its own schedule (2, 4, 8, 16… s). The restarted
+    // bridge's ping makes it retry at once, but only if Synapse had already put the
+    // bridge in recovery when the ping came; otherwise the next retry may be half a minute
+    // away. Nothing may be lost either way: wait for Synapse, not for a fixed 30 s.
+    let indexed: i64 = eventually_within(
+        Duration::from_secs(120),
+        "all 40 messages indexed after the restart",
+        || {
+            let pool = pool.clone();
+            let channel = channel.clone();
+            async move {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM messages WHERE channel_id = $1")
+                        .bind(channel)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                (n >= 40).then_some(n)
+            }
+        },
+    )
     .await;
     assert_eq!(
         indexed, 40,
