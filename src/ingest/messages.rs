@@ -136,17 +136,15 @@ struct MessageContent<'a> {
     body: Cow<'a, str>,
     #[serde(rename = "m.relates_to", default, deserialize_with = "lenient")]
     relates_to: Option<RelatesTo>,
-    #[serde(rename = "m.new_content", default, borrow)]
-    new_content: Option<NewContent<'a>>,
+    #[serde(rename = "m.new_content", default, deserialize_with = "lenient")]
+    new_content: Option<NewContent>,
 }
 
 /// The replacement content of an `m.replace` edit.
 #[derive(Debug, serde::Deserialize)]
-struct NewContent<'a> {
-    #[serde(borrow)]
-    msgtype: Cow<'a, str>,
-    #[serde(borrow)]
-    body: Cow<'a, str>,
+struct NewContent {
+    msgtype: String,
+    body: String,
 }
 
 /// `m.relates_to`: a reply (`m.in_reply_to`), a thread, or an edit. Read leniently: a
@@ -452,6 +450,14 @@ mod tests {
             // Neither an edit nor a new message (its body is only a fallback).
             assert!(matches!(read(edit), Read::Ignored), "{relates_to}");
         }
+        let bad_new_content = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.text", "body": "* fixed",
+                   "m.new_content": {"msgtype": "m.text", "body": 5},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}}),
+        );
+        assert!(matches!(read(bad_new_content), Read::Ignored));
         // An odd relation costs the message nothing but the relation.
         for relates_to in [
             json!({"m.in_reply_to": {"event_id": "no sigil"}}),

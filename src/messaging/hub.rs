@@ -25,10 +25,12 @@ impl ChannelHub {
             .subscribe()
     }
 
-    /// Whether anyone listens to any channel.
+    /// Whether anyone listens to any channel. Forgets the channels whose last listener
+    /// left (a queue is only ever dropped here or by a failed send).
     pub fn any_watched(&self) -> bool {
-        let channels = self.channels.lock().expect("not poisoned");
-        channels.values().any(|tx| tx.receiver_count() > 0)
+        let mut channels = self.channels.lock().expect("not poisoned");
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        !channels.is_empty()
     }
 
     /// Whether anyone listens to `channel`.
@@ -67,5 +69,19 @@ mod tests {
         drop(a);
         hub.send("a", Utf8Bytes::from_static("two"));
         assert!(!hub.is_watched("a"), "forgotten once nobody listens");
+    }
+
+    #[test]
+    fn any_channel_is_watched_while_a_listener_stays() {
+        let hub = ChannelHub::default();
+        assert!(!hub.any_watched());
+        let listener = hub.subscribe("a");
+        assert!(hub.any_watched());
+        drop(listener);
+        assert!(!hub.any_watched(), "the last listener left");
+        assert!(
+            hub.channels.lock().unwrap().is_empty(),
+            "and its queue is gone"
+        );
     }
 }
