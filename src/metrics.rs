@@ -84,6 +84,10 @@ pub struct Metrics {
     pub index_lag_seconds: Histogram,
     /// Dead letters recorded.
     pub dead_letters: Counter,
+    /// Journal positions no row took, skipped by the indexer.
+    pub journal_positions_skipped: Counter,
+    /// Outbox events that could not be published, recorded and skipped.
+    pub outbox_dead_letters: Counter,
     /// Homeserver calls, by endpoint and final status.
     pub homeserver_calls: Family<CallLabels, Counter>,
     /// Retries of homeserver calls, by endpoint.
@@ -122,6 +126,8 @@ impl Metrics {
             ack_seconds: seconds_histogram(),
             index_lag_seconds: seconds_histogram(),
             dead_letters: Counter::default(),
+            journal_positions_skipped: Counter::default(),
+            outbox_dead_letters: Counter::default(),
             homeserver_calls: Family::default(),
             homeserver_retries: Family::default(),
             homeserver_seconds: Family::new_with_constructor(seconds_histogram),
@@ -159,6 +165,16 @@ impl Metrics {
             "dead_letters",
             "Events recorded as dead letters",
             metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "journal_positions_skipped",
+            "Journal positions no row took, skipped by the indexer",
+            metrics.journal_positions_skipped.clone(),
+        );
+        registry.register(
+            "outbox_dead_letters",
+            "Outbox events that could not be published, recorded and skipped",
+            metrics.outbox_dead_letters.clone(),
         );
         registry.register(
             "homeserver_calls",

@@ -5,7 +5,10 @@
 //!
 //! Crash between the append and the index: the next start applies the rows after the
 //! mark. A row appended but never handed over in memory (a request cut off between its
-//! commit and the hand-over) is found the same way, by the gap it leaves.
+//! commit and the hand-over) is found the same way, by the gap it leaves. Positions are
+//! taken one past the last committed row, so a gap the table does not fill once a later
+//! row is held is a position no row took (a row written by hand and deleted, or a
+//! sequence of an earlier version): it is skipped.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -243,6 +246,21 @@ pub async fn index(state: AppState) {
                 Ok(rows) => {
                     let rows: Vec<JournalEntry> =
                         rows.into_iter().filter(|r| r.pos < before).collect();
+                    if rows.is_empty() && before != i64::MAX && before > mark + 1 {
+                        // Positions no row took: holding `before`, every row before it
+                        // that will ever exist is committed (see `Store::journal_append`),
+                        // and the table has none. Skipped, never waited on.
+                        warn!(
+                            from = mark + 1,
+                            to = before - 1,
+                            "journal positions no row took; skipped"
+                        );
+                        crate::metrics::metrics()
+                            .journal_positions_skipped
+                            .inc_by(u64::try_from(before - 1 - mark).unwrap_or(0));
+                        mark = before - 1;
+                        continue;
+                    }
                     if !rows.is_empty() {
                         info!(
                             rows = rows.len(),

@@ -19,14 +19,35 @@ pub struct JournalEntry {
 
 impl Store {
     /// Appends a transaction and commits it (durable when this returns); its position.
+    ///
+    /// The position is one past the last one taken (rows trimmed behind the mark count
+    /// through the mark), so a failed append leaves no gap. Appends are made one at a time
+    /// ([`crate::ingest::journal::Journal::append`]); one abandoned mid-insert may still
+    /// commit, and the next append then waits on the primary key for it, fails, and takes
+    /// the position after it.
     pub async fn journal_append(&self, txn_id: &str, body: &[u8]) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO ingest_journal (txn_id, body) VALUES ($1, $2) RETURNING pos",
-        )
-        .bind(crate::ingest::pg_text(txn_id).as_ref())
-        .bind(body)
-        .fetch_one(&self.pool)
-        .await?)
+        let txn_id = crate::ingest::pg_text(txn_id);
+        let mut attempts = 0;
+        loop {
+            let appended = sqlx::query_scalar(
+                "INSERT INTO ingest_journal (pos, txn_id, body) \
+                 SELECT greatest((SELECT max(pos) FROM ingest_journal), \
+                                 (SELECT pos FROM ingest_progress)) + 1, $1, $2 \
+                 RETURNING pos",
+            )
+            .bind(txn_id.as_ref())
+            .bind(body)
+            .fetch_one(&self.pool)
+            .await;
+            match appended {
+                Err(sqlx::Error::Database(error))
+                    if error.is_unique_violation() && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                appended => return Ok(appended?),
+            }
+        }
     }
 
     /// The last journal position applied to the index.

@@ -13,6 +13,7 @@ mod dead_letters;
 mod fuzz;
 mod healthcheck;
 mod ingest;
+mod journal_gaps;
 mod messaging_flow;
 mod messaging_rules;
 mod metrics;
