@@ -148,9 +148,14 @@ impl Bus {
 
     /// Publishes `events` (subject, message id, payload) in order and waits for each to be
     /// stored: by JetStream (which drops a message id it has seen within its duplicate
-    /// window), or at once in-process. How many, from the first, were stored; the rest are
-    /// to be published again.
-    pub async fn publish_acked(&self, events: &[(String, String, Bytes)]) -> usize {
+    /// window), or at once in-process. How many, from the first, were stored (the rest are
+    /// to be published again), and whether the next one was refused for good.
+    ///
+    /// The events are sent without waiting for each acknowledgement, and each after the
+    /// first names the one before it (`Nats-Expected-Last-Msg-Id`): one that fails makes
+    /// every later one of the call fail too, so nothing is stored ahead of an event that is
+    /// published again.
+    pub async fn publish_acked(&self, events: &[(String, String, Bytes)]) -> Published {
         match self {
             Self::InProcess { tx, .. } => {
                 for (subject, _, payload) in events {
@@ -159,19 +164,29 @@ impl Bus {
                         payload: payload.clone(),
                     });
                 }
-                events.len()
+                Published {
+                    stored: events.len(),
+                    refused: None,
+                }
             }
             Self::Nats { jetstream, .. } => {
                 let mut acks = Vec::with_capacity(events.len());
+                let mut refused = None;
+                let mut previous: Option<&str> = None;
                 for (subject, id, payload) in events {
-                    let publish = async_nats::jetstream::message::PublishMessage::build()
+                    let mut publish = async_nats::jetstream::message::PublishMessage::build()
                         .payload(payload.clone())
                         .message_id(id.as_str());
+                    if let Some(previous) = previous {
+                        publish = publish.expected_last_message_id(previous);
+                    }
+                    previous = Some(id);
                     match jetstream.send_publish(subject.clone(), publish).await {
                         Ok(ack) => acks.push(ack),
                         Err(error) => {
                             crate::metrics::metrics().publish("jetstream", "failed");
                             warn!(%subject, %error, "JetStream publish failed");
+                            refused = refused_for_good(&error);
                             break;
                         }
                     }
@@ -186,15 +201,17 @@ impl Bus {
                         Ok(Err(error)) => {
                             crate::metrics::metrics().publish("jetstream", "failed");
                             warn!(%error, "JetStream did not store an event");
+                            refused = refused_for_good(&error);
                             break;
                         }
                         Err(_) => {
                             warn!("JetStream did not acknowledge an event in 10 s");
+                            refused = None;
                             break;
                         }
                     }
                 }
-                stored
+                Published { stored, refused }
             }
         }
     }
@@ -306,6 +323,29 @@ async fn presence_bucket(
             warn!(%error, "no presence KV bucket: new instances start with empty counts");
             None
         }
+    }
+}
+
+/// What [`Bus::publish_acked`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// How many events, from the first, were stored.
+    pub stored: usize,
+    /// Why the event after them was refused for good (too large for the server or the
+    /// stream), if it was: publishing it again would fail again.
+    pub refused: Option<String>,
+}
+
+/// Why `error` refuses its event for good, or `None` when it may pass another time.
+fn refused_for_good(error: &async_nats::jetstream::context::PublishError) -> Option<String> {
+    use async_nats::jetstream::{ErrorCode, context::PublishErrorKind};
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Some(error.to_string()),
+        PublishErrorKind::Other => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+            .filter(|e| e.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
+            .map(ToString::to_string),
+        _ => None,
     }
 }
 

@@ -107,8 +107,47 @@ async fn lead(state: &AppState, mut lease: sqlx::PgConnection) {
                     break;
                 }
             };
-            let stored = state.bus.publish_acked(&events).await;
-            if stored == 0 && !stream_ready {
+            // Published up to the first event that cannot be; that one is set aside.
+            let publishable = events.iter().take_while(|e| e.payload.is_ok()).count();
+            let ready: Vec<(String, String, Bytes)> = events[..publishable]
+                .iter()
+                .filter_map(|e| {
+                    let payload = e.payload.as_ref().ok()?.clone();
+                    Some((e.subject.clone(), e.id.clone(), payload))
+                })
+                .collect();
+            let published = state.bus.publish_acked(&ready).await;
+            let mut done = published.stored;
+            let poison = match (published.refused, events.get(done)) {
+                (Some(reason), Some(event)) => Some((event, reason)),
+                (None, Some(event)) if done == publishable => match &event.payload {
+                    Err(reason) => Some((event, reason.clone())),
+                    Ok(_) => None,
+                },
+                _ => None,
+            };
+            let mut set_aside = false;
+            if let Some((event, reason)) = poison {
+                match state
+                    .store
+                    .outbox_dead_letter(&pending[done], &event.subject, &reason, event.size)
+                    .await
+                {
+                    Ok(()) => {
+                        crate::metrics::metrics().outbox_dead_letters.inc();
+                        warn!(
+                            subject = %event.subject,
+                            position = pending[done].position(),
+                            %reason,
+                            "an event cannot be published; recorded as a dead letter and skipped"
+                        );
+                        done += 1;
+                        set_aside = true;
+                    }
+                    Err(error) => warn!(%error, "cannot record an outbox dead letter"),
+                }
+            }
+            if done == 0 && !stream_ready {
                 // The stream may not exist yet (NATS was down at start).
                 stream_ready = state
                     .bus
@@ -121,20 +160,24 @@ async fn lead(state: &AppState, mut lease: sqlx::PgConnection) {
                     .await
                     .is_ok();
             }
-            if stored > 0
-                && let Err(error) = state.store.mark_published(&pending[..stored]).await
+            if done > 0
+                && let Err(error) = state.store.mark_published(&pending[..done]).await
             {
                 // Published but not marked: published again later, dropped as duplicates.
                 warn!(%error, "cannot mark published events");
                 break;
             }
-            if stored < pending.len() {
-                crate::metrics::metrics()
-                    .outbox_lag
-                    .set(i64::try_from(pending.len() - stored).unwrap_or(i64::MAX));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                break;
+            if done < pending.len() {
+                if !set_aside {
+                    crate::metrics::metrics()
+                        .outbox_lag
+                        .set(i64::try_from(pending.len() - done).unwrap_or(i64::MAX));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    break;
+                }
+                // The rest of the round, after the one set aside: read again.
+                continue;
             }
             backoff = Duration::from_millis(100);
             stream_ready = true;
@@ -145,13 +188,27 @@ async fn lead(state: &AppState, mut lease: sqlx::PgConnection) {
     }
 }
 
+/// The largest payload the relay publishes: a message view is bounded (its text, at most
+/// [`crate::store::MAX_REACTION_KEYS`] reaction keys), and a payload that is larger even
+/// so (text of control characters, escaped six-fold) goes out without the message view.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// One pending event, ready for the bus: its payload, or why it cannot be published.
+struct Outgoing {
+    subject: String,
+    id: String,
+    payload: Result<Bytes, String>,
+    /// The payload's size in bytes, as first written.
+    size: usize,
+}
+
 /// Subject, message id and payload of each pending event. Changes of a message carry the
 /// message as it is now. Payloads are written straight from the views (no JSON tree).
 async fn payloads(
     state: &AppState,
     epoch: &str,
     pending: &[Pending],
-) -> crate::Result<Vec<(String, String, Bytes)>> {
+) -> crate::Result<Vec<Outgoing>> {
     let changed: Vec<&str> = pending
         .iter()
         .filter_map(|p| match p {
@@ -170,32 +227,100 @@ async fn payloads(
             .map(|v| (v.matrix_event_id.clone(), v))
             .collect()
     };
+    // The count of a reaction key outside a view's top keys.
+    let beyond_top: Vec<(&str, &str)> = pending
+        .iter()
+        .filter_map(|p| match p {
+            Pending::Row(row) if row.subject == subjects::REACTION_UPDATED => {
+                let (event, key) = (row.event_id.as_deref()?, row.key.as_deref()?);
+                let view = views.get(event)?;
+                (!view.reactions.iter().any(|r| r.key == key)).then_some((event, key))
+            }
+            _ => None,
+        })
+        .collect();
+    let key_counts = if beyond_top.is_empty() {
+        HashMap::new()
+    } else {
+        state.store.reaction_counts(&beyond_top).await?
+    };
     let mut out = Vec::with_capacity(pending.len());
     for p in pending {
         let id = format!("{epoch}:{}", p.position());
-        let (subject, payload) = match p {
+        let (subject, payload, light) = match p {
             Pending::Created(view, _) => (
-                subjects::MESSAGE_CREATED.to_owned(),
+                subjects::MESSAGE_CREATED,
                 to_bytes(&Created::of(view)),
+                Some(("message.created", view)),
             ),
-            Pending::Row(row) => {
-                let payload = match (
-                    &row.payload,
-                    row.event_id.as_ref().and_then(|e| views.get(e)),
-                ) {
-                    (Some(payload), _) => to_bytes(payload),
-                    (None, Some(view)) => changed_payload(&row.subject, row.key.as_deref(), view),
-                    // The message is gone (its room was deleted): say what is known.
-                    (None, None) => to_bytes(&json!({
+            Pending::Row(row) => match (
+                &row.payload,
+                row.event_id.as_ref().and_then(|e| views.get(e)),
+            ) {
+                (Some(payload), _) => (row.subject.as_str(), to_bytes(payload), None),
+                (None, Some(view)) => {
+                    let key = row.key.as_deref();
+                    let count = view
+                        .reactions
+                        .iter()
+                        .find(|r| Some(r.key.as_str()) == key)
+                        .map(|r| r.count)
+                        .or_else(|| {
+                            key_counts
+                                .get(&(view.matrix_event_id.clone(), key?.to_owned()))
+                                .copied()
+                        })
+                        .unwrap_or(0);
+                    let (kind, payload) = changed_payload(&row.subject, key, count, view);
+                    (row.subject.as_str(), payload, Some((kind, view)))
+                }
+                // The message is gone (its room was deleted): say what is known.
+                (None, None) => (
+                    row.subject.as_str(),
+                    to_bytes(&json!({
                         "channel_id": row.channel_id, "matrix_event_id": row.event_id,
                     })),
-                };
-                (row.subject.clone(), payload)
-            }
+                    None,
+                ),
+            },
         };
-        out.push((subject, id, payload));
+        let size = payload.len();
+        let payload = if size <= MAX_PAYLOAD {
+            Ok(payload)
+        } else if let Some((kind, view)) = light {
+            // Without the view: a client reads the message from the API.
+            Ok(to_bytes(&Light {
+                kind,
+                channel_id: &view.channel_id,
+                matrix_event_id: &view.matrix_event_id,
+                message: None,
+                truncated: true,
+            }))
+        } else {
+            Err(format!(
+                "payload of {size} bytes, over the bus limit of {MAX_PAYLOAD}"
+            ))
+        };
+        out.push(Outgoing {
+            subject: subject.to_owned(),
+            id,
+            payload,
+            size,
+        });
     }
     Ok(out)
+}
+
+/// An event whose message view would make it too large: what it is about, and
+/// `truncated: true` (`message` is null).
+#[derive(Serialize)]
+struct Light<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    channel_id: &'a str,
+    matrix_event_id: &'a str,
+    message: Option<&'a MessageView>,
+    truncated: bool,
 }
 
 fn to_bytes(payload: &impl Serialize) -> Bytes {
@@ -264,7 +389,13 @@ enum ChangeDetail<'a> {
     },
 }
 
-fn changed_payload(subject: &str, key: Option<&str>, view: &MessageView) -> Bytes {
+/// The type and payload of a change of `view`; `count` is the reaction key's.
+fn changed_payload(
+    subject: &str,
+    key: Option<&str>,
+    count: i64,
+    view: &MessageView,
+) -> (&'static str, Bytes) {
     let (kind, detail) = match subject {
         subjects::MESSAGE_UPDATED => (
             "message.updated",
@@ -274,25 +405,18 @@ fn changed_payload(subject: &str, key: Option<&str>, view: &MessageView) -> Byte
             },
         ),
         subjects::MESSAGE_DELETED => ("message.deleted", ChangeDetail::Deleted {}),
-        _ => (
-            "reaction.updated",
-            ChangeDetail::Reaction {
-                key,
-                count: view
-                    .reactions
-                    .iter()
-                    .find(|r| Some(r.key.as_str()) == key)
-                    .map_or(0, |r| r.count),
-            },
-        ),
+        _ => ("reaction.updated", ChangeDetail::Reaction { key, count }),
     };
-    to_bytes(&Changed {
+    (
         kind,
-        channel_id: &view.channel_id,
-        matrix_event_id: &view.matrix_event_id,
-        detail,
-        message: view,
-    })
+        to_bytes(&Changed {
+            kind,
+            channel_id: &view.channel_id,
+            matrix_event_id: &view.matrix_event_id,
+            detail,
+            message: view,
+        }),
+    )
 }
 
 /// Feeds the channels' WebSocket listeners on this instance from the bus: message and

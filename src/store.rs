@@ -15,7 +15,8 @@ pub use self::{
     agents::Agent,
     journal::JournalEntry,
     messages::{
-        ChannelView, Cursor, MemberRow, MessageView, Page, ReactionCount, SearchHit, channel_id,
+        ChannelView, Cursor, MAX_REACTION_KEYS, MemberRow, MessageView, Page, ReactionCount,
+        SearchHit, channel_id,
     },
     outbox::{OutboxRow, Pending},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},

@@ -477,7 +477,8 @@ async function catchUp() {
 }
 
 function onChannelFrame(frame) {
-  if (frame.type === 'resync') {
+  // A frame whose message was too large for the bus names it only: read it from the API.
+  if (frame.type === 'resync' || frame.truncated) {
     catchUp();
     return;
   }

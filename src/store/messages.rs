@@ -75,8 +75,13 @@ pub struct MessageView {
     pub reply_to: Option<String>,
     /// The root of its thread.
     pub thread_root: Option<String>,
-    /// Reactions, most frequent first.
+    /// Reactions, most frequent first: at most [`MAX_REACTION_KEYS`] keys, so that no view
+    /// grows with what users do (the totals below count them all).
     pub reactions: Vec<ReactionCount>,
+    /// How many reactions the message has, over every key.
+    pub reaction_count: i64,
+    /// How many distinct keys it has been reacted with.
+    pub reaction_keys: i64,
     /// Its position: `after=<cursor>` gives what came later, `before=` what came earlier.
     pub cursor: String,
 }
@@ -84,7 +89,7 @@ pub struct MessageView {
 impl<'r> sqlx::FromRow<'r, PgRow> for MessageView {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         let event_id: String = row.try_get("matrix_event_id")?;
-        let reactions: sqlx::types::Json<Vec<ReactionCount>> = row.try_get("reactions")?;
+        let reactions: sqlx::types::Json<Reactions> = row.try_get("reactions")?;
         Ok(Self {
             id: event_id.clone(),
             channel_id: row.try_get("channel_id")?,
@@ -99,7 +104,9 @@ impl<'r> sqlx::FromRow<'r, PgRow> for MessageView {
             redacted: row.try_get("redacted")?,
             reply_to: row.try_get("reply_to")?,
             thread_root: row.try_get("thread_root")?,
-            reactions: reactions.0,
+            reactions: reactions.0.top,
+            reaction_count: reactions.0.total,
+            reaction_keys: reactions.0.keys,
             cursor: Cursor(row.try_get("seq")?).encode(),
         })
     }
@@ -113,15 +120,30 @@ macro_rules! view_fields {
          m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq"
     };
 }
-/// The reactions of message `m`, most frequent first; `$1` is the viewer's Matrix id.
+/// The most reaction keys a message view lists.
+pub const MAX_REACTION_KEYS: i64 = 20;
+
+/// The reactions of a message as read: the top keys and the totals.
+#[derive(serde::Deserialize)]
+struct Reactions {
+    top: Vec<ReactionCount>,
+    total: i64,
+    keys: i64,
+}
+
+/// The reactions of message `m`: the [`MAX_REACTION_KEYS`] most frequent keys, the number
+/// of reactions and of keys; `$1` is the viewer's Matrix id.
 macro_rules! reactions_of_m {
     () => {
-        "COALESCE((SELECT json_agg(json_build_object('key', k.key, 'count', k.n, 'mine', k.mine) \
-                               ORDER BY k.n DESC, k.key) \
-               FROM (SELECT r.key, count(DISTINCT r.sender_matrix_id) AS n, \
-                            bool_or(r.sender_matrix_id = $1) AS mine \
-                     FROM reactions r WHERE r.target_event_id = m.matrix_event_id \
-                     GROUP BY r.key) k), '[]'::json)"
+        "(SELECT json_build_object( \
+               'top', COALESCE(json_agg(json_build_object('key', k.key, 'count', k.n, 'mine', k.mine) \
+                                        ORDER BY k.n DESC, k.key) FILTER (WHERE k.rank <= 20), '[]'::json), \
+               'total', COALESCE(sum(k.n), 0), 'keys', count(*)) \
+          FROM (SELECT r.key, count(DISTINCT r.sender_matrix_id) AS n, \
+                       bool_or(r.sender_matrix_id = $1) AS mine, \
+                       row_number() OVER (ORDER BY count(DISTINCT r.sender_matrix_id) DESC, r.key) AS rank \
+                FROM reactions r WHERE r.target_event_id = m.matrix_event_id \
+                GROUP BY r.key) k)"
     };
 }
 /// The columns of [`MessageView`]; `$1` is the viewer's Matrix id (for `mine`).
@@ -134,7 +156,7 @@ pub(super) const NEW_MESSAGE_COLUMNS: &str = concat!(
     ", CASE WHEN EXISTS (SELECT 1 FROM reactions r WHERE r.target_event_id = m.matrix_event_id) \
        THEN ",
     reactions_of_m!(),
-    " ELSE '[]'::json END AS reactions"
+    " ELSE '{\"top\": [], \"total\": 0, \"keys\": 0}'::json END AS reactions"
 );
 
 /// Which page of a history.
@@ -566,6 +588,13 @@ fn escape_highlight(headline: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_list_at_most_the_top_reaction_keys() {
+        let limit = format!("k.rank <= {MAX_REACTION_KEYS})");
+        assert!(MESSAGE_COLUMNS.contains(&limit));
+        assert!(NEW_MESSAGE_COLUMNS.contains(&limit));
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

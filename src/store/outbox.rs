@@ -7,6 +7,8 @@ use super::{MessageView, Store};
 use crate::Result;
 
 /// One event for the bus, at its position.
+// Most pending events are created messages: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pending {
     /// A message indexed since the relay's mark (`messaging.message.created`).
@@ -99,19 +101,25 @@ impl Store {
     }
 
     /// Up to `limit` events not published yet, in position order: messages after the
-    /// relay's mark merged with unsent outbox rows.
+    /// relay's mark merged with unsent outbox rows, read in one snapshot (a reaction
+    /// committed between two reads could otherwise go out before its message).
     pub async fn pending(&self, limit: i64) -> Result<Vec<Pending>> {
-        let mark: i64 = sqlx::query_scalar("SELECT seq FROM relay_progress")
-            .fetch_one(&self.pool)
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
             .await?;
-        let created = self.messages_after(mark, limit).await?;
+        let mark: i64 = sqlx::query_scalar("SELECT seq FROM relay_progress")
+            .fetch_one(&mut *tx)
+            .await?;
+        let created = messages_after(&mut tx, mark, limit).await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT pos, subject, channel_id, event_id, key, payload FROM outbox \
              WHERE sent_at IS NULL ORDER BY pos LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         // Both lists are complete up to their last position only when they are full.
         let full = |n: usize| i64::try_from(n).unwrap_or(i64::MAX) >= limit;
         let mut bound = i64::MAX;
@@ -131,24 +139,54 @@ impl Store {
         Ok(pending)
     }
 
-    /// (In position order by `messages_seq`: the next rows, then stop.)
-    async fn messages_after(&self, mark: i64, limit: i64) -> Result<Vec<(MessageView, i64)>> {
-        let views: Vec<MessageView> = sqlx::query_as(&format!(
-            "SELECT {} FROM messages m WHERE m.seq > $2 ORDER BY m.seq LIMIT $3",
-            super::messages::NEW_MESSAGE_COLUMNS
-        ))
-        .bind("")
-        .bind(mark)
-        .bind(limit)
+    /// Records that `event` cannot be published (`reason`; its payload had `size`
+    /// bytes). The relay then marks it as if published, and goes on.
+    pub async fn outbox_dead_letter(
+        &self,
+        event: &Pending,
+        subject: &str,
+        reason: &str,
+        size: usize,
+    ) -> Result<()> {
+        let (channel, event_id) = match event {
+            Pending::Created(view, _) => (
+                view.channel_id.as_str(),
+                Some(view.matrix_event_id.as_str()),
+            ),
+            Pending::Row(row) => (row.channel_id.as_str(), row.event_id.as_deref()),
+        };
+        sqlx::query(
+            "INSERT INTO outbox_dead_letters (pos, subject, channel_id, event_id, reason, size) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pos) DO NOTHING",
+        )
+        .bind(event.position())
+        .bind(subject)
+        .bind(channel)
+        .bind(event_id)
+        .bind(reason)
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many people reacted to each (message, key) of `pairs`.
+    pub async fn reaction_counts(
+        &self,
+        pairs: &[(&str, &str)],
+    ) -> Result<std::collections::HashMap<(String, String), i64>> {
+        let (events, keys): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT r.target_event_id, r.key, count(DISTINCT r.sender_matrix_id) \
+             FROM reactions r JOIN UNNEST($1::text[], $2::text[]) AS u(event_id, key) \
+               ON r.target_event_id = u.event_id AND r.key = u.key \
+             GROUP BY r.target_event_id, r.key",
+        )
+        .bind(events)
+        .bind(keys)
         .fetch_all(&self.pool)
         .await?;
-        Ok(views
-            .into_iter()
-            .map(|v| {
-                let seq = super::Cursor::decode(&v.cursor).map_or(0, |c| c.0);
-                (v, seq)
-            })
-            .collect())
+        Ok(rows.into_iter().map(|(e, k, n)| ((e, k), n)).collect())
     }
 
     /// Marks `published` as sent: the relay's mark moves to the last message, the rows
@@ -233,6 +271,31 @@ impl Store {
             .await?;
         Ok(got.then_some(conn))
     }
+}
+
+/// Messages after `mark`, up to `limit`, with their positions. (In position order by
+/// `messages_seq`: the next rows, then stop.)
+async fn messages_after(
+    conn: &mut PgConnection,
+    mark: i64,
+    limit: i64,
+) -> Result<Vec<(MessageView, i64)>> {
+    let views: Vec<MessageView> = sqlx::query_as(&format!(
+        "SELECT {} FROM messages m WHERE m.seq > $2 ORDER BY m.seq LIMIT $3",
+        super::messages::NEW_MESSAGE_COLUMNS
+    ))
+    .bind("")
+    .bind(mark)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(views
+        .into_iter()
+        .map(|v| {
+            let seq = super::Cursor::decode(&v.cursor).map_or(0, |c| c.0);
+            (v, seq)
+        })
+        .collect())
 }
 
 /// The advisory lock key of the relay ("city-bridge relay").

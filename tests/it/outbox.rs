@@ -18,11 +18,18 @@ use crate::support::{Bridge, MatrixUser, api, config_with, eventually, jwt, uniq
 struct PrivateNats {
     port: u16,
     dir: std::path::PathBuf,
+    /// Settings of its configuration file beyond the port and the store.
+    settings: String,
     child: Option<Child>,
 }
 
 impl PrivateNats {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// With more settings in its configuration file (e.g. `max_payload: 1024`).
+    fn start_with(settings: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -32,6 +39,7 @@ impl PrivateNats {
         let mut nats = Self {
             port,
             dir,
+            settings: settings.to_owned(),
             child: None,
         };
         nats.resume();
@@ -43,16 +51,21 @@ impl PrivateNats {
     }
 
     fn resume(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let config = self.dir.join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{}\njetstream {{ store_dir: {:?} }}\n{}\n",
+                self.port,
+                self.dir.join("js"),
+                self.settings
+            ),
+        )
+        .unwrap();
         let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
+            .arg("-c")
+            .arg(&config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -418,4 +431,94 @@ async fn a_send_through_an_api_instance_while_the_receiver_is_down_is_accepted_a
     assert_eq!(message["content_preview"], "while the receiver is away");
     assert_eq!(message["sender_matrix_id"], alice.user_id.as_str());
     receiver.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_the_bus_refuses_is_set_aside_and_the_rest_flows() {
+    // A NATS server that takes nothing over 2 KiB: a message of 500 quotes (each escaped,
+    // twice in the payload) cannot be published; the messages around it can.
+    let nats = PrivateNats::start_with("max_payload: 2048");
+    let stream = unique("EVENTS_");
+    let url = nats.url();
+    let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;
+    let slug = crate::support::city_room(bridge.pool(), "Poison").await;
+    let channel_id = format!("room_city_{slug}");
+    let alice = MatrixUser::register("alice").await;
+    let room_id = alice.join(&crate::support::alias(&slug)).await.unwrap();
+    let before = alice.send_text(&room_id, "before").await;
+    let poison = alice.send_text(&room_id, &"\"".repeat(500)).await;
+    let after = alice.send_text(&room_id, "after").await;
+
+    let in_stream = eventually("the messages after the refused one published", || async {
+        let ids = created_in_stream(&url, &stream, &channel_id).await;
+        (ids.len() >= 2).then_some(ids)
+    })
+    .await;
+    assert_eq!(in_stream, [before, after]);
+    let (reason, size): (String, i64) =
+        sqlx::query_as("SELECT reason, size FROM outbox_dead_letters WHERE event_id = $1")
+            .bind(&poison)
+            .fetch_one(bridge.pool())
+            .await
+            .expect("the refused event is recorded");
+    assert!(reason.contains("payload"), "{reason}");
+    assert!(size > 2048, "{size}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_with_many_reactions_stays_bounded_everywhere() {
+    let bridge = Bridge::start().await;
+    let slug = crate::support::city_room(bridge.pool(), "Reactions").await;
+    let alice = MatrixUser::register("alice").await;
+    let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
+    let room_id = alice.join(&crate::support::alias(&slug)).await.unwrap();
+    let target = alice.send_text(&room_id, "react to me").await;
+    let mut bus = bridge.state.bus.subscribe("messaging.>").await.unwrap();
+    // 30 keys: more than a view lists. They sort k01 … k30, all with one reaction, so
+    // k21 … k30 are outside the top keys.
+    for n in 1..=30 {
+        alice
+            .send(
+                &room_id,
+                "m.reaction",
+                json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": format!("k{n:02}")}}),
+            )
+            .await
+            .unwrap();
+    }
+    let path = format!("/api/messaging/channels/{slug}/messages");
+    let message = eventually("every reaction indexed", || async {
+        let (_, page) = api(Method::GET, &path, Some(&alice_jwt), None).await;
+        let first = page["messages"][0].clone();
+        (first["reaction_keys"] == 30).then_some(first)
+    })
+    .await;
+    assert_eq!(message["matrix_event_id"], target.as_str());
+    assert_eq!(message["reaction_count"], 30);
+    let keys: Vec<&str> = message["reactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 20, "the top keys only");
+    assert_eq!(keys[0], "k01");
+    assert!(message["reactions"][0]["mine"].as_bool().unwrap());
+
+    // On the bus: the last key's update says its own count, and carries the bounded view.
+    let update = loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), bus.recv())
+            .await
+            .expect("reaction updates on the bus")
+            .unwrap();
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        if v["type"] == "reaction.updated" && v["key"] == "k30" {
+            break v;
+        }
+    };
+    assert_eq!(update["count"], 1);
+    assert_eq!(update["message"]["reactions"].as_array().unwrap().len(), 20);
+    assert_eq!(update["message"]["reaction_keys"], 30);
+    bridge.stop().await;
 }
