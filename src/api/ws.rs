@@ -8,7 +8,11 @@
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
 //! told to resync (`{"type":"resync"}`: read the history `after` its last cursor).
 //!
-//! Both close with 1012 (service restart) when the bridge stops.
+//! Both end with the rights they were opened with, by a close frame a client can act on
+//! (the README's "WebSocket close codes"):
+//!
+//! - 1012 (service restart): the bridge stops; reconnect with the same token.
+//! - 4001 (token expired): at the JWT's `exp`; reconnect with a fresh token.
 
 use std::time::Duration;
 
@@ -27,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::AppState,
-    auth::{bearer_token, verify_jwt},
+    auth::{Claims, bearer_token, verify_jwt},
     error::ApiError,
     metrics::Connected,
     presence::{PresenceHub, Viewer},
@@ -44,6 +48,22 @@ fn going_away() -> Message {
         code: 1012,
         reason: Utf8Bytes::from_static("the bridge is restarting"),
     }))
+}
+
+/// The close code at the token's `exp`: the client reconnects with a fresh token.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
+/// The close frame at the token's `exp`.
+fn token_expired() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_TOKEN_EXPIRED,
+        reason: Utf8Bytes::from_static("token expired — reconnect with a fresh token"),
+    }))
+}
+
+/// When the token's rights end, as an instant of the socket's clock.
+fn token_end(claims: &Claims) -> tokio::time::Instant {
+    tokio::time::Instant::now() + claims.valid_for()
 }
 
 /// What a client's frame asks of the server.
@@ -92,7 +112,8 @@ pub struct TokenQuery {
 
 /// # `GET /ws/city/presence`
 ///
-/// The JWT (`?token=` or `Authorization: Bearer`) is checked before the upgrade.
+/// The JWT (`?token=` or `Authorization: Bearer`) is checked before the upgrade; the
+/// socket closes with [`CLOSE_TOKEN_EXPIRED`] at its `exp`.
 pub async fn presence(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,
@@ -110,6 +131,7 @@ pub async fn presence(
     let viewer = Viewer {
         admin: claims.is_admin(),
     };
+    let expires = token_end(&claims);
     let hub = state.hub.clone();
     let stopping = state.workers.cancelled();
     // Small buffers: ten thousand idle clients must stay cheap.
@@ -117,13 +139,14 @@ pub async fn presence(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, hub, viewer, stopping)))
+        .on_upgrade(move |socket| serve(socket, hub, viewer, expires, stopping)))
 }
 
 async fn serve(
     socket: WebSocket,
     hub: std::sync::Arc<PresenceHub>,
     viewer: Viewer,
+    expires: tokio::time::Instant,
     stopping: CancellationToken,
 ) {
     let _connected = Connected::new("presence");
@@ -138,6 +161,8 @@ async fn serve(
     ) {
         return;
     }
+    let expiry = tokio::time::sleep_until(expires);
+    tokio::pin!(expiry);
     loop {
         let outgoing = tokio::select! {
             update = updates.recv() => match update {
@@ -160,6 +185,7 @@ async fn serve(
                 FromClient::Nothing => continue,
                 FromClient::Gone => break,
             },
+            () = &mut expiry => token_expired(),
             () = stopping.cancelled() => going_away(),
         };
         if !deliver(&mut sink, outgoing, "presence").await {
@@ -171,7 +197,8 @@ async fn serve(
 /// # `GET /ws/messaging/{channel_id}`
 ///
 /// The JWT (`?token=` or `Authorization: Bearer`) and the right to read the channel are
-/// checked before the upgrade: a private channel is refused (403) to a non-member.
+/// checked before the upgrade: a private channel is refused (403) to a non-member. The
+/// socket closes with [`CLOSE_TOKEN_EXPIRED`] at the token's `exp`.
 pub async fn messaging(
     State(state): State<AppState>,
     super::extract::ApiPath(channel): super::extract::ApiPath<String>,
@@ -180,7 +207,19 @@ pub async fn messaging(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let token = query.token.as_deref().or_else(|| bearer_token(&headers));
-    let person = super::messaging::Person::of_token(token, &state)?;
+    // As `Person::of_token`, keeping the token's end.
+    let Some(token) = token else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
+            .with_detail("a user JWT is required"));
+    };
+    let claims = state
+        .config
+        .jwt_secret
+        .as_ref()
+        .and_then(|secret| verify_jwt(token, secret.expose()))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))?;
+    let expires = token_end(&claims);
+    let person = super::messaging::Person::of_claims(claims, &state)?;
     let room = state
         .store
         .channel_room(&channel)
@@ -200,17 +239,20 @@ pub async fn messaging(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve_channel(socket, frames, stopping)))
+        .on_upgrade(move |socket| serve_channel(socket, frames, expires, stopping)))
 }
 
 async fn serve_channel(
     socket: WebSocket,
     mut frames: tokio::sync::broadcast::Receiver<Utf8Bytes>,
+    expires: tokio::time::Instant,
     stopping: CancellationToken,
 ) {
     let _connected = Connected::new("messaging");
     let metrics = crate::metrics::metrics();
     let (mut sink, mut incoming) = socket.split();
+    let expiry = tokio::time::sleep_until(expires);
+    tokio::pin!(expiry);
     loop {
         let outgoing = tokio::select! {
             frame = frames.recv() => match frame {
@@ -229,6 +271,7 @@ async fn serve_channel(
                 FromClient::Nothing => continue,
                 FromClient::Gone => break,
             },
+            () = &mut expiry => token_expired(),
             () = stopping.cancelled() => going_away(),
         };
         if !deliver(&mut sink, outgoing, "messaging").await {

@@ -20,4 +20,5 @@ mod outbox;
 mod presence;
 mod recovery;
 mod rooms;
+mod socket_rights;
 mod support;

@@ -604,3 +604,17 @@ pub fn start_synapse_with(settings: &[(&str, &str)]) {
 pub fn nats_url() -> String {
     var("CITY_BRIDGE_TEST_NATS_URL")
 }
+
+/// A user JWT signed with the test secret that expires `valid_for` from now; its `exp`
+/// (seconds since the Unix epoch) too.
+pub fn jwt_expiring(sub: &str, roles: &[&str], valid_for: Duration) -> (String, i64) {
+    let exp = chrono::Utc::now().timestamp() + i64::try_from(valid_for.as_secs()).unwrap();
+    let claims = json!({"sub": sub, "roles": roles, "exp": exp});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret"),
+    )
+    .unwrap();
+    (token, exp)
+}
