@@ -13,6 +13,8 @@
 //!
 //! - 1012 (service restart): the bridge stops; reconnect with the same token.
 //! - 4001 (token expired): at the JWT's `exp`; reconnect with a fresh token.
+//! - 4003 (membership ended): the member left, was kicked or banned from the private
+//!   channel (`/ws/messaging` only; admins' rights live in their token); do not reconnect.
 
 use std::time::Duration;
 
@@ -53,6 +55,10 @@ fn going_away() -> Message {
 /// The close code at the token's `exp`: the client reconnects with a fresh token.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
+/// The close code when the member's right to the channel ended (left, kicked, banned):
+/// reconnecting is refused (403) until the user is a member again.
+pub const CLOSE_MEMBERSHIP_ENDED: u16 = 4003;
+
 /// The close frame at the token's `exp`.
 fn token_expired() -> Message {
     Message::Close(Some(CloseFrame {
@@ -61,9 +67,29 @@ fn token_expired() -> Message {
     }))
 }
 
+/// The close frame when the membership of a private channel ended.
+fn membership_ended() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_MEMBERSHIP_ENDED,
+        reason: Utf8Bytes::from_static("no longer a member of this private channel"),
+    }))
+}
+
 /// When the token's rights end, as an instant of the socket's clock.
 fn token_end(claims: &Claims) -> tokio::time::Instant {
     tokio::time::Instant::now() + claims.valid_for()
+}
+
+/// A watched membership of a private channel: resolves when it ends
+/// (`ChannelHub::watch_membership`).
+type Membership = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Resolves when `membership` ends; never when there is none to watch.
+async fn ended(membership: Option<&mut Membership>) {
+    match membership {
+        Some(membership) => membership.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a client's frame asks of the server.
@@ -198,7 +224,9 @@ async fn serve(
 ///
 /// The JWT (`?token=` or `Authorization: Bearer`) and the right to read the channel are
 /// checked before the upgrade: a private channel is refused (403) to a non-member. The
-/// socket closes with [`CLOSE_TOKEN_EXPIRED`] at the token's `exp`.
+/// socket closes with [`CLOSE_TOKEN_EXPIRED`] at the token's `exp`, and a member's socket
+/// on a private channel with [`CLOSE_MEMBERSHIP_ENDED`] within seconds of the member
+/// leaving, being kicked or banned (see `ChannelHub::check_memberships`).
 pub async fn messaging(
     State(state): State<AppState>,
     super::extract::ApiPath(channel): super::extract::ApiPath<String>,
@@ -225,10 +253,13 @@ pub async fn messaging(
         .channel_room(&channel)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if room.visibility == crate::domain::Visibility::Private
-        && !person.admin
-        && !super::messaging::is_joined(&state, &room, &person.user_id).await?
-    {
+    let member = room.visibility == crate::domain::Visibility::Private && !person.admin;
+    // Watched from before the check: a membership that ends after it is seen ending.
+    let membership = match (&room.matrix_room_id, member) {
+        (Some(room_id), true) => Some(state.channels.watch_membership(room_id, &person.user_id)),
+        _ => None,
+    };
+    if member && !super::messaging::is_joined(&state, &room, &person.user_id).await? {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
             .with_detail("a private channel: only its members may watch it"));
     }
@@ -239,13 +270,14 @@ pub async fn messaging(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve_channel(socket, frames, expires, stopping)))
+        .on_upgrade(move |socket| serve_channel(socket, frames, expires, membership, stopping)))
 }
 
 async fn serve_channel(
     socket: WebSocket,
     mut frames: tokio::sync::broadcast::Receiver<Utf8Bytes>,
     expires: tokio::time::Instant,
+    mut membership: Option<Membership>,
     stopping: CancellationToken,
 ) {
     let _connected = Connected::new("messaging");
@@ -272,6 +304,7 @@ async fn serve_channel(
                 FromClient::Gone => break,
             },
             () = &mut expiry => token_expired(),
+            () = ended(membership.as_mut()) => membership_ended(),
             () = stopping.cancelled() => going_away(),
         };
         if !deliver(&mut sink, outgoing, "messaging").await {

@@ -618,3 +618,34 @@ pub fn jwt_expiring(sub: &str, roles: &[&str], valid_for: Duration) -> (String, 
     .unwrap();
     (token, exp)
 }
+
+/// A second bridge instance serving only the API (`BRIDGE_ROLE=api`) on a port of its
+/// own, fed by the bus at `nats`; it never holds the registered address.
+pub struct ApiOnly {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiOnly {
+    pub async fn start(nats: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = config_with(&[
+            ("NATS_URL", nats),
+            ("BRIDGE_ROLE", "api"),
+            ("LISTEN_ADDR", &addr.to_string()),
+        ]);
+        let state = AppState::new(config).await.expect("API-only state");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("API-only task").expect("served");
+    }
+}
