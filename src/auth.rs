@@ -23,12 +23,25 @@ pub struct Claims {
     /// The user's Matrix id, when it is not `@<name>:<server>` of `sub = "user:<name>"`.
     #[serde(default)]
     pub matrix_user_id: Option<String>,
+    /// When the token ends, in seconds since the Unix epoch (required: a token without one
+    /// is refused). Whatever it grants ends then, live connections included.
+    pub exp: i64,
 }
 
 impl Claims {
     /// Whether the user is an admin.
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == "admin")
+    }
+
+    /// How long the token is still valid: zero once its `exp` has passed (a token within
+    /// the verification leeway of 60 s past its `exp` is accepted, but has nothing left).
+    pub fn valid_for(&self) -> std::time::Duration {
+        let left = self
+            .exp
+            .saturating_mul(1000)
+            .saturating_sub(chrono::Utc::now().timestamp_millis());
+        std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
     }
 }
 
@@ -104,6 +117,15 @@ mod tests {
         let claims = verify_jwt(&token, "s").unwrap();
         assert_eq!(claims.sub, "user:alice");
         assert!(claims.is_admin());
+        let left = claims.valid_for();
+        assert!(
+            left > std::time::Duration::from_secs(3590)
+                && left <= std::time::Duration::from_secs(3600),
+            "{left:?}"
+        );
+        let just_expired = sign_jwt("user:a", &[], chrono::Duration::seconds(-5), "s").unwrap();
+        let within_leeway = verify_jwt(&just_expired, "s").expect("within the leeway");
+        assert_eq!(within_leeway.valid_for(), std::time::Duration::ZERO);
         let expired = sign_jwt("user:a", &[], chrono::Duration::hours(-1), "s").unwrap();
         assert!(verify_jwt(&expired, "s").is_none());
     }

@@ -420,8 +420,14 @@ fn changed_payload(
 }
 
 /// Feeds the channels' WebSocket listeners on this instance from the bus: message and
-/// reaction events (from the relay) and typing.
+/// reaction events (from the relay) and typing; and starts the membership checks that end
+/// the feeds of private channels (`ChannelHub::check_memberships`).
 pub async fn feed_channels(state: AppState) {
+    // The feeds of private channels end with their members' rights.
+    state.workers.spawn(
+        "channel memberships",
+        crate::messaging::ChannelHub::check_memberships(state.clone()),
+    );
     let mut messages = match state.bus.subscribe("messaging.>").await {
         Ok(messages) => messages,
         Err(error) => {

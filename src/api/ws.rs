@@ -8,7 +8,13 @@
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
 //! told to resync (`{"type":"resync"}`: read the history `after` its last cursor).
 //!
-//! Both close with 1012 (service restart) when the bridge stops.
+//! Both end with the rights they were opened with, by a close frame a client can act on
+//! (the README's "WebSocket close codes"):
+//!
+//! - 1012 (service restart): the bridge stops; reconnect with the same token.
+//! - 4001 (token expired): at the JWT's `exp`; reconnect with a fresh token.
+//! - 4003 (membership ended): the member left, was kicked or banned from the private
+//!   channel (`/ws/messaging` only; admins' rights live in their token); do not reconnect.
 
 use std::time::Duration;
 
@@ -27,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::AppState,
-    auth::{bearer_token, verify_jwt},
+    auth::{Claims, bearer_token, verify_jwt},
     error::ApiError,
     metrics::Connected,
     presence::{PresenceHub, Viewer},
@@ -44,6 +50,46 @@ fn going_away() -> Message {
         code: 1012,
         reason: Utf8Bytes::from_static("the bridge is restarting"),
     }))
+}
+
+/// The close code at the token's `exp`: the client reconnects with a fresh token.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
+/// The close code when the member's right to the channel ended (left, kicked, banned):
+/// reconnecting is refused (403) until the user is a member again.
+pub const CLOSE_MEMBERSHIP_ENDED: u16 = 4003;
+
+/// The close frame at the token's `exp`.
+fn token_expired() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_TOKEN_EXPIRED,
+        reason: Utf8Bytes::from_static("token expired — reconnect with a fresh token"),
+    }))
+}
+
+/// The close frame when the membership of a private channel ended.
+fn membership_ended() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_MEMBERSHIP_ENDED,
+        reason: Utf8Bytes::from_static("no longer a member of this private channel"),
+    }))
+}
+
+/// When the token's rights end, as an instant of the socket's clock.
+fn token_end(claims: &Claims) -> tokio::time::Instant {
+    tokio::time::Instant::now() + claims.valid_for()
+}
+
+/// A watched membership of a private channel: resolves when it ends
+/// (`ChannelHub::watch_membership`).
+type Membership = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Resolves when `membership` ends; never when there is none to watch.
+async fn ended(membership: Option<&mut Membership>) {
+    match membership {
+        Some(membership) => membership.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a client's frame asks of the server.
@@ -92,7 +138,8 @@ pub struct TokenQuery {
 
 /// # `GET /ws/city/presence`
 ///
-/// The JWT (`?token=` or `Authorization: Bearer`) is checked before the upgrade.
+/// The JWT (`?token=` or `Authorization: Bearer`) is checked before the upgrade; the
+/// socket closes with [`CLOSE_TOKEN_EXPIRED`] at its `exp`.
 pub async fn presence(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,
@@ -110,6 +157,7 @@ pub async fn presence(
     let viewer = Viewer {
         admin: claims.is_admin(),
     };
+    let expires = token_end(&claims);
     let hub = state.hub.clone();
     let stopping = state.workers.cancelled();
     // Small buffers: ten thousand idle clients must stay cheap.
@@ -117,13 +165,14 @@ pub async fn presence(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, hub, viewer, stopping)))
+        .on_upgrade(move |socket| serve(socket, hub, viewer, expires, stopping)))
 }
 
 async fn serve(
     socket: WebSocket,
     hub: std::sync::Arc<PresenceHub>,
     viewer: Viewer,
+    expires: tokio::time::Instant,
     stopping: CancellationToken,
 ) {
     let _connected = Connected::new("presence");
@@ -138,6 +187,8 @@ async fn serve(
     ) {
         return;
     }
+    let expiry = tokio::time::sleep_until(expires);
+    tokio::pin!(expiry);
     loop {
         let outgoing = tokio::select! {
             update = updates.recv() => match update {
@@ -160,6 +211,7 @@ async fn serve(
                 FromClient::Nothing => continue,
                 FromClient::Gone => break,
             },
+            () = &mut expiry => token_expired(),
             () = stopping.cancelled() => going_away(),
         };
         if !deliver(&mut sink, outgoing, "presence").await {
@@ -171,7 +223,10 @@ async fn serve(
 /// # `GET /ws/messaging/{channel_id}`
 ///
 /// The JWT (`?token=` or `Authorization: Bearer`) and the right to read the channel are
-/// checked before the upgrade: a private channel is refused (403) to a non-member.
+/// checked before the upgrade: a private channel is refused (403) to a non-member. The
+/// socket closes with [`CLOSE_TOKEN_EXPIRED`] at the token's `exp`, and a member's socket
+/// on a private channel with [`CLOSE_MEMBERSHIP_ENDED`] within seconds of the member
+/// leaving, being kicked or banned (see `ChannelHub::check_memberships`).
 pub async fn messaging(
     State(state): State<AppState>,
     super::extract::ApiPath(channel): super::extract::ApiPath<String>,
@@ -180,16 +235,31 @@ pub async fn messaging(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let token = query.token.as_deref().or_else(|| bearer_token(&headers));
-    let person = super::messaging::Person::of_token(token, &state)?;
+    // As `Person::of_token`, keeping the token's end.
+    let Some(token) = token else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
+            .with_detail("a user JWT is required"));
+    };
+    let claims = state
+        .config
+        .jwt_secret
+        .as_ref()
+        .and_then(|secret| verify_jwt(token, secret.expose()))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))?;
+    let expires = token_end(&claims);
+    let person = super::messaging::Person::of_claims(claims, &state)?;
     let room = state
         .store
         .channel_room(&channel)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if room.visibility == crate::domain::Visibility::Private
-        && !person.admin
-        && !super::messaging::is_joined(&state, &room, &person.user_id).await?
-    {
+    let member = room.visibility == crate::domain::Visibility::Private && !person.admin;
+    // Watched from before the check: a membership that ends after it is seen ending.
+    let membership = match (&room.matrix_room_id, member) {
+        (Some(room_id), true) => Some(state.channels.watch_membership(room_id, &person.user_id)),
+        _ => None,
+    };
+    if member && !super::messaging::is_joined(&state, &room, &person.user_id).await? {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
             .with_detail("a private channel: only its members may watch it"));
     }
@@ -200,17 +270,21 @@ pub async fn messaging(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve_channel(socket, frames, stopping)))
+        .on_upgrade(move |socket| serve_channel(socket, frames, expires, membership, stopping)))
 }
 
 async fn serve_channel(
     socket: WebSocket,
     mut frames: tokio::sync::broadcast::Receiver<Utf8Bytes>,
+    expires: tokio::time::Instant,
+    mut membership: Option<Membership>,
     stopping: CancellationToken,
 ) {
     let _connected = Connected::new("messaging");
     let metrics = crate::metrics::metrics();
     let (mut sink, mut incoming) = socket.split();
+    let expiry = tokio::time::sleep_until(expires);
+    tokio::pin!(expiry);
     loop {
         let outgoing = tokio::select! {
             frame = frames.recv() => match frame {
@@ -229,6 +303,8 @@ async fn serve_channel(
                 FromClient::Nothing => continue,
                 FromClient::Gone => break,
             },
+            () = &mut expiry => token_expired(),
+            () = ended(membership.as_mut()) => membership_ended(),
             () = stopping.cancelled() => going_away(),
         };
         if !deliver(&mut sink, outgoing, "messaging").await {

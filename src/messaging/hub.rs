@@ -1,18 +1,80 @@
 //! The live feed of each channel for `/ws/messaging/{channel_id}`: one shared queue per
 //! channel with someone watching, fed in stream order from the bus (`outbox::feed_channels`).
+//!
+//! And the memberships those feeds rest on: a member's socket on a private channel is
+//! watched ([`ChannelHub::watch_membership`]), and [`ChannelHub::check_memberships`] ends
+//! it once the index says the member left, was kicked or banned. One batched query per
+//! instance every [`MEMBERSHIP_CHECK`] (jittered), whatever the number of sockets:
+//! membership events are not on the bus, and every instance, API-only ones too, reads the
+//! same index.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::extract::ws::Utf8Bytes;
+use ruma::{RoomId, UserId};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 /// How far a client may fall behind its channel before it is told to resync.
 const CHANNEL_CAPACITY: usize = 1024;
 
-/// Channel → its live queue (only while someone listens).
+/// How often, on average, the watched memberships are read back from the index: a member
+/// dropped from a private channel loses its feed this long after the event is indexed, at
+/// most (each wait is drawn between 0.75× and 1.25× of it, so instances spread their reads).
+pub const MEMBERSHIP_CHECK: Duration = Duration::from_secs(2);
+
+/// (Matrix room, user) of a watched membership.
+type MemberKey = (String, String);
+
+/// The watched memberships of this instance: each (room, user) → its sockets.
+#[derive(Debug, Default)]
+struct Members {
+    next: u64,
+    sockets: HashMap<MemberKey, HashMap<u64, CancellationToken>>,
+}
+
+/// Channel → its live queue (only while someone listens); and the memberships watched.
 #[derive(Debug, Default)]
 pub struct ChannelHub {
     channels: Mutex<HashMap<String, broadcast::Sender<Utf8Bytes>>>,
+    members: Arc<Mutex<Members>>,
+}
+
+/// One socket's membership of a private channel, watched while the socket lives: it
+/// ends when [`ChannelHub::end_membership`] (or [`ChannelHub::check_memberships`]) says
+/// so, and is forgotten when dropped.
+#[derive(Debug)]
+struct Membership {
+    key: MemberKey,
+    id: u64,
+    ended: CancellationToken,
+    members: Arc<Mutex<Members>>,
+}
+
+impl Membership {
+    /// Resolves once the membership has ended.
+    async fn ended(&self) {
+        self.ended.cancelled().await;
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut members = self.members.lock().expect("not poisoned");
+        if let Some(sockets) = members.sockets.get_mut(&self.key) {
+            sockets.remove(&self.id);
+            if sockets.is_empty() {
+                members.sockets.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl ChannelHub {
@@ -50,6 +112,130 @@ impl ChannelHub {
             channels.remove(channel);
         }
     }
+
+    /// Watches `user`'s membership of the Matrix room `room` for one socket: the future
+    /// resolves once the membership has ended; dropping it ends the watch.
+    pub fn watch_membership(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let membership = self.watch(room, user);
+        Box::pin(async move { membership.ended().await })
+    }
+
+    fn watch(&self, room: &RoomId, user: &UserId) -> Membership {
+        let key = (room.as_str().to_owned(), user.as_str().to_owned());
+        let ended = CancellationToken::new();
+        let mut members = self.members.lock().expect("not poisoned");
+        members.next += 1;
+        let id = members.next;
+        members
+            .sockets
+            .entry(key.clone())
+            .or_default()
+            .insert(id, ended.clone());
+        Membership {
+            key,
+            id,
+            ended,
+            members: Arc::clone(&self.members),
+        }
+    }
+
+    /// The (Matrix room, user) pairs watched on this instance, each once.
+    fn watched_members(&self) -> Vec<MemberKey> {
+        let members = self.members.lock().expect("not poisoned");
+        members.sockets.keys().cloned().collect()
+    }
+
+    /// Ends `user`'s membership of `room` for every socket watching it; how many.
+    pub fn end_membership(&self, room: &str, user: &str) -> usize {
+        let mut members = self.members.lock().expect("not poisoned");
+        let sockets = members
+            .sockets
+            .remove(&(room.to_owned(), user.to_owned()))
+            .unwrap_or_default();
+        for ended in sockets.values() {
+            ended.cancel();
+        }
+        sockets.len()
+    }
+
+    /// Reads the watched memberships back from the index every [`MEMBERSHIP_CHECK`]
+    /// (jittered) and ends those that are no longer `join` (left, kicked, banned), once the
+    /// homeserver agrees: a socket admitted on the homeserver's word while the index was
+    /// behind is not cut off by an older row (that row is not acted on again until it
+    /// changes). When the homeserver cannot answer, the index's word stands. Nothing is
+    /// read while no member's socket is open. Runs on every instance (started by
+    /// `outbox::feed_channels`) until the bridge stops.
+    pub async fn check_memberships(state: crate::app::AppState) {
+        // Rows the homeserver contradicted: (room, user) → the row's event.
+        let mut contradicted: HashMap<MemberKey, String> = HashMap::new();
+        loop {
+            tokio::time::sleep(MEMBERSHIP_CHECK.mul_f64(rand::random_range(0.75..1.25))).await;
+            let watched = state.channels.watched_members();
+            contradicted.retain(|key, _| watched.contains(key));
+            if watched.is_empty() {
+                continue;
+            }
+            let ended = match not_joined(state.store.pool(), &watched).await {
+                Ok(ended) => ended,
+                Err(error) => {
+                    warn!(%error, "cannot read the memberships of watched channels");
+                    continue;
+                }
+            };
+            for (room, user, event_id) in ended {
+                let key = (room, user);
+                if contradicted.get(&key) == Some(&event_id) {
+                    continue;
+                }
+                if still_joined(&state, &key.0, &key.1).await {
+                    contradicted.insert(key, event_id);
+                    continue;
+                }
+                let closed = state.channels.end_membership(&key.0, &key.1);
+                info!(room = %key.0, user = %key.1, closed, "membership ended: channel sockets closed");
+            }
+        }
+    }
+}
+
+/// Of the `watched` (room, user) pairs, those whose latest indexed membership is not
+/// `join`, with the event that set it. Primary-key lookups, one statement.
+async fn not_joined(
+    pool: &sqlx::PgPool,
+    watched: &[MemberKey],
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let (rooms, users): (Vec<&str>, Vec<&str>) = watched
+        .iter()
+        .map(|(room, user)| (room.as_str(), user.as_str()))
+        .unzip();
+    sqlx::query_as(
+        "SELECT rm.matrix_room_id, rm.user_id, rm.event_id \
+         FROM UNNEST($1::text[], $2::text[]) AS w(matrix_room_id, user_id) \
+         JOIN room_members rm USING (matrix_room_id, user_id) \
+         WHERE rm.membership <> 'join'",
+    )
+    .bind(rooms)
+    .bind(users)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether the homeserver says `user` is joined to `room` (false when it cannot say).
+async fn still_joined(state: &crate::app::AppState, room: &str, user: &str) -> bool {
+    let (Ok(room), Ok(user)) = (RoomId::parse(room), UserId::parse(user)) else {
+        return false;
+    };
+    match state.homeserver.membership(&room, &user).await {
+        Ok(membership) => membership.as_deref() == Some("join"),
+        Err(error) => {
+            warn!(%error, "cannot confirm a membership with the homeserver; the index's word stands");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -69,6 +255,32 @@ mod tests {
         drop(a);
         hub.send("a", Utf8Bytes::from_static("two"));
         assert!(!hub.is_watched("a"), "forgotten once nobody listens");
+    }
+
+    #[tokio::test]
+    async fn an_ended_membership_ends_its_sockets_only() {
+        let hub = ChannelHub::default();
+        let room: &RoomId = "!room:example.org".try_into().unwrap();
+        let (alice, bob): (&UserId, &UserId) = (
+            "@alice:example.org".try_into().unwrap(),
+            "@bob:example.org".try_into().unwrap(),
+        );
+        let first = hub.watch(room, alice);
+        let second = hub.watch(room, alice);
+        let other = hub.watch(room, bob);
+        assert_eq!(hub.watched_members().len(), 2, "each pair once");
+        assert_eq!(hub.end_membership(room.as_str(), alice.as_str()), 2);
+        first.ended().await;
+        second.ended().await;
+        assert!(!other.ended.is_cancelled());
+        assert_eq!(
+            hub.watched_members(),
+            vec![(room.as_str().to_owned(), bob.as_str().to_owned())]
+        );
+        drop(other);
+        assert!(hub.watched_members().is_empty(), "forgotten when dropped");
+        drop((first, second));
+        assert_eq!(hub.end_membership(room.as_str(), alice.as_str()), 0);
     }
 
     #[test]

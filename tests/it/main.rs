@@ -21,4 +21,5 @@ mod outbox;
 mod presence;
 mod recovery;
 mod rooms;
+mod socket_rights;
 mod support;

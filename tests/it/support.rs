@@ -604,3 +604,48 @@ pub fn start_synapse_with(settings: &[(&str, &str)]) {
 pub fn nats_url() -> String {
     var("CITY_BRIDGE_TEST_NATS_URL")
 }
+
+/// A user JWT signed with the test secret that expires `valid_for` from now; its `exp`
+/// (seconds since the Unix epoch) too.
+pub fn jwt_expiring(sub: &str, roles: &[&str], valid_for: Duration) -> (String, i64) {
+    let exp = chrono::Utc::now().timestamp() + i64::try_from(valid_for.as_secs()).unwrap();
+    let claims = json!({"sub": sub, "roles": roles, "exp": exp});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret"),
+    )
+    .unwrap();
+    (token, exp)
+}
+
+/// A second bridge instance serving only the API (`BRIDGE_ROLE=api`) on a port of its
+/// own, fed by the bus at `nats`; it never holds the registered address.
+pub struct ApiOnly {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiOnly {
+    pub async fn start(nats: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = config_with(&[
+            ("NATS_URL", nats),
+            ("BRIDGE_ROLE", "api"),
+            ("LISTEN_ADDR", &addr.to_string()),
+        ]);
+        let state = AppState::new(config).await.expect("API-only state");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("API-only task").expect("served");
+    }
+}
