@@ -78,7 +78,7 @@ const PING_EVERY_MS = 25000;
 
 /**
  * A WebSocket that reconnects with exponential back-off (and jitter) until stopped.
- * `onState` gets `connecting`, `live` or `offline`; `onOpen` runs on every (re)connection,
+ * `onState` gets `connecting`, `live`, `offline` or `removed` (closed with 4003: not retried); `onOpen` runs on every (re)connection,
  * `onFrame` with each JSON frame.
  */
 export class LiveSocket {
@@ -139,11 +139,19 @@ export class LiveSocket {
       }
       this.onFrame(frame);
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       clearInterval(this.pinger);
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.stopped) return;
+      // 4003: the rights this socket rested on are gone (left, kicked, banned): no retry.
+      if (event.code === 4003) {
+        this.stopped = true;
+        window.removeEventListener('online', this.retryNow);
+        this.onState('removed');
+        return;
+      }
+      // 4001 (the token expired) comes here too: the state's handler signs out.
       this.onState('offline');
       // The state's handler may have stopped it (a token that expired).
       if (this.stopped) return;

@@ -195,6 +195,10 @@ function setLive(node, state) {
 /** A socket that dropped may have lost its token: an expired one asks to sign in again. */
 function onSocketState(node, state) {
   setLive(node, state);
+  if (state === 'removed') {
+    showError(new Error(t('removed')));
+    return;
+  }
   if (state === 'offline' && token() && !claims(token())) {
     setToken(null);
     stopPresence();
