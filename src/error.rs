@@ -23,6 +23,10 @@ pub enum Error {
     /// The bus (NATS) could not be reached.
     #[error("bus: {0}")]
     Bus(String),
+    /// Work that has its own bounded resources (searches) found them all taken, or ran
+    /// out of time: to be tried again later.
+    #[error("{0}: busy")]
+    Busy(&'static str),
 }
 
 impl Error {
@@ -33,6 +37,7 @@ impl Error {
                 (StatusCode::SERVICE_UNAVAILABLE, "matrix_unavailable")
             }
             Self::Homeserver(_) => (StatusCode::BAD_GATEWAY, "matrix_error"),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Database(_) | Self::Bus(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
@@ -161,6 +166,12 @@ impl From<Error> for ApiError {
             Error::Homeserver(_) => {
                 tracing::error!(%error, "homeserver refused a request");
                 Self::new(status, code).with_detail("the Matrix homeserver refused the request")
+            }
+            Error::Busy(what) => {
+                tracing::warn!(%error, "busy");
+                Self::new(status, code).with_detail(format!(
+                    "the {what} is busy or took too long; try again shortly"
+                ))
             }
             Error::Database(_) | Error::Bus(_) => {
                 tracing::error!(%error, "request failed");

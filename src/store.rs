@@ -9,24 +9,34 @@ mod transactions;
 
 use std::time::Duration;
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 pub use self::{
     agents::Agent,
     journal::JournalEntry,
     messages::{
-        ChannelView, Cursor, MAX_REACTION_KEYS, MemberRow, MessageView, Page, ReactionCount,
-        SearchHit, channel_id,
+        ChannelView, Cursor, MAX_REACTION_KEYS, MIN_PREFIX_CHARS, MemberRow, MessageView, Page,
+        ReactionCount, SearchHit, channel_id, searchable,
     },
     outbox::{OutboxRow, Pending},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
     transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };
 
+/// Connections for searches: they never take one the journal's appends need.
+const SEARCH_CONNECTIONS: u32 = 2;
+/// How long a search may run, and wait for a connection, before it is answered 503.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Searches' own small pool, with a statement timeout.
+    search: PgPool,
 }
 
 impl Store {
@@ -38,7 +48,15 @@ impl Store {
             .connect(url)
             .await?;
         sqlx::migrate!().run(&pool).await?;
-        Ok(Self { pool })
+        let options: PgConnectOptions = url.parse()?;
+        let search = PgPoolOptions::new()
+            .max_connections(SEARCH_CONNECTIONS)
+            .acquire_timeout(SEARCH_TIMEOUT)
+            .connect_lazy_with(options.options([(
+                "statement_timeout",
+                format!("{}ms", SEARCH_TIMEOUT.as_millis()),
+            )]));
+        Ok(Self { pool, search })
     }
 
     /// The connection pool.

@@ -1270,7 +1270,8 @@ pub struct SearchResults {
 /// Over the previews of the channels the caller may read, never encrypted ones.
 #[utoipa::path(get, path = "/api/messaging/search", tag = "messaging", params(SearchQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = SearchResults), (status = 422, description = "no query")))]
+    responses((status = 200, body = SearchResults), (status = 422, description = "no query, or no word of 2 letters"),
+        (status = 503, description = "searches busy or too slow (`busy`): try again")))]
 pub async fn search(
     State(state): State<AppState>,
     person: Person,
@@ -1280,6 +1281,12 @@ pub async fn search(
     let q = query.q.as_deref().map(str::trim).unwrap_or_default();
     if q.is_empty() || q.chars().count() > 200 {
         return Err(ApiError::invalid("q", "must be 1 to 200 characters"));
+    }
+    if !crate::store::searchable(q) {
+        return Err(ApiError::invalid(
+            "q",
+            "must hold a word of at least 2 letters (words of 3 or more match as prefixes)",
+        ));
     }
     let limit = query.limit.unwrap_or(20);
     if limit < 1 {

@@ -415,10 +415,14 @@ impl Store {
         let Some(tsquery) = prefix_query(query) else {
             return Ok(Vec::new());
         };
+        // The highlight's markers are two control characters the text is stripped of, so
+        // text cannot forge them (a literal `<b>` is escaped like any other).
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS}, \
-                    ts_headline('simple', m.content_preview, to_tsquery('simple', $2), \
-                                'StartSel=<b>, StopSel=</b>, HighlightAll=true') AS highlight \
+                    ts_headline('simple', translate(m.content_preview, chr(1) || chr(2), ''), \
+                                to_tsquery('simple', $2), \
+                                'StartSel=' || chr(1) || ', StopSel=' || chr(2) || \
+                                ', HighlightAll=true') AS highlight \
              FROM message_search s \
              JOIN messages m ON m.matrix_event_id = s.event_id \
              JOIN city_rooms c ON c.id = m.channel_id \
@@ -437,8 +441,9 @@ impl Store {
         .bind(channel.map(CityRoomId::as_str))
         .bind(admin)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(&self.search)
+        .await
+        .map_err(search_error)?;
         rows.iter()
             .map(|row| {
                 let message = <MessageView as sqlx::FromRow<PgRow>>::from_row(row)?;
@@ -554,24 +559,55 @@ pub fn channel_id(id_or_slug: &str) -> Option<CityRoomId> {
         .or_else(|| Slug::parse(id_or_slug).ok().map(|s| s.city_room_id()))
 }
 
-/// `word:* & word:*` of the query's words, quoted for `to_tsquery`; `None` without words.
+/// The shortest word matched as a prefix: shorter ones match whole words only, so that a
+/// letter or two cannot make a query rank half the index.
+pub const MIN_PREFIX_CHARS: usize = 3;
+
+/// `word:* & word` of the query's words, quoted for `to_tsquery`: words of at least
+/// [`MIN_PREFIX_CHARS`] as prefixes, shorter ones whole, single letters left out; `None`
+/// without a word of two letters or more.
 fn prefix_query(query: &str) -> Option<String> {
     let words: Vec<String> = query
         .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
+        .filter(|w| w.chars().nth(1).is_some())
         .take(16)
-        .map(|w| format!("'{}':*", w.to_lowercase()))
+        .map(|w| {
+            let prefix = if w.chars().count() >= MIN_PREFIX_CHARS {
+                ":*"
+            } else {
+                ""
+            };
+            format!("'{}'{prefix}", w.to_lowercase())
+        })
         .collect();
     (!words.is_empty()).then(|| words.join(" & "))
 }
 
-/// Escapes a headline for HTML, keeping only the `<b>`/`</b>` markers Postgres added.
+/// Whether `query` has something to search for (a word of two letters or more).
+pub fn searchable(query: &str) -> bool {
+    prefix_query(query).is_some()
+}
+
+/// A search that waited too long for its pool or ran past its statement timeout is the
+/// caller's to retry later; anything else is the database's.
+fn search_error(error: sqlx::Error) -> crate::Error {
+    let timed_out = match &error {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(e) => e.code().as_deref() == Some("57014"),
+        _ => false,
+    };
+    if timed_out {
+        crate::Error::Busy("search")
+    } else {
+        error.into()
+    }
+}
+
+/// Escapes a headline for HTML, turning the markers Postgres added (`\u{1}`, `\u{2}`) into
+/// `<b>`/`</b>`.
 fn escape_highlight(headline: &str) -> String {
-    const OPEN: &str = "\u{1}";
-    const CLOSE: &str = "\u{2}";
-    let marked = headline.replace("<b>", OPEN).replace("</b>", CLOSE);
-    let mut out = String::with_capacity(marked.len());
-    for c in marked.chars() {
+    let mut out = String::with_capacity(headline.len());
+    for c in headline.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -613,14 +649,17 @@ mod tests {
             Some("'привіт':* & 'місто':*")
         );
         assert_eq!(prefix_query(" ,; "), None);
-        assert_eq!(prefix_query("it's").as_deref(), Some("'it':* & 's':*"));
+        assert_eq!(prefix_query("it's").as_deref(), Some("'it'"));
+        assert_eq!(prefix_query("a"), None, "one letter is no query");
+        assert_eq!(prefix_query("в місті").as_deref(), Some("'місті':*"));
+        assert!(!searchable("a b c"));
     }
 
     #[test]
     fn highlights_escape_everything_but_the_markers() {
         assert_eq!(
-            escape_highlight("<b>місто</b> <script>"),
-            "<b>місто</b> &lt;script&gt;"
+            escape_highlight("\u{1}місто\u{2} <script> <b>forged</b>"),
+            "<b>місто</b> &lt;script&gt; &lt;b&gt;forged&lt;/b&gt;"
         );
     }
 

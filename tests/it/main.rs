@@ -21,5 +21,6 @@ mod outbox;
 mod presence;
 mod recovery;
 mod rooms;
+mod search;
 mod socket_rights;
 mod support;
