@@ -22,5 +22,6 @@ mod presence;
 mod recovery;
 mod rooms;
 mod search;
+mod slow_clients;
 mod socket_rights;
 mod support;
