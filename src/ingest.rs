@@ -99,14 +99,21 @@ pub struct DeadLetter {
     pub room_id: Option<String>,
     /// The event type, when it could be read.
     pub event_type: Option<String>,
+    /// The sender, when it could be read.
+    pub sender: Option<String>,
     /// Why it was skipped.
     pub reason: String,
     /// The event as received.
     pub event: String,
 }
 
+/// The longest envelope field a dead letter keeps (ids are at most 255 bytes).
+const DEAD_LETTER_FIELD: usize = 255;
+
 impl DeadLetter {
-    /// A dead letter for `raw`, with whatever of its envelope could be read.
+    /// A dead letter for `incoming`, with its envelope when it could be read, else each
+    /// envelope field that is a string on its own (an event with a malformed `sender` still
+    /// names its event id, room and type).
     pub fn new(
         incoming: Incoming<'_>,
         envelope: Option<&Envelope<'_>>,
@@ -115,13 +122,71 @@ impl DeadLetter {
         // Postgres TEXT holds no NUL: a dead letter must always be storable, or the stream
         // would stall on it.
         let text = |s: &str| pg_text(s).into_owned();
+        let (event_id, room_id, event_type, sender) = match envelope {
+            Some(e) => (
+                Some(text(e.event_id.as_str())),
+                Some(text(e.room_id.as_str())),
+                Some(text(&e.kind)),
+                Some(text(e.sender.as_str())),
+            ),
+            None => {
+                let loose =
+                    serde_json::from_str::<LooseEnvelope<'_>>(incoming.json).unwrap_or_default();
+                let field = |v: Option<Cow<'_, str>>| {
+                    v.map(|v| {
+                        let end = (0..=DEAD_LETTER_FIELD.min(v.len()))
+                            .rev()
+                            .find(|&i| v.is_char_boundary(i))
+                            .unwrap_or(0);
+                        text(&v[..end])
+                    })
+                };
+                (
+                    field(loose.event_id.and_then(Loose::into_str)),
+                    field(loose.room_id.and_then(Loose::into_str)),
+                    field(loose.kind.and_then(Loose::into_str)),
+                    field(loose.sender.and_then(Loose::into_str)),
+                )
+            }
+        };
         Self {
             txn_id: text(incoming.txn_id),
-            event_id: envelope.map(|e| text(e.event_id.as_str())),
-            room_id: envelope.map(|e| text(e.room_id.as_str())),
-            event_type: envelope.map(|e| text(&e.kind)),
+            event_id,
+            room_id,
+            event_type,
+            sender,
             reason: text(&reason.into()),
             event: text(incoming.json),
+        }
+    }
+}
+
+/// The envelope fields of an event that is not a valid one, each read on its own.
+#[derive(Default, serde::Deserialize)]
+struct LooseEnvelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Loose<'a>>,
+    #[serde(borrow)]
+    event_id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    room_id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    sender: Option<Loose<'a>>,
+}
+
+/// A JSON value that is kept when it is a string.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Loose<'a> {
+    Text(#[serde(borrow)] Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl<'a> Loose<'a> {
+    fn into_str(self) -> Option<Cow<'a, str>> {
+        match self {
+            Self::Text(text) => Some(text),
+            Self::Other(_) => None,
         }
     }
 }

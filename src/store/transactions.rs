@@ -189,8 +189,8 @@ impl Store {
     /// Dead letters recorded for a transaction, oldest first (for operators and tests).
     pub async fn dead_letters(&self, txn_id: &str) -> crate::Result<Vec<DeadLetter>> {
         Ok(sqlx::query_as(
-            "SELECT txn_id, event_id, room_id, event_type, reason, event FROM dead_letters \
-             WHERE txn_id = $1 ORDER BY id",
+            "SELECT txn_id, event_id, room_id, event_type, sender, reason, event \
+             FROM dead_letters WHERE txn_id = $1 ORDER BY id",
         )
         .bind(txn_id)
         .fetch_all(&self.pool)
@@ -715,15 +715,16 @@ async fn insert_dead_letter_rows(
     let opt =
         |f: fn(&DeadLetter) -> Option<&str>| dead.iter().map(f).collect::<Vec<Option<&str>>>();
     sqlx::query(
-        "INSERT INTO dead_letters (txn_id, event_id, room_id, event_type, reason, event) \
+        "INSERT INTO dead_letters (txn_id, event_id, room_id, event_type, sender, reason, event) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                              $6::text[]) \
+                              $6::text[], $7::text[]) \
          ON CONFLICT DO NOTHING",
     )
     .bind(dead.iter().map(|d| d.txn_id.as_str()).collect::<Vec<_>>())
     .bind(opt(|d| d.event_id.as_deref()))
     .bind(opt(|d| d.room_id.as_deref()))
     .bind(opt(|d| d.event_type.as_deref()))
+    .bind(opt(|d| d.sender.as_deref()))
     .bind(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>())
     .bind(dead.iter().map(|d| d.event.as_str()).collect::<Vec<_>>())
     .execute(&mut **tx)
@@ -746,6 +747,8 @@ pub struct StoredDeadLetter {
     pub room_id: Option<String>,
     /// The event type, when it could be read.
     pub event_type: Option<String>,
+    /// The sender, when it could be read.
+    pub sender: Option<String>,
     /// Why it was skipped.
     pub reason: String,
     /// The event as received.
@@ -760,8 +763,8 @@ impl Store {
         limit: i64,
     ) -> crate::Result<Vec<StoredDeadLetter>> {
         Ok(sqlx::query_as(
-            "SELECT id, recorded_at, txn_id, event_id, room_id, event_type, reason, event \
-             FROM dead_letters WHERE $1::bigint[] IS NULL OR id = ANY($1) \
+            "SELECT id, recorded_at, txn_id, event_id, room_id, event_type, sender, reason, \
+                    event FROM dead_letters WHERE $1::bigint[] IS NULL OR id = ANY($1) \
              ORDER BY id DESC LIMIT $2",
         )
         .bind(ids)

@@ -99,3 +99,34 @@ async fn replay(ids: &[i64]) -> Value {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     serde_json::from_str::<Value>(&cli(&args).await).expect("replay prints JSON")
 }
+
+#[tokio::test]
+async fn a_dead_letter_keeps_every_field_that_could_be_read() {
+    let bridge = Bridge::start().await;
+    let alice = MatrixUser::register("alice").await;
+    let slug = city_room(bridge.pool(), "Letters").await;
+    let room_id = alice.join(&alias(&slug)).await.unwrap();
+    // A malformed sender makes the envelope invalid; the rest of it is readable.
+    let event_id = format!("${}", unique("badsender"));
+    let mut event = message_event(&room_id, &event_id, "not a user id", "hello");
+    let txn = unique("t");
+    let (status, _) = push(&txn, &json!({"events": [event.clone()]}), Some(&hs_token())).await;
+    assert_eq!(status, 200);
+    let letters = bridge.state.store.dead_letters(&txn).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.event_id.as_deref(), Some(event_id.as_str()));
+    assert_eq!(letter.room_id.as_deref(), Some(room_id.as_str()));
+    assert_eq!(letter.event_type.as_deref(), Some("m.room.message"));
+    assert_eq!(letter.sender.as_deref(), Some("not a user id"));
+
+    // A field of the wrong kind is left out; the others are kept.
+    event["event_id"] = json!(5);
+    let txn = unique("t");
+    let (status, _) = push(&txn, &json!({"events": [event]}), Some(&hs_token())).await;
+    assert_eq!(status, 200);
+    let letters = bridge.state.store.dead_letters(&txn).await.unwrap();
+    assert_eq!(letters[0].event_id, None);
+    assert_eq!(letters[0].room_id.as_deref(), Some(room_id.as_str()));
+    bridge.stop().await;
+}
