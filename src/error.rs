@@ -136,6 +136,13 @@ impl ApiError {
         .with_detail(detail)
     }
 
+    /// Names the field of the request (or the claim of its token) the error is about.
+    #[must_use]
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+
     /// Adds a human-readable detail.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

@@ -22,7 +22,7 @@ use crate::{
     Error,
     app::AppState,
     auth::{Claims, bearer_token, verify_jwt},
-    domain::{AgentId, USER_ID_PREFIX, Visibility},
+    domain::{AgentId, Invalid, USER_ID_PREFIX, Visibility, local_user_id},
     error::ApiError,
     ingest::Context,
     messaging::{self, Actor, MAX_TEXT_CHARS, Outgoing, subjects},
@@ -49,30 +49,44 @@ pub struct Person {
 }
 
 impl Person {
-    /// The person of a verified JWT, or why it has no Matrix identity here.
+    /// The person of a verified JWT, or why it has no Matrix identity here: 401
+    /// `invalid_subject` when the name it gives is not a fully conforming Matrix user of
+    /// this homeserver (nothing is done as such a user, so Synapse never gets an account of
+    /// that name), 403 `no_matrix_identity` when it names no user of this homeserver the
+    /// bridge may act as.
     pub fn of_claims(claims: Claims, state: &AppState) -> Result<Self, ApiError> {
         let server = &state.config.server_name;
         let no_identity = |detail: &str| {
             ApiError::new(StatusCode::FORBIDDEN, "no_matrix_identity")
                 .with_detail(detail.to_owned())
         };
+        let invalid_subject = |field: &'static str, rule: Invalid| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_subject")
+                .with_field(field)
+                .with_detail(rule.0)
+        };
         let user_id = match (
             &claims.matrix_user_id,
             claims.sub.strip_prefix(USER_ID_PREFIX),
         ) {
-            (Some(id), _) => UserId::parse(id.as_str())
-                .map_err(|_| no_identity("matrix_user_id is not a Matrix user id"))?,
-            (None, Some(name)) => UserId::parse_with_server_name(name, server)
-                .map_err(|_| no_identity("the user name is not a valid Matrix localpart"))?,
+            (Some(id), _) => {
+                let user_id = UserId::parse(id.as_str())
+                    .map_err(|_| no_identity("matrix_user_id is not a Matrix user id"))?;
+                if user_id.server_name() != server {
+                    return Err(no_identity("only users of this homeserver"));
+                }
+                local_user_id(user_id.localpart(), server)
+                    .map_err(|rule| invalid_subject("matrix_user_id", rule))?
+            }
+            (None, Some(name)) => {
+                local_user_id(name, server).map_err(|rule| invalid_subject("sub", rule))?
+            }
             (None, None) => {
                 return Err(no_identity(
                     "sub must be user:<name>, or matrix_user_id set",
                 ));
             }
         };
-        if user_id.server_name() != server {
-            return Err(no_identity("only users of this homeserver"));
-        }
         if state.namespaces.users.is_exclusive_match(user_id.as_str()) || user_id == state.sender {
             return Err(no_identity(
                 "the bridge's own users cannot act through the API",
@@ -1067,8 +1081,8 @@ pub async fn invite(
         }
         (agent.user_id(server), true)
     } else if let Some(name) = body.member_id.strip_prefix(USER_ID_PREFIX) {
-        let user = UserId::parse_with_server_name(name, server)
-            .map_err(|_| ApiError::invalid("member_id", "not a valid user name"))?;
+        let user =
+            local_user_id(name, server).map_err(|rule| ApiError::invalid("member_id", rule.0))?;
         if state.namespaces.users.is_exclusive_match(user.as_str()) {
             return Err(ApiError::invalid(
                 "member_id",

@@ -19,5 +19,6 @@ mod metrics;
 mod outbox;
 mod presence;
 mod recovery;
+mod rights;
 mod rooms;
 mod support;

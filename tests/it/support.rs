@@ -604,3 +604,12 @@ pub fn start_synapse_with(settings: &[(&str, &str)]) {
 pub fn nats_url() -> String {
     var("CITY_BRIDGE_TEST_NATS_URL")
 }
+
+/// Whether Synapse has an account `user_id` (its profile exists: an account registered
+/// through an appservice has one, with the localpart as display name).
+pub async fn synapse_has_user(user_id: &str) -> bool {
+    MatrixUser::appservice()
+        .get(&format!("/v3/profile/{}", encode(user_id)))
+        .await
+        .is_ok()
+}
