@@ -125,6 +125,9 @@ pub struct Config {
     /// Messages a user may send per minute, and a channel may receive
     /// (`MESSAGE_RATE_PER_MINUTE`).
     pub message_rate_per_minute: u32,
+    /// Channels a user (not an admin) may create through the messaging API: private ones
+    /// and microDAO ones (`CHANNELS_PER_USER`).
+    pub channels_per_user: u32,
     /// What this instance does (`BRIDGE_ROLE`, or `serve --role`).
     pub role: Role,
     /// The JetStream stream of the outbox's events.
@@ -317,6 +320,7 @@ impl Config {
                 None => Ok(default),
             }
         };
+        let channels_per_user = u32::try_from(number("CHANNELS_PER_USER", 20)?).unwrap_or(u32::MAX);
         let role = match get("BRIDGE_ROLE") {
             Some(role) => Role::parse(&role).ok_or_else(|| ConfigError::Invalid {
                 name: "BRIDGE_ROLE",
@@ -356,6 +360,7 @@ impl Config {
             agent_presence_refresh,
             puppet,
             message_rate_per_minute,
+            channels_per_user,
             role,
             stream,
             outbox_retention_hours,

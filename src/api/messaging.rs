@@ -133,6 +133,34 @@ where
     }
 }
 
+/// Who creates a channel: a person (a user JWT), or another DAARION service
+/// (`Authorization: Bearer $MATRIX_GATEWAY_SECRET`), which may make city rooms and has no
+/// Matrix user of its own (its channels have no creator to join).
+#[derive(Debug, Clone)]
+pub enum ChannelCreator {
+    /// Another DAARION service.
+    Service,
+    /// A person.
+    Person(Person),
+}
+
+impl<S> FromRequestParts<S> for ChannelCreator
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let token = bearer_token(&parts.headers);
+        if token.is_some_and(|t| state.config.gateway_secret.matches(t)) {
+            return Ok(Self::Service);
+        }
+        Person::of_token(token, &state).map(Self::Person)
+    }
+}
+
 fn puppeting_disabled() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "puppeting_disabled").with_detail(
         "the bridge cannot act as users: set PUPPET_REGISTRATION (see README, Double puppeting)",
@@ -423,24 +451,56 @@ pub struct CreateChannel {
 
 /// # `POST /api/messaging/channels`
 ///
-/// Any user may create a channel; the creator is joined and made the room's admin (power
-/// level 100). 202 while Synapse is unavailable (the room is created when it answers; the
-/// creator then joins by invitation).
+/// A public channel of no microDAO is one of the city's rooms: admins and the service
+/// only (403 `admin_required`). Any user may create private channels and channels of a
+/// microDAO, up to `CHANNELS_PER_USER` of them (403 `channel_quota`). A person who creates
+/// a channel is joined and made the room's admin (power level 100). 202 while Synapse is
+/// unavailable (the room is created when it answers; the creator then joins by
+/// invitation).
 #[utoipa::path(post, path = "/api/messaging/channels", tag = "messaging", request_body = CreateChannel,
     security(("bearer" = [])),
     responses((status = 201, body = ChannelView), (status = 202, body = ChannelView),
+        (status = 403, description = "admin_required: a public channel without microdao_id is a city room; channel_quota: the user has made CHANNELS_PER_USER channels"),
         (status = 409, description = "slug taken"), (status = 422, description = "invalid field"),
         (status = 503, description = "puppeting disabled")))]
 pub async fn create_channel(
     State(state): State<AppState>,
-    person: Person,
+    creator: ChannelCreator,
     ApiJson(body): ApiJson<CreateChannel>,
 ) -> Result<Response, ApiError> {
-    // The creator is joined as themself: without the puppet registration, refused.
-    person
-        .actor()
-        .homeserver(&state)
-        .ok_or_else(puppeting_disabled)?;
+    let person = match creator {
+        ChannelCreator::Service => None,
+        ChannelCreator::Person(person) => Some(person),
+    };
+    if let Some(person) = &person {
+        // The creator is joined as themself: without the puppet registration, refused.
+        person
+            .actor()
+            .homeserver(&state)
+            .ok_or_else(puppeting_disabled)?;
+    }
+    let admin = person.as_ref().is_none_or(|p| p.admin);
+    if !admin && body.visibility == Visibility::Public && body.microdao_id.is_none() {
+        return Err(forbidden(
+            "admin_required",
+            "a public channel without a microdao_id is one of the city's rooms: only admins \
+             make those; give a microdao_id, or make it private",
+        ));
+    }
+    if let Some(person) = person.as_ref().filter(|p| !p.admin) {
+        let quota = state.config.channels_per_user;
+        if state
+            .store
+            .channels_created_by(person.user_id.as_str())
+            .await?
+            >= i64::from(quota)
+        {
+            return Err(forbidden(
+                "channel_quota",
+                &format!("a user may create at most {quota} channels"),
+            ));
+        }
+    }
     let name = check_name(&body.name)?;
     check_description(body.description.as_deref())?;
     if body
@@ -462,20 +522,21 @@ pub async fn create_channel(
         is_default: false,
         microdao_id: body.microdao_id.as_deref(),
         encrypted: body.encrypted,
-        creator: Some((&person.user_id, &person.sub)),
+        creator: person.as_ref().map(|p| (&*p.user_id, p.sub.as_str())),
     };
     let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
         return Err(
             ApiError::new(StatusCode::CONFLICT, "slug_taken").with_detail(format!("{slug} exists"))
         );
     };
-    if ready {
+    if ready && person.is_some() {
         // Otherwise the reconciler does it, once it has made the Matrix room.
         messaging::settle_creators(&state, Some(&slug))
             .await
             .map_err(user_action_error)?;
     }
-    tracing::info!(%slug, by = %person.sub, ready, "channel created");
+    let by = person.as_ref().map_or("service", |p| p.sub.as_str());
+    tracing::info!(%slug, by, ready, "channel created");
     let view = state
         .store
         .channel(&room.id, state.sender.as_str())

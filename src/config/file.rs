@@ -136,6 +136,13 @@ const KEYS: &[Key] = &[
         doc: "Messages a user may send per minute, and a channel may receive.",
     },
     Key {
+        section: "messaging",
+        name: "channels_per_user",
+        env: "CHANNELS_PER_USER",
+        example: "20",
+        doc: "Channels (private, or of a microDAO) a user who is not an admin may create.",
+    },
+    Key {
         section: "presence",
         name: "room_throttle_ms",
         env: "ROOM_PRESENCE_THROTTLE_MS",

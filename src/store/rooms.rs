@@ -164,8 +164,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let inserted: Option<CityRoom> = sqlx::query_as(&format!(
             "INSERT INTO city_rooms (id, slug, name, description, visibility, microdao_id, \
-                                     encrypted, creator_user_id, creator_sub, matrix_pending_since) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
+                                     encrypted, creator_user_id, creator_sub, created_by, \
+                                     matrix_pending_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, now()) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
         .bind(room.slug.city_room_id().as_str())
@@ -209,6 +210,16 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Some(inserted))
+    }
+
+    /// How many channels `user` created through the messaging API that are not archived.
+    pub async fn channels_created_by(&self, user: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM city_rooms WHERE created_by = $1 AND archived_at IS NULL",
+        )
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Every city room (not the microDAOs' channels), the default first, then by name;

@@ -120,10 +120,12 @@ async fn nothing_is_lost_or_doubled_while_nats_is_away_or_a_mark_is_lost() {
     let alice = MatrixUser::register("alice").await;
     let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
     let slug = unique("out");
+    // A public channel of no microDAO is a city room: an admin makes it.
+    let admin_jwt = jwt(&format!("user:{}", alice.localpart()), &["admin"]);
     let (status, channel) = api(
         Method::POST,
         "/api/messaging/channels",
-        Some(&alice_jwt),
+        Some(&admin_jwt),
         Some(json!({"slug": slug, "name": "Outbox", "visibility": "public"})),
     )
     .await;
@@ -223,10 +225,12 @@ async fn an_api_only_instance_serves_live_channels_from_the_bus() {
     let alice = MatrixUser::register("alice").await;
     let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
     let slug = unique("two");
+    // A public channel of no microDAO is a city room: an admin makes it.
+    let admin_jwt = jwt(&format!("user:{}", alice.localpart()), &["admin"]);
     let (status, channel) = api(
         Method::POST,
         "/api/messaging/channels",
-        Some(&alice_jwt),
+        Some(&admin_jwt),
         Some(json!({"slug": slug, "name": "Two", "visibility": "public"})),
     )
     .await;
@@ -369,10 +373,12 @@ async fn a_send_through_an_api_instance_while_the_receiver_is_down_is_accepted_a
     let alice = MatrixUser::register("alice").await;
     let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
     let slug = unique("late");
+    // A public channel of no microDAO is a city room: an admin makes it.
+    let admin_jwt = jwt(&format!("user:{}", alice.localpart()), &["admin"]);
     let (status, channel) = api(
         Method::POST,
         "/api/messaging/channels",
-        Some(&alice_jwt),
+        Some(&admin_jwt),
         Some(json!({"slug": slug, "name": "Late", "visibility": "public"})),
     )
     .await;

@@ -5,7 +5,28 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Bridge, api, city_room, env, jwt, synapse_has_user, unique};
+use crate::support::{
+    Bridge, GATEWAY_SECRET, MatrixUser, api, city_room, env, jwt, synapse_has_user, unique,
+};
+
+fn token_of(user: &MatrixUser) -> String {
+    jwt(&format!("user:{}", user.localpart()), &[])
+}
+
+async fn create_channel(token: &str, body: Value) -> (u16, Value) {
+    api(
+        Method::POST,
+        "/api/messaging/channels",
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+async fn city_page_lists(slug: &str) -> bool {
+    let (_, rooms) = api(Method::GET, "/api/city/rooms", Some(GATEWAY_SECRET), None).await;
+    rooms.as_array().unwrap().iter().any(|r| r["slug"] == slug)
+}
 
 async fn send(token: &str, slug: &str, body: Value) -> (u16, Value) {
     api(
@@ -78,5 +99,103 @@ async fn subjects_must_be_conforming_localparts_and_refused_ones_get_no_account(
         assert_eq!(status, 201, "user:{name}: {body}");
         assert!(synapse_has_user(&format!("@{name}:{server}")).await);
     }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn city_rooms_are_made_by_admins_and_the_service_and_users_have_a_channel_quota() {
+    let bridge = Bridge::start_with(&[("CHANNELS_PER_USER", "2")]).await;
+    let alice = MatrixUser::register("alice").await;
+    let alice_jwt = token_of(&alice);
+
+    // A public channel of no microDAO is one of the city's rooms: not Alice's to make.
+    let official = unique("ch");
+    let (status, body) = create_channel(
+        &alice_jwt,
+        json!({"slug": official, "name": "Офіційна", "visibility": "public"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("admin_required")),
+        "{body}"
+    );
+    let (status, _) = api(
+        Method::GET,
+        &format!("/api/messaging/channels/{official}"),
+        Some(&alice_jwt),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "nothing was made");
+    assert!(!city_page_lists(&official).await);
+
+    // An admin may make it (the slug was not taken by the refused attempt), and so may the
+    // service.
+    let admin = jwt(&format!("user:{}", unique("mayor")), &["admin"]);
+    let (status, body) = create_channel(
+        &admin,
+        json!({"slug": official, "name": "Офіційна", "visibility": "public"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(city_page_lists(&official).await);
+    let by_service = unique("ch");
+    let (status, body) = create_channel(
+        GATEWAY_SECRET,
+        json!({"slug": by_service, "name": "Від сервісу"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(city_page_lists(&by_service).await);
+
+    // Alice's own: private channels and microDAO channels, under the slug rules, up to her
+    // quota.
+    let (status, body) = create_channel(
+        &alice_jwt,
+        json!({"slug": "Not A Slug", "name": "x", "visibility": "private"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("slug")),
+        "{body}"
+    );
+    let (status, body) = create_channel(
+        &alice_jwt,
+        json!({"slug": unique("ch"), "name": "Моя", "visibility": "private"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = create_channel(
+        &alice_jwt,
+        json!({"slug": unique("ch"), "name": "Моя DAO", "visibility": "public",
+               "microdao_id": unique("microdao:")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let over = unique("ch");
+    let (status, body) = create_channel(
+        &alice_jwt,
+        json!({"slug": over, "name": "Третя", "visibility": "private"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("channel_quota")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap_or_default().contains('2'),
+        "{body}"
+    );
+    let (status, _) = api(
+        Method::GET,
+        &format!("/api/messaging/channels/{over}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "nothing was made");
     bridge.stop().await;
 }
