@@ -702,14 +702,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 ///
 /// Sent as the caller's own Matrix user (joining a public channel first), answered once
 /// Synapse accepted it and it is indexed. A retried request with the same
-/// `Idempotency-Key` answers the first result and sends nothing new.
+/// `Idempotency-Key` answers the first result (202 again while it is not indexed) and sends
+/// nothing new; while the first is still being sent, 409 `idempotency_key_in_flight`.
 #[utoipa::path(post, path = "/api/messaging/channels/{id}/messages", tag = "messaging",
     request_body = SendMessage,
     params(("id" = String, Path, description = "room_city_<slug>, or the slug"),
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     security(("bearer" = [])),
     responses((status = 201, body = MessageView), (status = 202, description = "sent, not indexed yet by the instance Synapse pushes to: {channel_id, matrix_event_id, indexed: false}"), (status = 403, description = "not a member, or archived"),
-        (status = 404, description = "no such channel"), (status = 409, description = "encrypted channel"),
+        (status = 404, description = "no such channel"), (status = 409, description = "encrypted channel, or a request with this Idempotency-Key is being sent (Retry-After)"),
         (status = 422, description = "invalid field, text over 16,000 characters, or an Idempotency-Key used for another channel"),
         (status = 429, description = "rate limited; see Retry-After"),
         (status = 503, description = "puppeting disabled, or Synapse unavailable")))]
@@ -732,60 +733,143 @@ pub async fn send_message(
     let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
     let key = idempotency_key(&headers)?;
     let channel = readable(&state, &id, &person).await?;
+    let user = person.user_id.as_str();
     if let Some(key) = &key
-        && let Some(event_id) = state
+        && let Some(held) = state
             .store
-            .sent_with_key(person.user_id.as_str(), key)
+            .reserve_send_key(user, key, channel.room.id.as_str(), KEY_TAKEN_OVER_AFTER)
             .await?
     {
-        // The first send's message, if it was to this channel: a key reused for another
-        // channel is the caller's mistake, not a replay.
-        return match state
-            .store
-            .message(&channel.room.id, &event_id, person.user_id.as_str())
-            .await?
-        {
-            Some(message) => Ok((StatusCode::CREATED, Json(message)).into_response()),
-            None => Err(
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
-                    .with_detail("this Idempotency-Key was used for a message to another channel"),
-            ),
-        };
+        return replay(&state, &channel.room, &person, held).await;
     }
-    if channel.room.encrypted {
-        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
-            .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
-    }
-    let room_id = writable_room(&state, &channel).await?;
-    if let Err(wait) = state.limits.take(&[
-        &format!("u:{}", person.user_id),
-        &format!("c:{}", channel.room.id),
-    ]) {
-        return Ok(retry_after(wait));
-    }
-    join_if_needed(&state, &channel, &person, &room_id).await?;
-    // Synapse deduplicates a transaction id per appservice and room, not per user: the
-    // user is part of it.
-    let txn_id = match &key {
-        Some(key) => format!("idem.{}.{key}", person.user_id.localpart()),
-        None => random_txn(),
-    };
     let outgoing = Outgoing::text(
         msgtype,
         &body.text,
         reply_to.as_deref(),
         thread_root.as_deref(),
     );
-    let event_id = messaging::send(&state, &actor, homeserver, &room_id, &txn_id, &outgoing)
-        .await
-        .map_err(user_action_error)?;
+    let outcome = send_now(
+        &state,
+        &channel,
+        &person,
+        homeserver,
+        key.as_deref(),
+        &outgoing,
+    )
+    .await;
     if let Some(key) = &key {
-        state
-            .store
-            .remember_send(person.user_id.as_str(), key, event_id.as_str())
-            .await?;
+        // The key is the send's while it runs: what it made is kept, and a send that made
+        // nothing frees it for a retry.
+        match &outcome {
+            Ok(Ok(event_id)) => {
+                state
+                    .store
+                    .send_key_sent(user, key, event_id.as_str())
+                    .await?;
+            }
+            Ok(Err(_)) | Err(_) => state.store.release_send_key(user, key).await?,
+        }
     }
-    sent(&state, &channel.room, &event_id, &person.user_id).await
+    match outcome? {
+        Ok(event_id) => sent(&state, &channel.room, &event_id, &person.user_id).await,
+        Err(refused) => Ok(refused),
+    }
+}
+
+/// A send with an `Idempotency-Key` lasting longer than this is taken to be cut off: a
+/// retry takes the key over (and sends under the same transaction id, so Synapse answers
+/// with the first event if there was one).
+const KEY_TAKEN_OVER_AFTER: Duration = Duration::from_secs(60);
+
+/// The transaction id of a send with an `Idempotency-Key`: the user's localpart, then the
+/// key, after a `~` that no localpart holds (Synapse deduplicates transaction ids per
+/// appservice, not per user: `a.b` with key `c` and `a` with key `b.c` must differ).
+fn keyed_txn_id(user: &UserId, key: &str) -> String {
+    format!("idem~{}~{key}", user.localpart())
+}
+
+/// The answer to a send whose `Idempotency-Key` is held already (`(channel, event)`): the
+/// first send's message; 202 again while it is not indexed yet; 409 while that send is
+/// under way; 422 for a key used for another channel.
+async fn replay(
+    state: &AppState,
+    channel: &CityRoom,
+    person: &Person,
+    (held_channel, event_id): (Option<String>, Option<String>),
+) -> Result<Response, ApiError> {
+    let reused = || {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            .with_detail("this Idempotency-Key was used for a message to another channel")
+    };
+    if held_channel
+        .as_deref()
+        .is_some_and(|c| c != channel.id.as_str())
+    {
+        return Err(reused());
+    }
+    let Some(event_id) = event_id else {
+        let mut response = ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight")
+            .with_detail("a request with this Idempotency-Key is being sent; retry shortly")
+            .into_response();
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(response);
+    };
+    let event_id = EventId::parse(&event_id).map_err(|_| reused())?;
+    if held_channel.is_none()
+        && state
+            .store
+            .message(&channel.id, event_id.as_str(), person.user_id.as_str())
+            .await?
+            .is_none()
+    {
+        // Kept from before channels were recorded: known by its message only.
+        return Err(reused());
+    }
+    sent(state, channel, &event_id, &person.user_id).await
+}
+
+/// The rest of a send, once its `Idempotency-Key` (if any) is held: the channel's checks
+/// and limits, joining it, then the send. `Ok(Err(answer))`: refused before anything was
+/// sent (rate limited).
+async fn send_now(
+    state: &AppState,
+    channel: &Readable,
+    person: &Person,
+    homeserver: &crate::matrix::Homeserver,
+    key: Option<&str>,
+    outgoing: &Outgoing,
+) -> Result<Result<OwnedEventId, Response>, ApiError> {
+    if channel.room.encrypted {
+        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
+            .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
+    }
+    let room_id = writable_room(state, channel).await?;
+    if let Err(wait) = state.limits.take(&[
+        &format!("u:{}", person.user_id),
+        &format!("c:{}", channel.room.id),
+    ]) {
+        return Ok(Err(retry_after(wait)));
+    }
+    join_if_needed(state, channel, person, &room_id).await?;
+    let actor = person.actor();
+    let event_id = match key {
+        Some(key) => {
+            actor
+                .send_keyed(
+                    state,
+                    homeserver,
+                    &room_id,
+                    &keyed_txn_id(&person.user_id, key),
+                    outgoing,
+                )
+                .await
+        }
+        None => messaging::send(state, &actor, homeserver, &room_id, &random_txn(), outgoing).await,
+    }
+    .map_err(user_action_error)?;
+    Ok(Ok(event_id))
 }
 
 /// New text for a message.

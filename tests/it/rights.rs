@@ -2,11 +2,14 @@
 //! are Matrix users, who may create which channels, idempotent sends that cannot be
 //! confused, fair rate limits, invitations, role grants, replies and threads.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Bridge, GATEWAY_SECRET, MatrixUser, api, city_room, env, jwt, synapse_has_user, unique,
+    ApiInstance, Bridge, GATEWAY_SECRET, MatrixUser, api, city_room, encode, env,
+    eventually_within, jwt, nats_url, synapse_has_user, unique,
 };
 
 fn token_of(user: &MatrixUser) -> String {
@@ -198,4 +201,236 @@ async fn city_rooms_are_made_by_admins_and_the_service_and_users_have_a_channel_
     .await;
     assert_eq!(status, 404, "nothing was made");
     bridge.stop().await;
+}
+
+/// A send with an `Idempotency-Key` to the bridge at `addr`: the status and the body.
+async fn keyed_send(
+    addr: std::net::SocketAddr,
+    token: &str,
+    slug: &str,
+    key: &str,
+    text: &str,
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{addr}/api/messaging/channels/{slug}/messages"
+        ))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&json!({"text": text}))
+        .send()
+        .await
+        .expect("bridge reachable");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The channel's Matrix room id.
+async fn matrix_room(slug: &str) -> String {
+    let admin = jwt(&format!("user:{}", unique("reader")), &["admin"]);
+    let (_, channel) = api(
+        Method::GET,
+        &format!("/api/messaging/channels/{slug}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    channel["matrix_room_id"]
+        .as_str()
+        .expect("a Matrix room")
+        .to_owned()
+}
+
+/// The `m.room.message` events Synapse holds in a city room (the bridge's own user
+/// created it, so it reads them): (event id, sender, body), newest first.
+async fn synapse_messages(room_id: &str) -> Vec<(String, String, String)> {
+    let page = MatrixUser::appservice()
+        .get(&format!(
+            "/v3/rooms/{}/messages?dir=b&limit=100",
+            encode(room_id)
+        ))
+        .await
+        .expect("room messages");
+    page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                text(&e["event_id"]),
+                text(&e["sender"]),
+                text(&e["content"]["body"]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn idempotency_keys_of_different_users_never_meet() {
+    let bridge = Bridge::start().await;
+    let slug = city_room(bridge.pool(), "Ринок").await;
+    let server = &env().server_name;
+    let addr = env().bridge_addr;
+    // `u.x` with key `k` and `u` with key `x.k`: the same words, cut in different places.
+    let u = unique("u");
+    let (first, second) = (format!("@{u}.x:{server}"), format!("@{u}:{server}"));
+    let (status, one) = keyed_send(
+        addr,
+        &jwt(&format!("user:{u}.x"), &[]),
+        &slug,
+        "k",
+        "перший",
+    )
+    .await;
+    assert_eq!(status, 201, "{one}");
+    let (status, two) = keyed_send(
+        addr,
+        &jwt(&format!("user:{u}"), &[]),
+        &slug,
+        "x.k",
+        "другий",
+    )
+    .await;
+    assert_eq!(status, 201, "{two}");
+    assert_eq!(two["sender_matrix_id"], second.as_str(), "{two}");
+    assert_eq!(two["content_preview"], "другий", "{two}");
+    assert_ne!(one["matrix_event_id"], two["matrix_event_id"]);
+    let stored = synapse_messages(&matrix_room(&slug).await).await;
+    for (sender, text) in [(&first, "перший"), (&second, "другий")] {
+        assert!(
+            stored.iter().any(|(_, s, b)| s == sender && b == text),
+            "Synapse holds {sender}'s {text}: {stored:?}"
+        );
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_sends_with_one_key_index_only_what_synapse_stored() {
+    let bridge = Bridge::start().await;
+    let slug = city_room(bridge.pool(), "Вокзал").await;
+    let addr = env().bridge_addr;
+    let token = jwt(&format!("user:{}", unique("twin")), &[]);
+    // The Matrix room exists and the sender has joined before the races begin.
+    let (status, body) = keyed_send(addr, &token, &slug, &unique("key"), "warm-up").await;
+    assert_eq!(status, 201, "{body}");
+    let room_id = matrix_room(&slug).await;
+    for round in 0..8 {
+        let key = unique("key");
+        let texts = [format!("left {round}"), format!("right {round}")];
+        let (a, b) = tokio::join!(
+            keyed_send(addr, &token, &slug, &key, &texts[0]),
+            keyed_send(addr, &token, &slug, &key, &texts[1]),
+        );
+        let stored: Vec<_> = synapse_messages(&room_id)
+            .await
+            .into_iter()
+            .filter(|(_, _, body)| texts.contains(body))
+            .collect();
+        assert_eq!(stored.len(), 1, "one event per key: {stored:?}");
+        let (event_id, _, text) = &stored[0];
+        let mut answered = 0;
+        for (status, body) in [a, b] {
+            match status {
+                201 => {
+                    answered += 1;
+                    assert_eq!(body["matrix_event_id"], event_id.as_str(), "{body}");
+                    assert_eq!(
+                        body["content_preview"],
+                        text.as_str(),
+                        "what Synapse stored: {body}"
+                    );
+                }
+                409 => assert_eq!(body["error"], "idempotency_key_in_flight", "{body}"),
+                _ => panic!("round {round}: {status} {body}"),
+            }
+        }
+        assert!(answered >= 1, "the request that held the key answers 201");
+        let (_, page) = api(
+            Method::GET,
+            &format!("/api/messaging/channels/{slug}/messages?limit=5"),
+            Some(&token),
+            None,
+        )
+        .await;
+        let indexed = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["matrix_event_id"] == event_id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{event_id} indexed: {page}"));
+        assert_eq!(
+            indexed["content_preview"],
+            text.as_str(),
+            "round {round}: {indexed}"
+        );
+    }
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_202_answers_202_until_the_message_is_indexed() {
+    let nats = nats_url();
+    let receiver = Bridge::start_with(&[("NATS_URL", &nats)]).await;
+    let slug = city_room(receiver.pool(), "Пошта").await;
+    let token = jwt(&format!("user:{}", unique("patient")), &[]);
+    let (status, body) =
+        keyed_send(env().bridge_addr, &token, &slug, &unique("key"), "warm-up").await;
+    assert_eq!(status, 201, "{body}");
+    let key = unique("key");
+
+    // Only an API-only instance runs: the message is sent, not yet indexed (202), and a
+    // retry with the key says the same and sends nothing new.
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let receiver = receiver
+        .restart_with(&[("NATS_URL", &nats)], || {
+            let (answers, nats, token, slug, key) = (
+                answers.clone(),
+                nats.clone(),
+                token.clone(),
+                slug.clone(),
+                key.clone(),
+            );
+            async move {
+                let instance = ApiInstance::start(&nats).await;
+                for _ in 0..2 {
+                    let answer =
+                        keyed_send(instance.addr, &token, &slug, &key, "поки нікого").await;
+                    answers.lock().unwrap().push(answer);
+                }
+                instance.stop().await;
+            }
+        })
+        .await;
+    let answers = answers.lock().unwrap().clone();
+    let (status, first) = &answers[0];
+    assert_eq!(*status, 202, "{first}");
+    assert_eq!(first["indexed"], false, "{first}");
+    let (status, retry) = &answers[1];
+    assert_eq!((*status, retry), (202, first), "a retry after a 202");
+
+    // The receiver is back: Synapse pushes the message, and the retry answers it.
+    let event_id = first["matrix_event_id"].as_str().unwrap().to_owned();
+    // (Synapse retries its pushes on its own schedule, up to two minutes apart here.)
+    let message = eventually_within(
+        Duration::from_secs(120),
+        "the retry answers 201 once indexed",
+        || async {
+            let (status, body) =
+                keyed_send(env().bridge_addr, &token, &slug, &key, "поки нікого").await;
+            (status == 201).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(message["matrix_event_id"], event_id.as_str());
+    let sent = synapse_messages(&matrix_room(&slug).await)
+        .await
+        .into_iter()
+        .filter(|(_, _, body)| body == "поки нікого")
+        .count();
+    assert_eq!(sent, 1, "sent once");
+    receiver.stop().await;
 }

@@ -613,3 +613,33 @@ pub async fn synapse_has_user(user_id: &str) -> bool {
         .await
         .is_ok()
 }
+
+/// A `BRIDGE_ROLE=api` instance on a port of its own, beside the one Synapse pushes to.
+pub struct ApiInstance {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiInstance {
+    pub async fn start(nats: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = config_with(&[
+            ("NATS_URL", nats),
+            ("BRIDGE_ROLE", "api"),
+            ("LISTEN_ADDR", &addr.to_string()),
+        ]);
+        let state = AppState::new(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app::run(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
