@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::{FromRef, FromRequestParts, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, request::Parts},
+    http::{HeaderMap, StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, UserId, api::error::ErrorKind};
@@ -462,7 +462,8 @@ pub struct CreateChannel {
     responses((status = 201, body = ChannelView), (status = 202, body = ChannelView),
         (status = 403, description = "admin_required: a public channel without microdao_id is a city room; channel_quota: the user has made CHANNELS_PER_USER channels"),
         (status = 409, description = "slug taken"), (status = 422, description = "invalid field"),
-        (status = 503, description = "puppeting disabled")))]
+        (status = 503, description = "puppeting disabled"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn create_channel(
     State(state): State<AppState>,
     creator: ChannelCreator,
@@ -486,6 +487,16 @@ pub async fn create_channel(
             "a public channel without a microdao_id is one of the city's rooms: only admins \
              make those; give a microdao_id, or make it private",
         ));
+    }
+    if let Some(person) = &person {
+        rate_limit(
+            &state,
+            "channels created",
+            &[(
+                &format!("create:u:{}", person.user_id),
+                state.config.rates.channels_per_user,
+            )],
+        )?;
     }
     if let Some(person) = person.as_ref().filter(|p| !p.admin) {
         let quota = state.config.channels_per_user;
@@ -666,17 +677,49 @@ pub struct SendMessage {
     pub msgtype: Option<String>,
 }
 
-fn retry_after(wait: Duration) -> Response {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
-        .with_detail(format!("too many messages; try again in {secs} s"))
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, value);
-    }
-    response
+/// Takes one of each `(key, per_minute)` from the rate limits; 429 `rate_limited` with
+/// `Retry-After` when one is at its limit (nothing is taken then).
+fn rate_limit(state: &AppState, what: &str, keys: &[(&str, u32)]) -> Result<(), ApiError> {
+    state
+        .limits
+        .take_each(keys)
+        .map_err(|wait| ApiError::rate_limited(wait, what))
+}
+
+/// The limits of a message from `user` into `channel`: the sender's own, theirs in the
+/// channel, and the channel's (far larger: one noisy sender does not silence it).
+fn limit_message(state: &AppState, user: &UserId, channel: &CityRoom) -> Result<(), ApiError> {
+    let rates = &state.config.rates;
+    rate_limit(
+        state,
+        "messages",
+        &[
+            (
+                &format!("send:u:{user}"),
+                state.config.message_rate_per_minute,
+            ),
+            (
+                &format!("send:uc:{user}:{}", channel.id),
+                rates.messages_per_user_in_channel,
+            ),
+            (
+                &format!("send:c:{}", channel.id),
+                rates.messages_per_channel,
+            ),
+        ],
+    )
+}
+
+/// The limit of a user's edits, reactions and deletions.
+fn limit_action(state: &AppState, person: &Person) -> Result<(), ApiError> {
+    rate_limit(
+        state,
+        "edits, reactions and deletions",
+        &[(
+            &format!("act:u:{}", person.user_id),
+            state.config.rates.actions_per_user,
+        )],
+    )
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -808,13 +851,11 @@ async fn replay(
         return Err(reused());
     }
     let Some(event_id) = event_id else {
-        let mut response = ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight")
-            .with_detail("a request with this Idempotency-Key is being sent; retry shortly")
-            .into_response();
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Ok(response);
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight")
+                .with_detail("a request with this Idempotency-Key is being sent; retry shortly")
+                .with_retry_after(1),
+        );
     };
     let event_id = EventId::parse(&event_id).map_err(|_| reused())?;
     if held_channel.is_none()
@@ -846,11 +887,8 @@ async fn send_now(
             .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
     }
     let room_id = writable_room(state, channel).await?;
-    if let Err(wait) = state.limits.take(&[
-        &format!("u:{}", person.user_id),
-        &format!("c:{}", channel.room.id),
-    ]) {
-        return Ok(Err(retry_after(wait)));
+    if let Err(limited) = limit_message(state, &person.user_id, &channel.room) {
+        return Ok(Err(limited.into_response()));
     }
     join_if_needed(state, channel, person, &room_id).await?;
     let actor = person.actor();
@@ -908,7 +946,8 @@ fn parse_event_id(event_id: &str) -> Result<OwnedEventId, ApiError> {
         ("event_id" = String, Path, description = "the message's event id")),
     security(("bearer" = [])),
     responses((status = 200, body = MessageView), (status = 403, description = "not the author"),
-        (status = 404, description = "no such message"), (status = 409, description = "redacted, or encrypted channel")))]
+        (status = 404, description = "no such message"), (status = 409, description = "redacted, or encrypted channel"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn edit_message(
     State(state): State<AppState>,
     person: Person,
@@ -932,6 +971,7 @@ pub async fn edit_message(
             .with_detail("the message was deleted, or the channel is encrypted"));
     }
     let room_id = writable_room(&state, &channel).await?;
+    limit_action(&state, &person)?;
     let msgtype = message.msgtype.as_deref().unwrap_or("m.text");
     let outgoing = Outgoing::edit(&target, msgtype, &body.text);
     messaging::send(
@@ -957,7 +997,8 @@ pub async fn edit_message(
         ("event_id" = String, Path, description = "the message's event id")),
     security(("bearer" = [])),
     responses((status = 200, body = MessageView), (status = 403, description = "not allowed"),
-        (status = 404, description = "no such message")))]
+        (status = 404, description = "no such message"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn delete_message(
     State(state): State<AppState>,
     person: Person,
@@ -970,6 +1011,7 @@ pub async fn delete_message(
     let message = own_message(&state, &channel, target.as_str(), &person).await?;
     if !message.redacted {
         let room_id = writable_room(&state, &channel).await?;
+        limit_action(&state, &person)?;
         messaging::redact(&state, &actor, homeserver, &room_id, &target, &random_txn())
             .await
             .map_err(user_action_error)?;
@@ -993,7 +1035,8 @@ pub struct React {
         ("event_id" = String, Path, description = "the message's event id")),
     security(("bearer" = [])),
     responses((status = 200, body = MessageView), (status = 404, description = "no such message"),
-        (status = 422, description = "invalid key")))]
+        (status = 422, description = "invalid key"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn react(
     State(state): State<AppState>,
     person: Person,
@@ -1016,6 +1059,7 @@ pub async fn react(
         return Err(ApiError::new(StatusCode::CONFLICT, "redacted"));
     }
     let room_id = writable_room(&state, &channel).await?;
+    limit_action(&state, &person)?;
     join_if_needed(&state, &channel, &person, &room_id).await?;
     if state
         .store
@@ -1053,7 +1097,8 @@ pub async fn react(
         ("event_id" = String, Path, description = "the message's event id"),
         ("key" = String, Path, description = "the reaction key")),
     security(("bearer" = [])),
-    responses((status = 200, body = MessageView), (status = 404, description = "no such reaction")))]
+    responses((status = 200, body = MessageView), (status = 404, description = "no such reaction"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn unreact(
     State(state): State<AppState>,
     person: Person,
@@ -1074,6 +1119,7 @@ pub async fn unreact(
         .ok_or_else(ApiError::not_found)?;
     let reaction = parse_event_id(&reaction)?;
     let room_id = writable_room(&state, &channel).await?;
+    limit_action(&state, &person)?;
     messaging::redact(
         &state,
         &actor,
@@ -1199,7 +1245,8 @@ pub struct Invite {
     params(("id" = String, Path, description = "room_city_<slug>, or the slug")),
     security(("bearer" = [])),
     responses((status = 201, body = Member), (status = 403, description = "the caller may not invite"),
-        (status = 404, description = "no such channel or agent"), (status = 422, description = "invalid member_id or role")))]
+        (status = 404, description = "no such channel or agent"), (status = 422, description = "invalid member_id or role"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn invite(
     State(state): State<AppState>,
     person: Person,
@@ -1243,6 +1290,14 @@ pub async fn invite(
     };
     let channel = readable(&state, &id, &person).await?;
     let room_id = writable_room(&state, &channel).await?;
+    rate_limit(
+        &state,
+        "invitations",
+        &[(
+            &format!("invite:u:{}", person.user_id),
+            state.config.rates.invitations_per_user,
+        )],
+    )?;
     // The bridge's own user sets the power level, so the caller's right to give it is
     // checked here, as Synapse would check it for the caller: a role above member only
     // from someone whose own level is at least that role and who may change power levels.
@@ -1381,12 +1436,7 @@ pub async fn agent_post(
     };
     let room_id = writable_room(&state, &channel).await?;
     // Agents are held to the same limits as people: their own, and the channel's.
-    if let Err(wait) = state
-        .limits
-        .take(&[&format!("u:{user}"), &format!("c:{}", channel.room.id)])
-    {
-        return Ok(retry_after(wait));
-    }
+    limit_message(&state, &user, &channel.room)?;
     let actor = Actor::Agent(user.clone());
     let outgoing = Outgoing::text(
         "m.notice",
@@ -1429,7 +1479,8 @@ pub struct SearchResults {
 /// Over the previews of the channels the caller may read, never encrypted ones.
 #[utoipa::path(get, path = "/api/messaging/search", tag = "messaging", params(SearchQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = SearchResults), (status = 422, description = "no query")))]
+    responses((status = 200, body = SearchResults), (status = 422, description = "no query"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn search(
     State(state): State<AppState>,
     person: Person,
@@ -1448,6 +1499,14 @@ pub async fn search(
         Some(id) => Some(channel_id(id).ok_or_else(ApiError::not_found)?),
         None => None,
     };
+    rate_limit(
+        &state,
+        "searches",
+        &[(
+            &format!("search:u:{}", person.user_id),
+            state.config.rates.searches_per_user,
+        )],
+    )?;
     let results = state
         .store
         .search(
@@ -1463,6 +1522,8 @@ pub async fn search(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]

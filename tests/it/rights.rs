@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ApiInstance, Bridge, GATEWAY_SECRET, MatrixUser, api, city_room, encode, env,
+    ApiInstance, Bridge, GATEWAY_SECRET, MatrixUser, api, api_with_headers, city_room, encode, env,
     eventually_within, jwt, nats_url, synapse_has_user, unique,
 };
 
@@ -433,4 +433,206 @@ async fn a_retry_after_a_202_answers_202_until_the_message_is_indexed() {
         .count();
     assert_eq!(sent, 1, "sent once");
     receiver.stop().await;
+}
+
+/// A write's answer, which must be 429 `rate_limited` with a `Retry-After` of 1 to 60 s.
+fn assert_limited(what: &str, (status, headers, body): (u16, reqwest::header::HeaderMap, Value)) {
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{what}: {body}"
+    );
+    let retry: u64 = headers
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("{what}: Retry-After"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{what}: Retry-After {retry}");
+}
+
+async fn post(token: &str, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    api_with_headers(Method::POST, path, Some(token), &[], Some(body)).await
+}
+
+#[tokio::test]
+async fn one_noisy_user_does_not_silence_a_channel() {
+    let bridge = Bridge::start_with(&[
+        ("MESSAGE_RATE_PER_MINUTE", "3"),
+        ("USER_CHANNEL_RATE_PER_MINUTE", "2"),
+        ("CHANNEL_RATE_PER_MINUTE", "5"),
+    ])
+    .await;
+    let a = city_room(bridge.pool(), "Майдан").await;
+    let b = city_room(bridge.pool(), "Поділ").await;
+    let person = |name: &str| jwt(&format!("user:{}", unique(name)), &[]);
+    let (alice, bob, carol, dave) = (
+        person("alice"),
+        person("bob"),
+        person("carol"),
+        person("dave"),
+    );
+    let say = |token: String, slug: String| async move {
+        post(
+            &token,
+            &format!("/api/messaging/channels/{slug}/messages"),
+            json!({"text": "гучно"}),
+        )
+        .await
+    };
+
+    // Alice says two things in a channel, and Bob too: a channel hears more than one
+    // person's worth.
+    for token in [&alice, &alice, &bob, &bob] {
+        let (status, _, body) = say(token.clone(), a.clone()).await;
+        assert_eq!(status, 201, "others are not silenced: {body}");
+    }
+    // Alice is at her limit in that channel, not elsewhere; then at her own.
+    assert_limited(
+        "alice's third in one channel",
+        say(alice.clone(), a.clone()).await,
+    );
+    let (status, _, body) = say(alice.clone(), b.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_limited(
+        "alice's fourth in a minute",
+        say(alice.clone(), b.clone()).await,
+    );
+
+    // The channel's own, larger limit.
+    let (status, _, body) = say(carol.clone(), a.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_limited("the channel's sixth", say(dave.clone(), a.clone()).await);
+    let (status, _, body) = say(dave.clone(), b.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn every_write_and_search_is_limited_per_user() {
+    let bridge = Bridge::start_with(&[
+        ("ACTION_RATE_PER_MINUTE", "2"),
+        ("INVITE_RATE_PER_MINUTE", "1"),
+        ("CHANNEL_CREATE_RATE_PER_MINUTE", "1"),
+        ("SEARCH_RATE_PER_MINUTE", "2"),
+    ])
+    .await;
+    let slug = city_room(bridge.pool(), "Пристань").await;
+    let alice = jwt(&format!("user:{}", unique("alice")), &[]);
+    let (status, _, message) = post(
+        &alice,
+        &format!("/api/messaging/channels/{slug}/messages"),
+        json!({"text": "спершу"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{message}");
+    let path = format!(
+        "/api/messaging/channels/{slug}/messages/{}",
+        encode(message["matrix_event_id"].as_str().unwrap())
+    );
+
+    // Edits, reactions and deletions share a budget.
+    let (status, _, body) = post(&alice, &format!("{path}/reactions"), json!({"key": "🔥"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = api_with_headers(
+        Method::PATCH,
+        &path,
+        Some(&alice),
+        &[],
+        Some(json!({"text": "потім"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_limited(
+        "a reaction taken back",
+        api_with_headers(
+            Method::DELETE,
+            &format!("{path}/reactions/{}", encode("🔥")),
+            Some(&alice),
+            &[],
+            None,
+        )
+        .await,
+    );
+    assert_limited(
+        "a deletion",
+        api_with_headers(Method::DELETE, &path, Some(&alice), &[], None).await,
+    );
+    assert_limited(
+        "a reaction",
+        post(&alice, &format!("{path}/reactions"), json!({"key": "👍"})).await,
+    );
+
+    // Channel creation.
+    let create = |slug: String| {
+        let alice = alice.clone();
+        async move {
+            post(
+                &alice,
+                "/api/messaging/channels",
+                json!({"slug": slug, "name": "Своя", "visibility": "private"}),
+            )
+            .await
+        }
+    };
+    let own = unique("ch");
+    let (status, _, body) = create(own.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_limited("a second channel", create(unique("ch")).await);
+
+    // Invitations (to her own channel, where she may invite).
+    let members = format!("/api/messaging/channels/{own}/members");
+    let (status, _, body) = post(
+        &alice,
+        &members,
+        json!({"member_id": format!("user:{}", unique("bob"))}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_limited(
+        "a second invitation",
+        post(
+            &alice,
+            &members,
+            json!({"member_id": format!("user:{}", unique("carol"))}),
+        )
+        .await,
+    );
+
+    // Search.
+    for _ in 0..2 {
+        let (status, _, body) = api_with_headers(
+            Method::GET,
+            "/api/messaging/search?q=спершу",
+            Some(&alice),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_limited(
+        "a third search",
+        api_with_headers(
+            Method::GET,
+            "/api/messaging/search?q=спершу",
+            Some(&alice),
+            &[],
+            None,
+        )
+        .await,
+    );
+    // Someone else still searches.
+    let bob = jwt(&format!("user:{}", unique("bob")), &[]);
+    let (status, _, body) = api_with_headers(
+        Method::GET,
+        "/api/messaging/search?q=спершу",
+        Some(&bob),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    bridge.stop().await;
 }

@@ -643,3 +643,33 @@ impl ApiInstance {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// A REST call to the bridge with extra request headers; the status, the headers and the
+/// JSON body.
+pub async fn api_with_headers(
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request =
+        reqwest::Client::new().request(method, format!("http://{}{path}", env().bridge_addr));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("bridge reachable");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
