@@ -322,6 +322,30 @@ fn event_id_field(
         .transpose()
 }
 
+/// `reply_to` and `thread_root` must name messages of the channel (as the index has
+/// them): 422 for an event of another channel, or of none.
+async fn related_in_channel(
+    state: &AppState,
+    channel: &CityRoom,
+    relations: [(&'static str, Option<&EventId>); 2],
+) -> Result<(), ApiError> {
+    for (field, event_id) in relations {
+        let Some(event_id) = event_id else { continue };
+        if state
+            .store
+            .message(&channel.id, event_id.as_str(), "")
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                field,
+                "no message of this channel has this event id",
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn view(
     state: &AppState,
     channel: &CityRoom,
@@ -561,20 +585,24 @@ pub async fn create_channel(
     Ok((status, Json(view)).into_response())
 }
 
-/// Whether `user` may give `level` under the room's power levels `levels` (the Matrix
-/// rules: one's own level bounds what one gives, and changing power levels is a state
-/// event needing its own level).
-fn may_grant(levels: &Value, user: &UserId, level: i64) -> bool {
+/// Whether `user` may give `member` the `level` under the room's power levels `levels`
+/// (the Matrix rules: one's own level bounds what one gives, the level of a user at or
+/// above one's own is not one's to change, and changing power levels is a state event
+/// needing its own level).
+fn may_grant(levels: &Value, user: &UserId, member: &UserId, level: i64) -> bool {
     let number = |v: &Value, default: i64| v.as_i64().unwrap_or(default);
-    let own = number(
-        &levels["users"][user.as_str()],
-        number(&levels["users_default"], 0),
-    );
+    let level_of = |u: &UserId| {
+        number(
+            &levels["users"][u.as_str()],
+            number(&levels["users_default"], 0),
+        )
+    };
+    let own = level_of(user);
     let needed = number(
         &levels["events"]["m.room.power_levels"],
         number(&levels["state_default"], 50),
     );
-    own >= level && own >= needed
+    own >= level && own >= needed && member != user && level_of(member) < own
 }
 
 /// Sets `user`'s level in `levels` (as read from the room) and stores them.
@@ -776,6 +804,15 @@ pub async fn send_message(
     let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
     let key = idempotency_key(&headers)?;
     let channel = readable(&state, &id, &person).await?;
+    related_in_channel(
+        &state,
+        &channel.room,
+        [
+            ("reply_to", reply_to.as_deref()),
+            ("thread_root", thread_root.as_deref()),
+        ],
+    )
+    .await?;
     let user = person.user_id.as_str();
     if let Some(key) = &key
         && let Some(held) = state
@@ -1281,6 +1318,12 @@ pub async fn invite(
                 "agents are invited as agent:<name>",
             ));
         }
+        if user == state.sender {
+            return Err(ApiError::invalid(
+                "member_id",
+                "the bridge's own user is not invited",
+            ));
+        }
         (user, false)
     } else {
         return Err(ApiError::invalid(
@@ -1301,18 +1344,20 @@ pub async fn invite(
     // The bridge's own user sets the power level, so the caller's right to give it is
     // checked here, as Synapse would check it for the caller: a role above member only
     // from someone whose own level is at least that role and who may change power levels.
-    let levels = match level {
-        Some(level) => {
-            let levels = state.homeserver.power_levels(&room_id).await?;
-            if !person.admin && !may_grant(&levels, &person.user_id, level) {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with_detail(
-                    "giving this role needs a power level at least as high, and the right to change power levels",
+    let levels =
+        match level {
+            Some(level) => {
+                let levels = state.homeserver.power_levels(&room_id).await?;
+                if !person.admin && !may_grant(&levels, &person.user_id, &invitee, level) {
+                    return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with_detail(
+                    "giving this role needs a power level at least as high, above the member's \
+                     own, and the right to change power levels",
                 ));
+                }
+                Some((levels, level))
             }
-            Some((levels, level))
-        }
-        None => None,
-    };
+            None => None,
+        };
     actor
         .ensure_exists(&state)
         .await
@@ -1320,11 +1365,12 @@ pub async fn invite(
     if agent {
         crate::agents::provision(&state.store, &state.homeserver, server, &invitee).await?;
     }
-    match homeserver
+    // Whether Synapse accepted an invitation: only then is anyone invited (and told).
+    let invited = match homeserver
         .invite(&room_id, invitee.clone(), Some(&person.user_id))
         .await
     {
-        Ok(()) => {}
+        Ok(()) => true,
         // An agent joined already: the invitation is moot, the role still applies. Any
         // other refusal (the caller may not invite) is the caller's answer.
         Err(e)
@@ -1333,30 +1379,33 @@ pub async fn invite(
                 && is_joined(&state, &channel.room, &invitee).await? =>
         {
             tracing::debug!(%invitee, "invite refused: the agent is joined already");
+            false
         }
         Err(e) => return Err(user_action_error(e.into())),
-    }
+    };
     if agent {
         state.homeserver.join(&room_id, &invitee).await?;
     }
     if let Some((levels, level)) = levels {
         set_power_in(&state, &room_id, levels, &invitee, level).await?;
     }
-    state
-        .store
-        .record_event(
-            subjects::MEMBER_INVITED,
-            channel.room.id.as_str(),
-            &json!({
-                "type": "member.invited",
-                "channel_id": channel.room.id,
-                "member_id": body.member_id,
-                "invited_by": person.sub,
-                "role": if agent { "agent" } else { body.role.as_deref().unwrap_or("member") },
-            }),
-        )
-        .await?;
-    state.relay_due.notify_one();
+    if invited {
+        state
+            .store
+            .record_event(
+                subjects::MEMBER_INVITED,
+                channel.room.id.as_str(),
+                &json!({
+                    "type": "member.invited",
+                    "channel_id": channel.room.id,
+                    "member_id": body.member_id,
+                    "invited_by": person.sub,
+                    "role": if agent { "agent" } else { body.role.as_deref().unwrap_or("member") },
+                }),
+            )
+            .await?;
+        state.relay_due.notify_one();
+    }
     let member = Member {
         member_id: body.member_id,
         matrix_user_id: invitee.to_string(),
@@ -1369,7 +1418,13 @@ pub async fn invite(
         .to_owned(),
         display_name: None,
     };
-    Ok((StatusCode::CREATED, Json(member)).into_response())
+    // 201 for an invitation made; 200 for an agent that was a member already.
+    let status = if invited {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(member)).into_response())
 }
 
 /// An agent's message.
@@ -1429,6 +1484,15 @@ pub async fn agent_post(
     if room.encrypted {
         return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel"));
     }
+    related_in_channel(
+        &state,
+        &room,
+        [
+            ("reply_to", reply_to.as_deref()),
+            ("thread_root", thread_root.as_deref()),
+        ],
+    )
+    .await?;
     let channel = Readable {
         matrix_room_id: room.matrix_room_id.clone(),
         room,
@@ -1535,22 +1599,29 @@ mod tests {
             "users_default": 0,
             "events": {"m.room.power_levels": 100},
         });
-        assert!(may_grant(&levels, &alice, 100));
+        let carol = UserId::parse("@carol:example.org").unwrap();
+        assert!(may_grant(&levels, &alice, &carol, 100));
         assert!(
-            !may_grant(&levels, &bob, 50),
+            !may_grant(&levels, &bob, &carol, 50),
             "bob may not change power levels"
         );
         let moderators_may = json!({"users": {"@bob:example.org": 50}, "state_default": 50});
-        assert!(may_grant(&moderators_may, &bob, 50));
+        assert!(may_grant(&moderators_may, &bob, &carol, 50));
         assert!(
-            !may_grant(&moderators_may, &bob, 100),
+            !may_grant(&moderators_may, &bob, &carol, 100),
             "not above one's own level"
         );
-        let carol = UserId::parse("@carol:example.org").unwrap();
         assert!(
-            !may_grant(&moderators_may, &carol, 50),
+            !may_grant(&moderators_may, &carol, &alice, 50),
             "users_default is 0"
         );
+        let peers = json!({"users": {"@alice:example.org": 100, "@bob:example.org": 100}});
+        assert!(
+            !may_grant(&peers, &bob, &alice, 50),
+            "not to a member at one's own level"
+        );
+        assert!(!may_grant(&peers, &bob, &bob, 50), "not to oneself");
+        assert!(may_grant(&peers, &bob, &carol, 50));
     }
 
     #[test]

@@ -636,3 +636,142 @@ async fn every_write_and_search_is_limited_per_user() {
     assert_eq!(status, 200, "{body}");
     bridge.stop().await;
 }
+
+/// `messaging.member.invited` rows written for `member_id` in `channel_id`.
+async fn invited_events(pool: &sqlx::PgPool, channel_id: &str, member_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE subject = 'messaging.member.invited' \
+         AND channel_id = $1 AND payload->>'member_id' = $2",
+    )
+    .bind(channel_id)
+    .bind(member_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn invite(token: &str, slug: &str, member_id: &str, role: Option<&str>) -> (u16, Value) {
+    let mut body = json!({ "member_id": member_id });
+    if let Some(role) = role {
+        body["role"] = json!(role);
+    }
+    api(
+        Method::POST,
+        &format!("/api/messaging/channels/{slug}/members"),
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn member_invited_is_published_only_for_invitations_synapse_accepted() {
+    let bridge = Bridge::start().await;
+    let name = unique("sofia");
+    let agent = format!("agent:{name}");
+    sqlx::query("INSERT INTO agents (id, display_name) VALUES ($1, 'Sofia')")
+        .bind(&agent)
+        .execute(bridge.pool())
+        .await
+        .unwrap();
+    let alice = MatrixUser::register("alice").await;
+    let slug = unique("ch");
+    let (status, body) = create_channel(
+        &token_of(&alice),
+        json!({"slug": slug, "name": "Агенти", "visibility": "private"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let channel_id = format!("room_city_{slug}");
+
+    let (status, body) = invite(&token_of(&alice), &slug, &agent, None).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(invited_events(bridge.pool(), &channel_id, &agent).await, 1);
+    // Invited again: Synapse refuses (the agent has joined), so nobody was invited.
+    let (status, body) = invite(&token_of(&alice), &slug, &agent, None).await;
+    assert!(status < 300, "the agent is a member: {status} {body}");
+    assert_eq!(body["membership"], "join", "{body}");
+    assert_eq!(
+        invited_events(bridge.pool(), &channel_id, &agent).await,
+        1,
+        "no second member.invited"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn roles_are_given_only_to_users_below_the_giver() {
+    let bridge = Bridge::start().await;
+    let alice = MatrixUser::register("alice").await;
+    let bob = MatrixUser::register("bob").await;
+    let dave = MatrixUser::register("dave").await;
+    let carol = MatrixUser::register("carol").await;
+    let user_of = |u: &MatrixUser| format!("user:{}", u.localpart());
+    let slug = unique("ch");
+    let (status, body) = create_channel(
+        &token_of(&alice),
+        json!({"slug": slug, "name": "Рада", "visibility": "private"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let room_id = body["matrix_room_id"].as_str().unwrap().to_owned();
+
+    // Alice makes Bob and Dave admins (power 100) like herself; Bob joins.
+    for peer in [&bob, &dave] {
+        let (status, body) = invite(&token_of(&alice), &slug, &user_of(peer), Some("admin")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    bob.join(&room_id).await.unwrap();
+
+    // Bob may not lower Dave, his equal, nor Alice.
+    for peer in [&dave, &alice] {
+        let (status, body) =
+            invite(&token_of(&bob), &slug, &user_of(peer), Some("moderator")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("forbidden")),
+            "{}: {body}",
+            peer.user_id
+        );
+    }
+    let levels = alice.state(&room_id, "m.room.power_levels").await.unwrap();
+    assert_eq!(levels["users"][&dave.user_id], 100, "{levels}");
+    assert_eq!(levels["users"][&alice.user_id], 100, "{levels}");
+    // Below him, he may.
+    let (status, body) = invite(&token_of(&bob), &slug, &user_of(&carol), Some("moderator")).await;
+    assert_eq!(status, 201, "{body}");
+    let levels = alice.state(&room_id, "m.room.power_levels").await.unwrap();
+    assert_eq!(levels["users"][&carol.user_id], 50, "{levels}");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn replies_and_threads_name_a_message_of_the_same_channel() {
+    let bridge = Bridge::start().await;
+    let here = city_room(bridge.pool(), "Тут").await;
+    let there = city_room(bridge.pool(), "Там").await;
+    let token = jwt(&format!("user:{}", unique("alice")), &[]);
+    let (status, elsewhere) = send(&token, &there, json!({"text": "деінде"})).await;
+    assert_eq!(status, 201, "{elsewhere}");
+    let (status, root) = send(&token, &here, json!({"text": "корінь"})).await;
+    assert_eq!(status, 201, "{root}");
+    let elsewhere = elsewhere["matrix_event_id"].as_str().unwrap();
+    let root = root["matrix_event_id"].as_str().unwrap();
+    let nowhere = format!("${}", unique("nothing"));
+
+    for field in ["reply_to", "thread_root"] {
+        for target in [elsewhere, nowhere.as_str()] {
+            let (status, body) =
+                send(&token, &here, json!({"text": "відповідь", field: target})).await;
+            assert_eq!(
+                (status, body["error"].as_str(), body["field"].as_str()),
+                (422, Some("invalid"), Some(field)),
+                "{field} {target}: {body}"
+            );
+        }
+        let (status, body) = send(&token, &here, json!({"text": "відповідь", field: root})).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body[field], root, "{body}");
+    }
+    bridge.stop().await;
+}
