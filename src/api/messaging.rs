@@ -512,16 +512,6 @@ pub async fn create_channel(
              make those; give a microdao_id, or make it private",
         ));
     }
-    if let Some(person) = &person {
-        rate_limit(
-            &state,
-            "channels created",
-            &[(
-                &format!("create:u:{}", person.user_id),
-                state.config.rates.channels_per_user,
-            )],
-        )?;
-    }
     if let Some(person) = person.as_ref().filter(|p| !p.admin) {
         let quota = state.config.channels_per_user;
         if state
@@ -549,6 +539,16 @@ pub async fn create_channel(
         ));
     }
     let slug = requested_slug(body.slug, &name)?;
+    if let Some(person) = &person {
+        rate_limit(
+            &state,
+            "channels created",
+            &[(
+                &format!("create:u:{}", person.user_id),
+                state.config.rates.channels_per_user,
+            )],
+        )?;
+    }
     let new = NewRoom {
         slug: &slug,
         name: &name,
@@ -837,18 +837,12 @@ pub async fn send_message(
         &outgoing,
     )
     .await;
-    if let Some(key) = &key {
-        // The key is the send's while it runs: what it made is kept, and a send that made
-        // nothing frees it for a retry.
-        match &outcome {
-            Ok(Ok(event_id)) => {
-                state
-                    .store
-                    .send_key_sent(user, key, event_id.as_str())
-                    .await?;
-            }
-            Ok(Err(_)) | Err(_) => state.store.release_send_key(user, key).await?,
-        }
+    if let Some(key) = &key
+        && !matches!(outcome, Ok(Ok(_)))
+    {
+        // The key is the send's while it runs: a send that made nothing frees it for a
+        // retry (one that made an event keeps it: only unsent keys are released).
+        state.store.release_send_key(user, key).await?;
     }
     match outcome? {
         Ok(event_id) => sent(&state, &channel.room, &event_id, &person.user_id).await,
@@ -929,21 +923,27 @@ async fn send_now(
     }
     join_if_needed(state, channel, person, &room_id).await?;
     let actor = person.actor();
-    let event_id = match key {
-        Some(key) => {
-            actor
-                .send_keyed(
-                    state,
-                    homeserver,
-                    &room_id,
-                    &keyed_txn_id(&person.user_id, key),
-                    outgoing,
-                )
+    let Some(key) = key else {
+        let event_id =
+            messaging::send(state, &actor, homeserver, &room_id, &random_txn(), outgoing)
                 .await
-        }
-        None => messaging::send(state, &actor, homeserver, &room_id, &random_txn(), outgoing).await,
-    }
-    .map_err(user_action_error)?;
+                .map_err(user_action_error)?;
+        return Ok(Ok(event_id));
+    };
+    let txn_id = keyed_txn_id(&person.user_id, key);
+    let event_id = actor
+        .send_keyed(homeserver, &room_id, &txn_id, outgoing)
+        .await
+        .map_err(user_action_error)?;
+    // Kept as soon as Synapse has answered: a retry from now on answers this event (202
+    // until it is indexed), whatever happens to this request.
+    state
+        .store
+        .send_key_sent(person.user_id.as_str(), key, event_id.as_str())
+        .await?;
+    actor
+        .index_stored(state, homeserver, &room_id, &event_id)
+        .await?;
     Ok(Ok(event_id))
 }
 

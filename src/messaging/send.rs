@@ -66,20 +66,18 @@ impl Actor {
         }
     }
 
-    /// Sends `outgoing` as this actor under the idempotency transaction id `txn_id`, and
-    /// indexes the event Synapse stored under it, read back: the same transaction id again
-    /// is answered with the first event (a retry, or a concurrent request with the same
-    /// key), whose content may not be `outgoing`'s, so the index is never written from what
-    /// this request meant to send.
+    /// Sends `outgoing` as this actor under the idempotency transaction id `txn_id`; the
+    /// event id Synapse answers. The same transaction id again is answered with the first
+    /// event (a retry, or a concurrent request with the same key), whose content may not be
+    /// `outgoing`'s: index it with [`Actor::index_stored`], never from `outgoing`.
     pub async fn send_keyed(
         &self,
-        state: &AppState,
         homeserver: &Homeserver,
         room_id: &RoomId,
         txn_id: &str,
         outgoing: &Outgoing,
     ) -> Result<OwnedEventId> {
-        let event_id = homeserver
+        Ok(homeserver
             .send_event(
                 room_id,
                 outgoing.event_type,
@@ -87,8 +85,19 @@ impl Actor {
                 &outgoing.content,
                 self.user(),
             )
-            .await?;
-        let request = get_room_event::v3::Request::new(room_id.to_owned(), event_id.clone());
+            .await?)
+    }
+
+    /// Indexes `event_id` as Synapse stored it, read back as this actor (on an API-only
+    /// instance: waits for the receiver to index it, at most 10 s).
+    pub async fn index_stored(
+        &self,
+        state: &AppState,
+        homeserver: &Homeserver,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<()> {
+        let request = get_room_event::v3::Request::new(room_id.to_owned(), event_id.to_owned());
         let stored = homeserver.send(request, Some(self.user())).await?.event;
         let mut event: Value = serde_json::from_str(stored.json().get()).map_err(|e| {
             crate::matrix::HomeserverError::InvalidResponse(format!("the stored event: {e}"))
@@ -99,8 +108,7 @@ impl Actor {
         if event["origin_server_ts"].as_i64().is_none() {
             event["origin_server_ts"] = json!(chrono::Utc::now().timestamp_millis());
         }
-        apply_or_wait(state, &event_id, event).await?;
-        Ok(event_id)
+        apply_or_wait(state, event_id, event).await
     }
 
     /// Makes sure the acting user exists in Synapse. (Agents are provisioned by the
