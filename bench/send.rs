@@ -41,8 +41,9 @@ async fn main() {
         .as_str()
         .expect("registered")
         .to_owned();
-    let claims =
-        json!({"sub": format!("user:{name}"), "exp": chrono::Utc::now().timestamp() + 3600});
+    // An admin: a public channel of no microDAO is a city room.
+    let claims = json!({"sub": format!("user:{name}"), "roles": ["admin"],
+                        "exp": chrono::Utc::now().timestamp() + 3600});
     let jwt = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,

@@ -16,7 +16,8 @@ SERVER_NAME=localhost SYNAPSE_PORT=18808 REGISTRATION=.local/bench/registration.
   PUPPET_REGISTRATION=.local/bench/puppet-registration.yaml synapse/synapse.sh start .local/bench/synapse
 
 env $BRIDGE_ENV SYNAPSE_URL=http://127.0.0.1:18808 PUPPET_REGISTRATION=.local/bench/puppet-registration.yaml \
-  MESSAGE_RATE_PER_MINUTE=100000 RUST_LOG=error target/release/city-bridge serve &
+  MESSAGE_RATE_PER_MINUTE=100000 USER_CHANNEL_RATE_PER_MINUTE=100000 CHANNEL_RATE_PER_MINUTE=100000 \
+  RUST_LOG=error target/release/city-bridge serve &
 bridge=$!
 wait_for_bridge
 BENCH_SYNAPSE_URL=http://127.0.0.1:18808 cargo bench --quiet --bench send

@@ -122,9 +122,14 @@ pub struct Config {
     /// The registration through which the bridge sends as the homeserver's own users
     /// (`PUPPET_REGISTRATION`); `None` disables sending as users.
     pub puppet: Option<PuppetRegistration>,
-    /// Messages a user may send per minute, and a channel may receive
+    /// Messages a user (or an agent) may send per minute through the API
     /// (`MESSAGE_RATE_PER_MINUTE`).
     pub message_rate_per_minute: u32,
+    /// The API's other rate limits, per minute.
+    pub rates: Rates,
+    /// Channels a user (not an admin) may create through the messaging API: private ones
+    /// and microDAO ones (`CHANNELS_PER_USER`).
+    pub channels_per_user: u32,
     /// What this instance does (`BRIDGE_ROLE`, or `serve --role`).
     pub role: Role,
     /// The JetStream stream of the outbox's events.
@@ -133,6 +138,27 @@ pub struct Config {
     pub outbox_retention_hours: u32,
     /// Where `/metrics` is served instead of `listen_addr` (`METRICS_ADDR`).
     pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Rate limits of the API, each per minute (a sliding window, counted per instance);
+/// beyond one, 429 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    /// Messages one user (or agent) may send into one channel
+    /// (`USER_CHANNEL_RATE_PER_MINUTE`).
+    pub messages_per_user_in_channel: u32,
+    /// Messages a channel may receive from everyone together (`CHANNEL_RATE_PER_MINUTE`):
+    /// far above one user's, so that one noisy user does not silence a channel.
+    pub messages_per_channel: u32,
+    /// Edits, reactions (and taking them back) and deletions of a user
+    /// (`ACTION_RATE_PER_MINUTE`).
+    pub actions_per_user: u32,
+    /// Invitations a user may send (`INVITE_RATE_PER_MINUTE`).
+    pub invitations_per_user: u32,
+    /// Channels a user may create (`CHANNEL_CREATE_RATE_PER_MINUTE`).
+    pub channels_per_user: u32,
+    /// Searches of a user (`SEARCH_RATE_PER_MINUTE`).
+    pub searches_per_user: u32,
 }
 
 /// What an instance does.
@@ -317,6 +343,18 @@ impl Config {
                 None => Ok(default),
             }
         };
+        let channels_per_user = u32::try_from(number("CHANNELS_PER_USER", 20)?).unwrap_or(u32::MAX);
+        let rate = |name: &'static str, default: u64| -> Result<u32, ConfigError> {
+            Ok(u32::try_from(number(name, default)?).unwrap_or(u32::MAX))
+        };
+        let rates = Rates {
+            messages_per_user_in_channel: rate("USER_CHANNEL_RATE_PER_MINUTE", 30)?,
+            messages_per_channel: rate("CHANNEL_RATE_PER_MINUTE", 600)?,
+            actions_per_user: rate("ACTION_RATE_PER_MINUTE", 120)?,
+            invitations_per_user: rate("INVITE_RATE_PER_MINUTE", 30)?,
+            channels_per_user: rate("CHANNEL_CREATE_RATE_PER_MINUTE", 5)?,
+            searches_per_user: rate("SEARCH_RATE_PER_MINUTE", 30)?,
+        };
         let role = match get("BRIDGE_ROLE") {
             Some(role) => Role::parse(&role).ok_or_else(|| ConfigError::Invalid {
                 name: "BRIDGE_ROLE",
@@ -356,6 +394,8 @@ impl Config {
             agent_presence_refresh,
             puppet,
             message_rate_per_minute,
+            rates,
+            channels_per_user,
             role,
             stream,
             outbox_retention_hours,

@@ -223,6 +223,32 @@ impl TryFrom<String> for AgentId {
     }
 }
 
+/// The rule of the name in a `user:<name>` subject, for error messages.
+pub const LOCALPART_RULE: &str = "the name in user:<name> must be a Matrix localpart: \
+     one or more of a-z 0-9 . _ = - / (lowercase ASCII; no @ or :)";
+/// The rule of a whole Matrix user id's length, for error messages.
+pub const USER_ID_LENGTH_RULE: &str = "@<name>:<server> must be at most 255 bytes";
+/// Longest Matrix user id, in bytes (the Matrix specification's limit).
+pub const MAX_USER_ID_BYTES: usize = 255;
+
+/// A person of `server` named `localpart`, if the localpart is fully conforming (the
+/// Matrix rule for new users: `a-z 0-9 . _ = - /`, nothing else) and the whole id fits in
+/// 255 bytes. Synapse does not check the names an appservice registers, so this is the
+/// only check a name from a JWT gets before its account is created.
+pub fn local_user_id(localpart: &str, server: &ServerName) -> Result<OwnedUserId, Invalid> {
+    let conforming = !localpart.is_empty()
+        && localpart
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/".contains(&b));
+    if !conforming {
+        return Err(Invalid(LOCALPART_RULE));
+    }
+    if 1 + localpart.len() + 1 + server.as_str().len() > MAX_USER_ID_BYTES {
+        return Err(Invalid(USER_ID_LENGTH_RULE));
+    }
+    UserId::parse_with_server_name(localpart, server).map_err(|_| Invalid(LOCALPART_RULE))
+}
+
 /// Who may see and join a city room.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -294,5 +320,32 @@ mod tests {
         assert_eq!(of("@agent_sofia:other.org"), None);
         assert!(AgentId::parse("agent:Sofia").is_err());
         assert!(AgentId::parse("sofia").is_err());
+    }
+
+    #[test]
+    fn local_users_are_fully_conforming() {
+        let server = ServerName::parse("example.org").unwrap();
+        let of = |l: &str| local_user_id(l, &server);
+        assert_eq!(
+            of("a.b_c=d-e/9").unwrap().as_str(),
+            "@a.b_c=d-e/9:example.org"
+        );
+        for bad in [
+            "",
+            "Alice",
+            "al!ce",
+            "\u{430}lice",
+            "@alice:example.org",
+            "a b",
+            "a:b",
+        ] {
+            assert_eq!(of(bad), Err(Invalid(LOCALPART_RULE)), "{bad:?}");
+        }
+        let longest = "x".repeat(MAX_USER_ID_BYTES - 2 - "example.org".len());
+        assert!(of(&longest).is_ok());
+        assert_eq!(
+            of(&format!("{longest}x")),
+            Err(Invalid(USER_ID_LENGTH_RULE))
+        );
     }
 }

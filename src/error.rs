@@ -119,6 +119,7 @@ pub struct ApiError {
     code: &'static str,
     field: Option<&'static str>,
     detail: Option<String>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -129,7 +130,24 @@ impl ApiError {
             code,
             field: None,
             detail: None,
+            retry_after: None,
         }
+    }
+
+    /// `429 {"error":"rate_limited"}` with `Retry-After`: `what` may be done again in
+    /// `wait` (rounded up to whole seconds, at least 1).
+    pub fn rate_limited(wait: std::time::Duration, what: &str) -> Self {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            .with_detail(format!("too many {what}; try again in {secs} s"))
+            .with_retry_after(secs)
+    }
+
+    /// Adds `Retry-After: <secs>` to the answer.
+    #[must_use]
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// `422 {"error":"invalid","field":…,"detail":…}`: a field of the request is unusable.
@@ -139,6 +157,13 @@ impl ApiError {
             ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
         }
         .with_detail(detail)
+    }
+
+    /// Names the field of the request (or the claim of its token) the error is about.
+    #[must_use]
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
     }
 
     /// Adds a human-readable detail.
@@ -202,6 +227,12 @@ impl IntoResponse for ApiError {
         if let Some(detail) = self.detail {
             body["detail"] = json!(detail);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::{FromRef, FromRequestParts, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, request::Parts},
+    http::{HeaderMap, StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, UserId, api::error::ErrorKind};
@@ -22,7 +22,7 @@ use crate::{
     Error,
     app::AppState,
     auth::{Claims, bearer_token, verify_jwt},
-    domain::{AgentId, USER_ID_PREFIX, Visibility},
+    domain::{AgentId, Invalid, USER_ID_PREFIX, Visibility, local_user_id},
     error::ApiError,
     ingest::Context,
     messaging::{self, Actor, MAX_TEXT_CHARS, Outgoing, subjects},
@@ -49,30 +49,44 @@ pub struct Person {
 }
 
 impl Person {
-    /// The person of a verified JWT, or why it has no Matrix identity here.
+    /// The person of a verified JWT, or why it has no Matrix identity here: 401
+    /// `invalid_subject` when the name it gives is not a fully conforming Matrix user of
+    /// this homeserver (nothing is done as such a user, so Synapse never gets an account of
+    /// that name), 403 `no_matrix_identity` when it names no user of this homeserver the
+    /// bridge may act as.
     pub fn of_claims(claims: Claims, state: &AppState) -> Result<Self, ApiError> {
         let server = &state.config.server_name;
         let no_identity = |detail: &str| {
             ApiError::new(StatusCode::FORBIDDEN, "no_matrix_identity")
                 .with_detail(detail.to_owned())
         };
+        let invalid_subject = |field: &'static str, rule: Invalid| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_subject")
+                .with_field(field)
+                .with_detail(rule.0)
+        };
         let user_id = match (
             &claims.matrix_user_id,
             claims.sub.strip_prefix(USER_ID_PREFIX),
         ) {
-            (Some(id), _) => UserId::parse(id.as_str())
-                .map_err(|_| no_identity("matrix_user_id is not a Matrix user id"))?,
-            (None, Some(name)) => UserId::parse_with_server_name(name, server)
-                .map_err(|_| no_identity("the user name is not a valid Matrix localpart"))?,
+            (Some(id), _) => {
+                let user_id = UserId::parse(id.as_str())
+                    .map_err(|_| no_identity("matrix_user_id is not a Matrix user id"))?;
+                if user_id.server_name() != server {
+                    return Err(no_identity("only users of this homeserver"));
+                }
+                local_user_id(user_id.localpart(), server)
+                    .map_err(|rule| invalid_subject("matrix_user_id", rule))?
+            }
+            (None, Some(name)) => {
+                local_user_id(name, server).map_err(|rule| invalid_subject("sub", rule))?
+            }
             (None, None) => {
                 return Err(no_identity(
                     "sub must be user:<name>, or matrix_user_id set",
                 ));
             }
         };
-        if user_id.server_name() != server {
-            return Err(no_identity("only users of this homeserver"));
-        }
         if state.namespaces.users.is_exclusive_match(user_id.as_str()) || user_id == state.sender {
             return Err(no_identity(
                 "the bridge's own users cannot act through the API",
@@ -116,6 +130,34 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
         Self::of_token(bearer_token(&parts.headers), &state)
+    }
+}
+
+/// Who creates a channel: a person (a user JWT), or another DAARION service
+/// (`Authorization: Bearer $MATRIX_GATEWAY_SECRET`), which may make city rooms and has no
+/// Matrix user of its own (its channels have no creator to join).
+#[derive(Debug, Clone)]
+pub enum ChannelCreator {
+    /// Another DAARION service.
+    Service,
+    /// A person.
+    Person(Person),
+}
+
+impl<S> FromRequestParts<S> for ChannelCreator
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let token = bearer_token(&parts.headers);
+        if token.is_some_and(|t| state.config.gateway_secret.matches(t)) {
+            return Ok(Self::Service);
+        }
+        Person::of_token(token, &state).map(Self::Person)
     }
 }
 
@@ -280,6 +322,30 @@ fn event_id_field(
         .transpose()
 }
 
+/// `reply_to` and `thread_root` must name messages of the channel (as the index has
+/// them): 422 for an event of another channel, or of none.
+async fn related_in_channel(
+    state: &AppState,
+    channel: &CityRoom,
+    relations: [(&'static str, Option<&EventId>); 2],
+) -> Result<(), ApiError> {
+    for (field, event_id) in relations {
+        let Some(event_id) = event_id else { continue };
+        if state
+            .store
+            .message(&channel.id, event_id.as_str(), "")
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid(
+                field,
+                "no message of this channel has this event id",
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn view(
     state: &AppState,
     channel: &CityRoom,
@@ -409,24 +475,57 @@ pub struct CreateChannel {
 
 /// # `POST /api/messaging/channels`
 ///
-/// Any user may create a channel; the creator is joined and made the room's admin (power
-/// level 100). 202 while Synapse is unavailable (the room is created when it answers; the
-/// creator then joins by invitation).
+/// A public channel of no microDAO is one of the city's rooms: admins and the service
+/// only (403 `admin_required`). Any user may create private channels and channels of a
+/// microDAO, up to `CHANNELS_PER_USER` of them (403 `channel_quota`). A person who creates
+/// a channel is joined and made the room's admin (power level 100). 202 while Synapse is
+/// unavailable (the room is created when it answers; the creator then joins by
+/// invitation).
 #[utoipa::path(post, path = "/api/messaging/channels", tag = "messaging", request_body = CreateChannel,
     security(("bearer" = [])),
     responses((status = 201, body = ChannelView), (status = 202, body = ChannelView),
+        (status = 403, description = "admin_required: a public channel without microdao_id is a city room; channel_quota: the user has made CHANNELS_PER_USER channels"),
         (status = 409, description = "slug taken"), (status = 422, description = "invalid field"),
-        (status = 503, description = "puppeting disabled")))]
+        (status = 503, description = "puppeting disabled"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn create_channel(
     State(state): State<AppState>,
-    person: Person,
+    creator: ChannelCreator,
     ApiJson(body): ApiJson<CreateChannel>,
 ) -> Result<Response, ApiError> {
-    // The creator is joined as themself: without the puppet registration, refused.
-    person
-        .actor()
-        .homeserver(&state)
-        .ok_or_else(puppeting_disabled)?;
+    let person = match creator {
+        ChannelCreator::Service => None,
+        ChannelCreator::Person(person) => Some(person),
+    };
+    if let Some(person) = &person {
+        // The creator is joined as themself: without the puppet registration, refused.
+        person
+            .actor()
+            .homeserver(&state)
+            .ok_or_else(puppeting_disabled)?;
+    }
+    let admin = person.as_ref().is_none_or(|p| p.admin);
+    if !admin && body.visibility == Visibility::Public && body.microdao_id.is_none() {
+        return Err(forbidden(
+            "admin_required",
+            "a public channel without a microdao_id is one of the city's rooms: only admins \
+             make those; give a microdao_id, or make it private",
+        ));
+    }
+    if let Some(person) = person.as_ref().filter(|p| !p.admin) {
+        let quota = state.config.channels_per_user;
+        if state
+            .store
+            .channels_created_by(person.user_id.as_str())
+            .await?
+            >= i64::from(quota)
+        {
+            return Err(forbidden(
+                "channel_quota",
+                &format!("a user may create at most {quota} channels"),
+            ));
+        }
+    }
     let name = check_name(&body.name)?;
     check_description(body.description.as_deref())?;
     if body
@@ -440,6 +539,16 @@ pub async fn create_channel(
         ));
     }
     let slug = requested_slug(body.slug, &name)?;
+    if let Some(person) = &person {
+        rate_limit(
+            &state,
+            "channels created",
+            &[(
+                &format!("create:u:{}", person.user_id),
+                state.config.rates.channels_per_user,
+            )],
+        )?;
+    }
     let new = NewRoom {
         slug: &slug,
         name: &name,
@@ -448,20 +557,21 @@ pub async fn create_channel(
         is_default: false,
         microdao_id: body.microdao_id.as_deref(),
         encrypted: body.encrypted,
-        creator: Some((&person.user_id, &person.sub)),
+        creator: person.as_ref().map(|p| (&*p.user_id, p.sub.as_str())),
     };
     let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
         return Err(
             ApiError::new(StatusCode::CONFLICT, "slug_taken").with_detail(format!("{slug} exists"))
         );
     };
-    if ready {
+    if ready && person.is_some() {
         // Otherwise the reconciler does it, once it has made the Matrix room.
         messaging::settle_creators(&state, Some(&slug))
             .await
             .map_err(user_action_error)?;
     }
-    tracing::info!(%slug, by = %person.sub, ready, "channel created");
+    let by = person.as_ref().map_or("service", |p| p.sub.as_str());
+    tracing::info!(%slug, by, ready, "channel created");
     let view = state
         .store
         .channel(&room.id, state.sender.as_str())
@@ -475,20 +585,24 @@ pub async fn create_channel(
     Ok((status, Json(view)).into_response())
 }
 
-/// Whether `user` may give `level` under the room's power levels `levels` (the Matrix
-/// rules: one's own level bounds what one gives, and changing power levels is a state
-/// event needing its own level).
-fn may_grant(levels: &Value, user: &UserId, level: i64) -> bool {
+/// Whether `user` may give `member` the `level` under the room's power levels `levels`
+/// (the Matrix rules: one's own level bounds what one gives, the level of a user at or
+/// above one's own is not one's to change, and changing power levels is a state event
+/// needing its own level).
+fn may_grant(levels: &Value, user: &UserId, member: &UserId, level: i64) -> bool {
     let number = |v: &Value, default: i64| v.as_i64().unwrap_or(default);
-    let own = number(
-        &levels["users"][user.as_str()],
-        number(&levels["users_default"], 0),
-    );
+    let level_of = |u: &UserId| {
+        number(
+            &levels["users"][u.as_str()],
+            number(&levels["users_default"], 0),
+        )
+    };
+    let own = level_of(user);
     let needed = number(
         &levels["events"]["m.room.power_levels"],
         number(&levels["state_default"], 50),
     );
-    own >= level && own >= needed
+    own >= level && own >= needed && member != user && level_of(member) < own
 }
 
 /// Sets `user`'s level in `levels` (as read from the room) and stores them.
@@ -591,17 +705,49 @@ pub struct SendMessage {
     pub msgtype: Option<String>,
 }
 
-fn retry_after(wait: Duration) -> Response {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
-        .with_detail(format!("too many messages; try again in {secs} s"))
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, value);
-    }
-    response
+/// Takes one of each `(key, per_minute)` from the rate limits; 429 `rate_limited` with
+/// `Retry-After` when one is at its limit (nothing is taken then).
+fn rate_limit(state: &AppState, what: &str, keys: &[(&str, u32)]) -> Result<(), ApiError> {
+    state
+        .limits
+        .take_each(keys)
+        .map_err(|wait| ApiError::rate_limited(wait, what))
+}
+
+/// The limits of a message from `user` into `channel`: the sender's own, theirs in the
+/// channel, and the channel's (far larger: one noisy sender does not silence it).
+fn limit_message(state: &AppState, user: &UserId, channel: &CityRoom) -> Result<(), ApiError> {
+    let rates = &state.config.rates;
+    rate_limit(
+        state,
+        "messages",
+        &[
+            (
+                &format!("send:u:{user}"),
+                state.config.message_rate_per_minute,
+            ),
+            (
+                &format!("send:uc:{user}:{}", channel.id),
+                rates.messages_per_user_in_channel,
+            ),
+            (
+                &format!("send:c:{}", channel.id),
+                rates.messages_per_channel,
+            ),
+        ],
+    )
+}
+
+/// The limit of a user's edits, reactions and deletions.
+fn limit_action(state: &AppState, person: &Person) -> Result<(), ApiError> {
+    rate_limit(
+        state,
+        "edits, reactions and deletions",
+        &[(
+            &format!("act:u:{}", person.user_id),
+            state.config.rates.actions_per_user,
+        )],
+    )
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -627,14 +773,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 ///
 /// Sent as the caller's own Matrix user (joining a public channel first), answered once
 /// Synapse accepted it and it is indexed. A retried request with the same
-/// `Idempotency-Key` answers the first result and sends nothing new.
+/// `Idempotency-Key` answers the first result (202 again while it is not indexed) and sends
+/// nothing new; while the first is still being sent, 409 `idempotency_key_in_flight`.
 #[utoipa::path(post, path = "/api/messaging/channels/{id}/messages", tag = "messaging",
     request_body = SendMessage,
     params(("id" = String, Path, description = "room_city_<slug>, or the slug"),
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     security(("bearer" = [])),
     responses((status = 201, body = MessageView), (status = 202, description = "sent, not indexed yet by the instance Synapse pushes to: {channel_id, matrix_event_id, indexed: false}"), (status = 403, description = "not a member, or archived"),
-        (status = 404, description = "no such channel"), (status = 409, description = "encrypted channel"),
+        (status = 404, description = "no such channel"), (status = 409, description = "encrypted channel, or a request with this Idempotency-Key is being sent (Retry-After)"),
         (status = 422, description = "invalid field, text over 16,000 characters, or an Idempotency-Key used for another channel"),
         (status = 429, description = "rate limited; see Retry-After"),
         (status = 503, description = "puppeting disabled, or Synapse unavailable")))]
@@ -657,60 +804,147 @@ pub async fn send_message(
     let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
     let key = idempotency_key(&headers)?;
     let channel = readable(&state, &id, &person).await?;
+    related_in_channel(
+        &state,
+        &channel.room,
+        [
+            ("reply_to", reply_to.as_deref()),
+            ("thread_root", thread_root.as_deref()),
+        ],
+    )
+    .await?;
+    let user = person.user_id.as_str();
     if let Some(key) = &key
-        && let Some(event_id) = state
+        && let Some(held) = state
             .store
-            .sent_with_key(person.user_id.as_str(), key)
+            .reserve_send_key(user, key, channel.room.id.as_str(), KEY_TAKEN_OVER_AFTER)
             .await?
     {
-        // The first send's message, if it was to this channel: a key reused for another
-        // channel is the caller's mistake, not a replay.
-        return match state
-            .store
-            .message(&channel.room.id, &event_id, person.user_id.as_str())
-            .await?
-        {
-            Some(message) => Ok((StatusCode::CREATED, Json(message)).into_response()),
-            None => Err(
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
-                    .with_detail("this Idempotency-Key was used for a message to another channel"),
-            ),
-        };
+        return replay(&state, &channel.room, &person, held).await;
     }
-    if channel.room.encrypted {
-        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
-            .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
-    }
-    let room_id = writable_room(&state, &channel).await?;
-    if let Err(wait) = state.limits.take(&[
-        &format!("u:{}", person.user_id),
-        &format!("c:{}", channel.room.id),
-    ]) {
-        return Ok(retry_after(wait));
-    }
-    join_if_needed(&state, &channel, &person, &room_id).await?;
-    // Synapse deduplicates a transaction id per appservice and room, not per user: the
-    // user is part of it.
-    let txn_id = match &key {
-        Some(key) => format!("idem.{}.{key}", person.user_id.localpart()),
-        None => random_txn(),
-    };
     let outgoing = Outgoing::text(
         msgtype,
         &body.text,
         reply_to.as_deref(),
         thread_root.as_deref(),
     );
-    let event_id = messaging::send(&state, &actor, homeserver, &room_id, &txn_id, &outgoing)
+    let outcome = send_now(
+        &state,
+        &channel,
+        &person,
+        homeserver,
+        key.as_deref(),
+        &outgoing,
+    )
+    .await;
+    if let Some(key) = &key
+        && !matches!(outcome, Ok(Ok(_)))
+    {
+        // The key is the send's while it runs: a send that made nothing frees it for a
+        // retry (one that made an event keeps it: only unsent keys are released).
+        state.store.release_send_key(user, key).await?;
+    }
+    match outcome? {
+        Ok(event_id) => sent(&state, &channel.room, &event_id, &person.user_id).await,
+        Err(refused) => Ok(refused),
+    }
+}
+
+/// A send with an `Idempotency-Key` lasting longer than this is taken to be cut off: a
+/// retry takes the key over (and sends under the same transaction id, so Synapse answers
+/// with the first event if there was one).
+const KEY_TAKEN_OVER_AFTER: Duration = Duration::from_secs(60);
+
+/// The transaction id of a send with an `Idempotency-Key`: the user's localpart, then the
+/// key, after a `~` that no localpart holds (Synapse deduplicates transaction ids per
+/// appservice, not per user: `a.b` with key `c` and `a` with key `b.c` must differ).
+fn keyed_txn_id(user: &UserId, key: &str) -> String {
+    format!("idem~{}~{key}", user.localpart())
+}
+
+/// The answer to a send whose `Idempotency-Key` is held already (`(channel, event)`): the
+/// first send's message; 202 again while it is not indexed yet; 409 while that send is
+/// under way; 422 for a key used for another channel.
+async fn replay(
+    state: &AppState,
+    channel: &CityRoom,
+    person: &Person,
+    (held_channel, event_id): (Option<String>, Option<String>),
+) -> Result<Response, ApiError> {
+    let reused = || {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            .with_detail("this Idempotency-Key was used for a message to another channel")
+    };
+    if held_channel
+        .as_deref()
+        .is_some_and(|c| c != channel.id.as_str())
+    {
+        return Err(reused());
+    }
+    let Some(event_id) = event_id else {
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight")
+                .with_detail("a request with this Idempotency-Key is being sent; retry shortly")
+                .with_retry_after(1),
+        );
+    };
+    let event_id = EventId::parse(&event_id).map_err(|_| reused())?;
+    if held_channel.is_none()
+        && state
+            .store
+            .message(&channel.id, event_id.as_str(), person.user_id.as_str())
+            .await?
+            .is_none()
+    {
+        // Kept from before channels were recorded: known by its message only.
+        return Err(reused());
+    }
+    sent(state, channel, &event_id, &person.user_id).await
+}
+
+/// The rest of a send, once its `Idempotency-Key` (if any) is held: the channel's checks
+/// and limits, joining it, then the send. `Ok(Err(answer))`: refused before anything was
+/// sent (rate limited).
+async fn send_now(
+    state: &AppState,
+    channel: &Readable,
+    person: &Person,
+    homeserver: &crate::matrix::Homeserver,
+    key: Option<&str>,
+    outgoing: &Outgoing,
+) -> Result<Result<OwnedEventId, Response>, ApiError> {
+    if channel.room.encrypted {
+        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
+            .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
+    }
+    let room_id = writable_room(state, channel).await?;
+    if let Err(limited) = limit_message(state, &person.user_id, &channel.room) {
+        return Ok(Err(limited.into_response()));
+    }
+    join_if_needed(state, channel, person, &room_id).await?;
+    let actor = person.actor();
+    let Some(key) = key else {
+        let event_id =
+            messaging::send(state, &actor, homeserver, &room_id, &random_txn(), outgoing)
+                .await
+                .map_err(user_action_error)?;
+        return Ok(Ok(event_id));
+    };
+    let txn_id = keyed_txn_id(&person.user_id, key);
+    let event_id = actor
+        .send_keyed(homeserver, &room_id, &txn_id, outgoing)
         .await
         .map_err(user_action_error)?;
-    if let Some(key) = &key {
-        state
-            .store
-            .remember_send(person.user_id.as_str(), key, event_id.as_str())
-            .await?;
-    }
-    sent(&state, &channel.room, &event_id, &person.user_id).await
+    // Kept as soon as Synapse has answered: a retry from now on answers this event (202
+    // until it is indexed), whatever happens to this request.
+    state
+        .store
+        .send_key_sent(person.user_id.as_str(), key, event_id.as_str())
+        .await?;
+    actor
+        .index_stored(state, homeserver, &room_id, &event_id)
+        .await?;
+    Ok(Ok(event_id))
 }
 
 /// New text for a message.
@@ -749,7 +983,8 @@ fn parse_event_id(event_id: &str) -> Result<OwnedEventId, ApiError> {
         ("event_id" = String, Path, description = "the message's event id")),
     security(("bearer" = [])),
     responses((status = 200, body = MessageView), (status = 403, description = "not the author"),
-        (status = 404, description = "no such message"), (status = 409, description = "redacted, or encrypted channel")))]
+        (status = 404, description = "no such message"), (status = 409, description = "redacted, or encrypted channel"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn edit_message(
     State(state): State<AppState>,
     person: Person,
@@ -773,6 +1008,7 @@ pub async fn edit_message(
             .with_detail("the message was deleted, or the channel is encrypted"));
     }
     let room_id = writable_room(&state, &channel).await?;
+    limit_action(&state, &person)?;
     let msgtype = message.msgtype.as_deref().unwrap_or("m.text");
     let outgoing = Outgoing::edit(&target, msgtype, &body.text);
     messaging::send(
@@ -798,7 +1034,8 @@ pub async fn edit_message(
         ("event_id" = String, Path, description = "the message's event id")),
     security(("bearer" = [])),
     responses((status = 200, body = MessageView), (status = 403, description = "not allowed"),
-        (status = 404, description = "no such message")))]
+        (status = 404, description = "no such message"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn delete_message(
     State(state): State<AppState>,
     person: Person,
@@ -811,6 +1048,7 @@ pub async fn delete_message(
     let message = own_message(&state, &channel, target.as_str(), &person).await?;
     if !message.redacted {
         let room_id = writable_room(&state, &channel).await?;
+        limit_action(&state, &person)?;
         messaging::redact(&state, &actor, homeserver, &room_id, &target, &random_txn())
             .await
             .map_err(user_action_error)?;
@@ -834,7 +1072,8 @@ pub struct React {
         ("event_id" = String, Path, description = "the message's event id")),
     security(("bearer" = [])),
     responses((status = 200, body = MessageView), (status = 404, description = "no such message"),
-        (status = 422, description = "invalid key")))]
+        (status = 422, description = "invalid key"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn react(
     State(state): State<AppState>,
     person: Person,
@@ -857,6 +1096,7 @@ pub async fn react(
         return Err(ApiError::new(StatusCode::CONFLICT, "redacted"));
     }
     let room_id = writable_room(&state, &channel).await?;
+    limit_action(&state, &person)?;
     join_if_needed(&state, &channel, &person, &room_id).await?;
     if state
         .store
@@ -894,7 +1134,8 @@ pub async fn react(
         ("event_id" = String, Path, description = "the message's event id"),
         ("key" = String, Path, description = "the reaction key")),
     security(("bearer" = [])),
-    responses((status = 200, body = MessageView), (status = 404, description = "no such reaction")))]
+    responses((status = 200, body = MessageView), (status = 404, description = "no such reaction"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn unreact(
     State(state): State<AppState>,
     person: Person,
@@ -915,6 +1156,7 @@ pub async fn unreact(
         .ok_or_else(ApiError::not_found)?;
     let reaction = parse_event_id(&reaction)?;
     let room_id = writable_room(&state, &channel).await?;
+    limit_action(&state, &person)?;
     messaging::redact(
         &state,
         &actor,
@@ -1040,7 +1282,8 @@ pub struct Invite {
     params(("id" = String, Path, description = "room_city_<slug>, or the slug")),
     security(("bearer" = [])),
     responses((status = 201, body = Member), (status = 403, description = "the caller may not invite"),
-        (status = 404, description = "no such channel or agent"), (status = 422, description = "invalid member_id or role")))]
+        (status = 404, description = "no such channel or agent"), (status = 422, description = "invalid member_id or role"),
+        (status = 429, description = "rate limited; see Retry-After")))]
 pub async fn invite(
     State(state): State<AppState>,
     person: Person,
@@ -1067,12 +1310,18 @@ pub async fn invite(
         }
         (agent.user_id(server), true)
     } else if let Some(name) = body.member_id.strip_prefix(USER_ID_PREFIX) {
-        let user = UserId::parse_with_server_name(name, server)
-            .map_err(|_| ApiError::invalid("member_id", "not a valid user name"))?;
+        let user =
+            local_user_id(name, server).map_err(|rule| ApiError::invalid("member_id", rule.0))?;
         if state.namespaces.users.is_exclusive_match(user.as_str()) {
             return Err(ApiError::invalid(
                 "member_id",
                 "agents are invited as agent:<name>",
+            ));
+        }
+        if user == state.sender {
+            return Err(ApiError::invalid(
+                "member_id",
+                "the bridge's own user is not invited",
             ));
         }
         (user, false)
@@ -1084,21 +1333,31 @@ pub async fn invite(
     };
     let channel = readable(&state, &id, &person).await?;
     let room_id = writable_room(&state, &channel).await?;
+    rate_limit(
+        &state,
+        "invitations",
+        &[(
+            &format!("invite:u:{}", person.user_id),
+            state.config.rates.invitations_per_user,
+        )],
+    )?;
     // The bridge's own user sets the power level, so the caller's right to give it is
     // checked here, as Synapse would check it for the caller: a role above member only
     // from someone whose own level is at least that role and who may change power levels.
-    let levels = match level {
-        Some(level) => {
-            let levels = state.homeserver.power_levels(&room_id).await?;
-            if !person.admin && !may_grant(&levels, &person.user_id, level) {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with_detail(
-                    "giving this role needs a power level at least as high, and the right to change power levels",
+    let levels =
+        match level {
+            Some(level) => {
+                let levels = state.homeserver.power_levels(&room_id).await?;
+                if !person.admin && !may_grant(&levels, &person.user_id, &invitee, level) {
+                    return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with_detail(
+                    "giving this role needs a power level at least as high, above the member's \
+                     own, and the right to change power levels",
                 ));
+                }
+                Some((levels, level))
             }
-            Some((levels, level))
-        }
-        None => None,
-    };
+            None => None,
+        };
     actor
         .ensure_exists(&state)
         .await
@@ -1106,11 +1365,12 @@ pub async fn invite(
     if agent {
         crate::agents::provision(&state.store, &state.homeserver, server, &invitee).await?;
     }
-    match homeserver
+    // Whether Synapse accepted an invitation: only then is anyone invited (and told).
+    let invited = match homeserver
         .invite(&room_id, invitee.clone(), Some(&person.user_id))
         .await
     {
-        Ok(()) => {}
+        Ok(()) => true,
         // An agent joined already: the invitation is moot, the role still applies. Any
         // other refusal (the caller may not invite) is the caller's answer.
         Err(e)
@@ -1119,30 +1379,33 @@ pub async fn invite(
                 && is_joined(&state, &channel.room, &invitee).await? =>
         {
             tracing::debug!(%invitee, "invite refused: the agent is joined already");
+            false
         }
         Err(e) => return Err(user_action_error(e.into())),
-    }
+    };
     if agent {
         state.homeserver.join(&room_id, &invitee).await?;
     }
     if let Some((levels, level)) = levels {
         set_power_in(&state, &room_id, levels, &invitee, level).await?;
     }
-    state
-        .store
-        .record_event(
-            subjects::MEMBER_INVITED,
-            channel.room.id.as_str(),
-            &json!({
-                "type": "member.invited",
-                "channel_id": channel.room.id,
-                "member_id": body.member_id,
-                "invited_by": person.sub,
-                "role": if agent { "agent" } else { body.role.as_deref().unwrap_or("member") },
-            }),
-        )
-        .await?;
-    state.relay_due.notify_one();
+    if invited {
+        state
+            .store
+            .record_event(
+                subjects::MEMBER_INVITED,
+                channel.room.id.as_str(),
+                &json!({
+                    "type": "member.invited",
+                    "channel_id": channel.room.id,
+                    "member_id": body.member_id,
+                    "invited_by": person.sub,
+                    "role": if agent { "agent" } else { body.role.as_deref().unwrap_or("member") },
+                }),
+            )
+            .await?;
+        state.relay_due.notify_one();
+    }
     let member = Member {
         member_id: body.member_id,
         matrix_user_id: invitee.to_string(),
@@ -1155,7 +1418,13 @@ pub async fn invite(
         .to_owned(),
         display_name: None,
     };
-    Ok((StatusCode::CREATED, Json(member)).into_response())
+    // 201 for an invitation made; 200 for an agent that was a member already.
+    let status = if invited {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(member)).into_response())
 }
 
 /// An agent's message.
@@ -1215,6 +1484,15 @@ pub async fn agent_post(
     if room.encrypted {
         return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel"));
     }
+    related_in_channel(
+        &state,
+        &room,
+        [
+            ("reply_to", reply_to.as_deref()),
+            ("thread_root", thread_root.as_deref()),
+        ],
+    )
+    .await?;
     let channel = Readable {
         matrix_room_id: room.matrix_room_id.clone(),
         room,
@@ -1222,12 +1500,7 @@ pub async fn agent_post(
     };
     let room_id = writable_room(&state, &channel).await?;
     // Agents are held to the same limits as people: their own, and the channel's.
-    if let Err(wait) = state
-        .limits
-        .take(&[&format!("u:{user}"), &format!("c:{}", channel.room.id)])
-    {
-        return Ok(retry_after(wait));
-    }
+    limit_message(&state, &user, &channel.room)?;
     let actor = Actor::Agent(user.clone());
     let outgoing = Outgoing::text(
         "m.notice",
@@ -1271,6 +1544,7 @@ pub struct SearchResults {
 #[utoipa::path(get, path = "/api/messaging/search", tag = "messaging", params(SearchQuery),
     security(("bearer" = [])),
     responses((status = 200, body = SearchResults), (status = 422, description = "no query, or no word of 2 letters"),
+        (status = 429, description = "rate limited; see Retry-After"),
         (status = 503, description = "searches busy or too slow (`busy`): try again")))]
 pub async fn search(
     State(state): State<AppState>,
@@ -1296,6 +1570,14 @@ pub async fn search(
         Some(id) => Some(channel_id(id).ok_or_else(ApiError::not_found)?),
         None => None,
     };
+    rate_limit(
+        &state,
+        "searches",
+        &[(
+            &format!("search:u:{}", person.user_id),
+            state.config.rates.searches_per_user,
+        )],
+    )?;
     let results = state
         .store
         .search(
@@ -1311,6 +1593,8 @@ pub async fn search(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -1322,22 +1606,29 @@ mod tests {
             "users_default": 0,
             "events": {"m.room.power_levels": 100},
         });
-        assert!(may_grant(&levels, &alice, 100));
+        let carol = UserId::parse("@carol:example.org").unwrap();
+        assert!(may_grant(&levels, &alice, &carol, 100));
         assert!(
-            !may_grant(&levels, &bob, 50),
+            !may_grant(&levels, &bob, &carol, 50),
             "bob may not change power levels"
         );
         let moderators_may = json!({"users": {"@bob:example.org": 50}, "state_default": 50});
-        assert!(may_grant(&moderators_may, &bob, 50));
+        assert!(may_grant(&moderators_may, &bob, &carol, 50));
         assert!(
-            !may_grant(&moderators_may, &bob, 100),
+            !may_grant(&moderators_may, &bob, &carol, 100),
             "not above one's own level"
         );
-        let carol = UserId::parse("@carol:example.org").unwrap();
         assert!(
-            !may_grant(&moderators_may, &carol, 50),
+            !may_grant(&moderators_may, &carol, &alice, 50),
             "users_default is 0"
         );
+        let peers = json!({"users": {"@alice:example.org": 100, "@bob:example.org": 100}});
+        assert!(
+            !may_grant(&peers, &bob, &alice, 50),
+            "not to a member at one's own level"
+        );
+        assert!(!may_grant(&peers, &bob, &bob, 50), "not to oneself");
+        assert!(may_grant(&peers, &bob, &carol, 50));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Send rate limits: a sliding minute per user and per channel (`MESSAGE_RATE_PER_MINUTE`).
+//! Rate limits of the API's writes and searches: a sliding minute per key (a user, a user
+//! in a channel, a channel, for each kind of action), each key with its own limit. Counted
+//! per instance.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -10,40 +12,51 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Keys kept before idle ones are swept.
 const SWEEP_AT: usize = 10_000;
 
-/// Sends in the last minute, per key.
+/// Actions in the last minute, per key.
 #[derive(Debug)]
 pub struct RateLimits {
-    per_minute: usize,
+    per_minute: u32,
     sent: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl RateLimits {
-    /// At most `per_minute` sends per key in any minute.
+    /// At most `per_minute` actions per key in any minute, for keys taken with
+    /// [`RateLimits::take`]; [`RateLimits::take_each`] names each key's own limit.
     pub fn new(per_minute: u32) -> Self {
         Self {
-            per_minute: per_minute.max(1) as usize,
+            per_minute,
             sent: Mutex::default(),
         }
     }
 
-    /// Takes one send for every key, or none: `Err(wait)` when a key is at its limit.
+    /// Takes one action for every key at the limit given to [`RateLimits::new`], or none:
+    /// `Err(wait)` when a key is at its limit.
     pub fn take(&self, keys: &[&str]) -> Result<(), Duration> {
+        let keys: Vec<(&str, u32)> = keys.iter().map(|k| (*k, self.per_minute)).collect();
+        self.take_each(&keys)
+    }
+
+    /// Takes one action for every `(key, per_minute)`, or none: `Err(wait)` when a key is
+    /// at its limit (the longest wait of those that are).
+    pub fn take_each(&self, keys: &[(&str, u32)]) -> Result<(), Duration> {
         self.take_at(keys, Instant::now())
     }
 
-    fn take_at(&self, keys: &[&str], now: Instant) -> Result<(), Duration> {
+    fn take_at(&self, keys: &[(&str, u32)], now: Instant) -> Result<(), Duration> {
         let mut sent = self.sent.lock().expect("not poisoned");
         if sent.len() > SWEEP_AT {
             sent.retain(|_, times| times.back().is_some_and(|t| now - *t < WINDOW));
         }
         let mut wait = Duration::ZERO;
-        for key in keys {
+        for (key, per_minute) in keys {
+            let limit = (*per_minute).max(1) as usize;
             if let Some(times) = sent.get_mut(*key) {
                 while times.front().is_some_and(|t| now - *t >= WINDOW) {
                     times.pop_front();
                 }
-                if times.len() >= self.per_minute {
-                    let oldest = *times.front().expect("at the limit, so not empty");
+                if times.len() >= limit {
+                    // The oldest of the last `limit` must leave the window first.
+                    let oldest = times[times.len() - limit];
                     wait = wait.max(WINDOW - (now - oldest));
                 }
             }
@@ -51,7 +64,7 @@ impl RateLimits {
         if !wait.is_zero() {
             return Err(wait);
         }
-        for key in keys {
+        for (key, _) in keys {
             sent.entry((*key).to_owned()).or_default().push_back(now);
         }
         Ok(())
@@ -66,31 +79,40 @@ mod tests {
     fn limits_per_key_and_frees_after_a_minute() {
         let limits = RateLimits::new(2);
         let t0 = Instant::now();
-        assert!(limits.take_at(&["u:a", "c:x"], t0).is_ok());
-        assert!(
-            limits
-                .take_at(&["u:a", "c:x"], t0 + Duration::from_secs(10))
-                .is_ok()
-        );
-        let wait = limits
-            .take_at(&["u:a", "c:y"], t0 + Duration::from_secs(20))
-            .unwrap_err();
+        let take = |keys: &[&str], at: Duration| {
+            let keys: Vec<(&str, u32)> = keys.iter().map(|k| (*k, 2)).collect();
+            limits.take_at(&keys, t0 + at)
+        };
+        assert!(take(&["u:a", "c:x"], Duration::ZERO).is_ok());
+        assert!(take(&["u:a", "c:x"], Duration::from_secs(10)).is_ok());
+        let wait = take(&["u:a", "c:y"], Duration::from_secs(20)).unwrap_err();
         assert_eq!(wait, Duration::from_secs(40));
         assert!(
-            limits
-                .take_at(&["u:b", "c:y"], t0 + Duration::from_secs(20))
-                .is_ok(),
+            take(&["u:b", "c:y"], Duration::from_secs(20)).is_ok(),
             "a refused send takes nothing from the other keys"
         );
+        assert!(take(&["u:b", "c:x"], Duration::from_secs(20)).is_err());
+        assert!(take(&["u:a"], Duration::from_secs(61)).is_ok());
+    }
+
+    #[test]
+    fn each_key_has_its_own_limit() {
+        let limits = RateLimits::new(1);
+        let t0 = Instant::now();
+        for n in 0..3 {
+            let user = format!("u:{n}");
+            assert!(
+                limits
+                    .take_at(&[(user.as_str(), 1), ("c:x", 3)], t0)
+                    .is_ok()
+            );
+        }
+        assert!(limits.take_at(&[("u:9", 1), ("c:x", 3)], t0).is_err());
+        assert!(limits.take_at(&[("u:0", 1)], t0).is_err());
+        assert!(limits.take(&["u:new"]).is_ok());
         assert!(
-            limits
-                .take_at(&["u:b", "c:x"], t0 + Duration::from_secs(20))
-                .is_err()
-        );
-        assert!(
-            limits
-                .take_at(&["u:a"], t0 + Duration::from_secs(61))
-                .is_ok()
+            limits.take(&["u:new"]).is_err(),
+            "new's limit is the default"
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, sync::Mutex};
 
-use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId, api::client::room::get_room_event};
 use serde_json::{Value, json};
 
 use crate::{Result, app::AppState, config::Role, ingest, matrix::Homeserver};
@@ -64,6 +64,51 @@ impl Actor {
             Self::Person(_) => state.puppets.as_ref().map(|p| &p.homeserver),
             Self::Agent(_) => Some(&state.homeserver),
         }
+    }
+
+    /// Sends `outgoing` as this actor under the idempotency transaction id `txn_id`; the
+    /// event id Synapse answers. The same transaction id again is answered with the first
+    /// event (a retry, or a concurrent request with the same key), whose content may not be
+    /// `outgoing`'s: index it with [`Actor::index_stored`], never from `outgoing`.
+    pub async fn send_keyed(
+        &self,
+        homeserver: &Homeserver,
+        room_id: &RoomId,
+        txn_id: &str,
+        outgoing: &Outgoing,
+    ) -> Result<OwnedEventId> {
+        Ok(homeserver
+            .send_event(
+                room_id,
+                outgoing.event_type,
+                txn_id,
+                &outgoing.content,
+                self.user(),
+            )
+            .await?)
+    }
+
+    /// Indexes `event_id` as Synapse stored it, read back as this actor (on an API-only
+    /// instance: waits for the receiver to index it, at most 10 s).
+    pub async fn index_stored(
+        &self,
+        state: &AppState,
+        homeserver: &Homeserver,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<()> {
+        let request = get_room_event::v3::Request::new(room_id.to_owned(), event_id.to_owned());
+        let stored = homeserver.send(request, Some(self.user())).await?.event;
+        let mut event: Value = serde_json::from_str(stored.json().get()).map_err(|e| {
+            crate::matrix::HomeserverError::InvalidResponse(format!("the stored event: {e}"))
+        })?;
+        // What the index keys and routes by is what Synapse said, whatever the body holds.
+        event["event_id"] = json!(event_id);
+        event["room_id"] = json!(room_id);
+        if event["origin_server_ts"].as_i64().is_none() {
+            event["origin_server_ts"] = json!(chrono::Utc::now().timestamp_millis());
+        }
+        apply_or_wait(state, event_id, event).await
     }
 
     /// Makes sure the acting user exists in Synapse. (Agents are provisioned by the
@@ -202,6 +247,12 @@ async fn index(
     event["room_id"] = json!(room_id);
     event["sender"] = json!(sender);
     event["origin_server_ts"] = json!(chrono::Utc::now().timestamp_millis());
+    apply_or_wait(state, event_id, event).await
+}
+
+/// Indexes `event` (complete, as Synapse would push it) through the pipeline; on an
+/// API-only instance, waits for the receiver to index a new row instead.
+async fn apply_or_wait(state: &AppState, event_id: &EventId, event: Value) -> Result<()> {
     if state.config.role == Role::Api {
         // The index has one writer, the instance Synapse pushes to: wait for its push of
         // a new row (edits and redactions change rows, and show when they are applied).

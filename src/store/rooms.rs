@@ -164,8 +164,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let inserted: Option<CityRoom> = sqlx::query_as(&format!(
             "INSERT INTO city_rooms (id, slug, name, description, visibility, microdao_id, \
-                                     encrypted, creator_user_id, creator_sub, matrix_pending_since) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) \
+                                     encrypted, creator_user_id, creator_sub, created_by, \
+                                     matrix_pending_since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, now()) \
              ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         ))
         .bind(room.slug.city_room_id().as_str())
@@ -209,6 +210,86 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Some(inserted))
+    }
+
+    /// How many channels `user` created through the messaging API that are not archived.
+    pub async fn channels_created_by(&self, user: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM city_rooms WHERE created_by = $1 AND archived_at IS NULL",
+        )
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Reserves `user`'s `Idempotency-Key` `key` for a send to `channel`, before anything
+    /// is sent: `None` when this request holds it now (it was free, or its holder has been
+    /// sending for longer than `stale_after` — a request cut off — and it is taken over),
+    /// else what holds it: `(channel, event)`, with no event while a send is under way and
+    /// no channel for keys kept from before channels were recorded.
+    pub async fn reserve_send_key(
+        &self,
+        user: &str,
+        key: &str,
+        channel: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<Option<(Option<String>, Option<String>)>> {
+        // A row deleted between the statements (released by its holder) is tried again.
+        for _ in 0..3 {
+            let reserved: Option<i32> = sqlx::query_scalar(
+                "INSERT INTO send_requests (user_id, key, channel_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id, key) DO UPDATE SET reserved_at = now() \
+                 WHERE send_requests.event_id IS NULL \
+                   AND send_requests.channel_id = EXCLUDED.channel_id \
+                   AND send_requests.reserved_at < now() - make_interval(secs => $4) \
+                 RETURNING 1",
+            )
+            .bind(user)
+            .bind(key)
+            .bind(channel)
+            .bind(stale_after.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await?;
+            if reserved.is_some() {
+                return Ok(None);
+            }
+            let held: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT channel_id, event_id FROM send_requests WHERE user_id = $1 AND key = $2",
+            )
+            .bind(user)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(held) = held {
+                return Ok(Some(held));
+            }
+        }
+        Ok(Some((Some(channel.to_owned()), None)))
+    }
+
+    /// The send holding `user`'s `key` made `event_id`.
+    pub async fn send_key_sent(&self, user: &str, key: &str, event_id: &str) -> Result<()> {
+        sqlx::query("UPDATE send_requests SET event_id = $3 WHERE user_id = $1 AND key = $2")
+            .bind(user)
+            .bind(key)
+            .bind(event_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Frees `user`'s `key`: its send was refused or failed before Synapse answered with an
+    /// event. (A retry sends with the same transaction id, so a send that reached Synapse
+    /// all the same is answered with its event, not made twice.)
+    pub async fn release_send_key(&self, user: &str, key: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM send_requests WHERE user_id = $1 AND key = $2 AND event_id IS NULL",
+        )
+        .bind(user)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Every city room (not the microDAOs' channels), the default first, then by name;

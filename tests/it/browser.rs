@@ -17,10 +17,12 @@ use crate::support::{
     Bridge, GATEWAY_SECRET, MatrixUser, alias, api, encode, eventually, jwt, unique,
 };
 
-/// Fast presence updates; room for the seeded history in the send rate limit.
+/// Fast presence updates; room for the seeded history in the send rate limits (one user's,
+/// and one user's in one channel).
 const OVERRIDES: &[(&str, &str)] = &[
     ("ROOM_PRESENCE_THROTTLE_MS", "50"),
     ("MESSAGE_RATE_PER_MINUTE", "1000"),
+    ("USER_CHANNEL_RATE_PER_MINUTE", "1000"),
 ];
 
 /// More than a page (50), so the page has to scroll for the oldest.

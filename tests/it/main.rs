@@ -20,6 +20,7 @@ mod metrics;
 mod outbox;
 mod presence;
 mod recovery;
+mod rights;
 mod rooms;
 mod search;
 mod slow_clients;

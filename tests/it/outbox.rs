@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Bridge, MatrixUser, api, config_with, eventually, jwt, unique};
+use crate::support::{ApiInstance, Bridge, MatrixUser, api, eventually, jwt, unique};
 
 /// A NATS server of this test's own, with JetStream, that the test can stop and start
 /// again on the same port and store.
@@ -133,10 +133,12 @@ async fn nothing_is_lost_or_doubled_while_nats_is_away_or_a_mark_is_lost() {
     let alice = MatrixUser::register("alice").await;
     let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
     let slug = unique("out");
+    // A public channel of no microDAO is a city room: an admin makes it.
+    let admin_jwt = jwt(&format!("user:{}", alice.localpart()), &["admin"]);
     let (status, channel) = api(
         Method::POST,
         "/api/messaging/channels",
-        Some(&alice_jwt),
+        Some(&admin_jwt),
         Some(json!({"slug": slug, "name": "Outbox", "visibility": "public"})),
     )
     .await;
@@ -236,10 +238,12 @@ async fn an_api_only_instance_serves_live_channels_from_the_bus() {
     let alice = MatrixUser::register("alice").await;
     let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
     let slug = unique("two");
+    // A public channel of no microDAO is a city room: an admin makes it.
+    let admin_jwt = jwt(&format!("user:{}", alice.localpart()), &["admin"]);
     let (status, channel) = api(
         Method::POST,
         "/api/messaging/channels",
-        Some(&alice_jwt),
+        Some(&admin_jwt),
         Some(json!({"slug": slug, "name": "Two", "visibility": "public"})),
     )
     .await;
@@ -345,36 +349,6 @@ async fn an_api_only_instance_serves_live_channels_from_the_bus() {
     receiver.stop().await;
 }
 
-/// A `BRIDGE_ROLE=api` instance on a port of its own, beside the one Synapse pushes to.
-struct ApiInstance {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl ApiInstance {
-    async fn start(nats: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = config_with(&[
-            ("NATS_URL", nats),
-            ("BRIDGE_ROLE", "api"),
-            ("LISTEN_ADDR", &addr.to_string()),
-        ]);
-        let state = city_bridge::app::AppState::new(config).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(city_bridge::app::run(listener, state, async {
-            let _ = stopped.await;
-        }));
-        Self { addr, stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_send_through_an_api_instance_while_the_receiver_is_down_is_accepted_and_indexed_later() {
     let nats = crate::support::nats_url();
@@ -382,10 +356,12 @@ async fn a_send_through_an_api_instance_while_the_receiver_is_down_is_accepted_a
     let alice = MatrixUser::register("alice").await;
     let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
     let slug = unique("late");
+    // A public channel of no microDAO is a city room: an admin makes it.
+    let admin_jwt = jwt(&format!("user:{}", alice.localpart()), &["admin"]);
     let (status, channel) = api(
         Method::POST,
         "/api/messaging/channels",
-        Some(&alice_jwt),
+        Some(&admin_jwt),
         Some(json!({"slug": slug, "name": "Late", "visibility": "public"})),
     )
     .await;

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
-    ApiOnly, Bridge, MatrixUser, api, city_room, encode, env, jwt, jwt_expiring, nats_url, unique,
+    ApiInstance, Bridge, MatrixUser, api, city_room, encode, env, jwt, jwt_expiring, nats_url,
+    unique,
 };
 
 type Socket =
@@ -226,7 +227,7 @@ async fn a_member_who_leaves_a_private_channel_is_dropped_from_its_feed() {
 async fn a_member_banned_from_a_private_channel_is_dropped_from_its_feed_on_an_api_only_instance() {
     let nats = nats_url();
     let bridge = Bridge::start_with(&[("NATS_URL", &nats)]).await;
-    let instance = ApiOnly::start(&nats).await;
+    let instance = ApiInstance::start(&nats).await;
     let bob = MatrixUser::register("bob").await;
     let carol = MatrixUser::register("carol").await;
     dropped_from_feed(instance.addr, &bob, &carol, async |room_id: &str| {

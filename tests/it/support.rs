@@ -619,15 +619,23 @@ pub fn jwt_expiring(sub: &str, roles: &[&str], valid_for: Duration) -> (String, 
     (token, exp)
 }
 
-/// A second bridge instance serving only the API (`BRIDGE_ROLE=api`) on a port of its
-/// own, fed by the bus at `nats`; it never holds the registered address.
-pub struct ApiOnly {
+/// Whether Synapse has an account `user_id` (its profile exists: an account registered
+/// through an appservice has one, with the localpart as display name).
+pub async fn synapse_has_user(user_id: &str) -> bool {
+    MatrixUser::appservice()
+        .get(&format!("/v3/profile/{}", encode(user_id)))
+        .await
+        .is_ok()
+}
+
+/// A `BRIDGE_ROLE=api` instance on a port of its own, beside the one Synapse pushes to.
+pub struct ApiInstance {
     pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
-impl ApiOnly {
+impl ApiInstance {
     pub async fn start(nats: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -636,7 +644,7 @@ impl ApiOnly {
             ("BRIDGE_ROLE", "api"),
             ("LISTEN_ADDR", &addr.to_string()),
         ]);
-        let state = AppState::new(config).await.expect("API-only state");
+        let state = AppState::new(config).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app::run(listener, state, async {
             let _ = stopped.await;
@@ -646,6 +654,36 @@ impl ApiOnly {
 
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        self.task.await.expect("API-only task").expect("served");
+        self.task.await.unwrap().unwrap();
     }
+}
+
+/// A REST call to the bridge with extra request headers; the status, the headers and the
+/// JSON body.
+pub async fn api_with_headers(
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request =
+        reqwest::Client::new().request(method, format!("http://{}{path}", env().bridge_addr));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("bridge reachable");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
