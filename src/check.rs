@@ -54,8 +54,9 @@ impl Finding {
 }
 
 /// Runs every check against the homeserver of `config` (the bridge should be running at
-/// its registered URL for the ping to come back). `store` gives a city room to probe
-/// directory publication with.
+/// its registered URL for the ping to come back). Directory publication is probed with a
+/// public city room of `store` that has its Matrix room, else with a room of the probe's
+/// own, removed again.
 pub async fn run(config: &Config, store: Option<&Store>) -> Vec<Finding> {
     let homeserver = Homeserver::new(
         &config.synapse_url,
@@ -95,9 +96,10 @@ pub async fn run(config: &Config, store: Option<&Store>) -> Vec<Finding> {
         }
     }
     findings.push(ping(&homeserver, config).await);
-    if let Some(store) = store {
-        findings.push(publication(&homeserver, store, config).await);
-    }
+    findings.push(match store {
+        Some(store) => publication(&homeserver, store, config).await,
+        None => publication_probe(&homeserver, config).await,
+    });
     findings.push(presence(&homeserver, config).await);
     findings.push(puppet(config).await);
     findings
@@ -148,7 +150,8 @@ async fn ping(homeserver: &Homeserver, config: &Config) -> Finding {
 
 /// Asks Synapse to list an existing public city room in the directory, as the bridge's
 /// sender: allowed, it is (or stays) listed — nothing else changes; refused, the
-/// publication rules deny the bridge.
+/// publication rules deny the bridge. Without such a room (a fresh install), a room of the
+/// probe's own is made and removed again.
 async fn publication(homeserver: &Homeserver, store: &Store, config: &Config) -> Finding {
     const CHECK: &str = "room directory";
     let rooms = match store.list_rooms(false).await {
@@ -166,10 +169,7 @@ async fn publication(homeserver: &Homeserver, store: &Store, config: &Config) ->
             .then(|| r.matrix_room_id.clone().map(|id| (r, id)))
             .flatten()
     }) else {
-        return Finding::ok(
-            CHECK,
-            "no public city room has its Matrix room yet; nothing to probe (run check again later)",
-        );
+        return publication_probe(homeserver, config).await;
     };
     let request = set_room_visibility::v3::Request::new(room_id.clone(), RoomVisibility::Public);
     match homeserver.send(request, None).await {
@@ -181,17 +181,7 @@ async fn publication(homeserver: &Homeserver, store: &Store, config: &Config) ->
             ),
         ),
         Err(HomeserverError::Refused { status, .. }) if status == http::StatusCode::FORBIDDEN => {
-            Finding::wrong(
-                CHECK,
-                "Synapse refuses to list city rooms in the room directory: public city rooms \
-                 are created but never appear there",
-                format!(
-                    "allow the bridge's rooms in homeserver.yaml (the default denies \
-                     everything):\n  room_list_publication_rules:\n    - user_id: \"{}\"\n      \
-                     alias: \"#city_*\"\n      action: allow",
-                    config.sender()
-                ),
-            )
+            refused_publication(config)
         }
         Err(e) => Finding::wrong(
             CHECK,
@@ -199,6 +189,97 @@ async fn publication(homeserver: &Homeserver, store: &Store, config: &Config) ->
             "see the homeserver's log",
         ),
     }
+}
+
+/// Probes publication with a room of its own when no city room can serve: a room created
+/// as the bridge's sender with a `#city_check-…` alias, then asked to be listed, as the
+/// bridge lists city rooms. Whatever the answer, the room is unlisted, its alias deleted
+/// and left again.
+async fn publication_probe(homeserver: &Homeserver, config: &Config) -> Finding {
+    use ruma::api::client::{alias::delete_alias, membership::leave_room, room::create_room};
+    const CHECK: &str = "room directory";
+    let localpart = format!("city_check-{:08x}", rand::random::<u32>());
+    let Ok(alias) =
+        ruma::OwnedRoomAliasId::try_from(format!("#{localpart}:{}", config.server_name))
+    else {
+        return Finding::wrong(
+            CHECK,
+            "cannot make a probe alias",
+            "check MATRIX_SERVER_NAME",
+        );
+    };
+    let mut request = create_room::v3::Request::new();
+    request.room_alias_name = Some(localpart);
+    request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+    request.name = Some("city-bridge check (removed at once)".to_owned());
+    let room_id = match homeserver.send(request, None).await {
+        Ok(created) => created.room_id,
+        Err(e) => {
+            return Finding::wrong(
+                CHECK,
+                format!("cannot create a room to probe with: {e}"),
+                "see the homeserver's log",
+            );
+        }
+    };
+    let listed = homeserver
+        .send(
+            set_room_visibility::v3::Request::new(room_id.clone(), RoomVisibility::Public),
+            None,
+        )
+        .await;
+    // Nothing left behind: unlisted, alias deleted, left.
+    let unlisted = homeserver
+        .send(
+            set_room_visibility::v3::Request::new(room_id.clone(), RoomVisibility::Private),
+            None,
+        )
+        .await;
+    let unaliased = homeserver
+        .send(delete_alias::v3::Request::new(alias.clone()), None)
+        .await;
+    let left = homeserver
+        .send(leave_room::v3::Request::new(room_id.clone()), None)
+        .await;
+    if let Some(e) = [unlisted.err(), unaliased.err(), left.err()]
+        .into_iter()
+        .flatten()
+        .next()
+    {
+        tracing::warn!(%room_id, %alias, error = %e, "the publication probe was not fully removed");
+    }
+    match listed {
+        Ok(_) => Finding::ok(
+            CHECK,
+            format!(
+                "the bridge may list #city_ rooms (probed with a room of its own, {alias}, \
+                 removed again: no city room has its Matrix room yet)"
+            ),
+        ),
+        Err(HomeserverError::Refused { status, .. }) if status == http::StatusCode::FORBIDDEN => {
+            refused_publication(config)
+        }
+        Err(e) => Finding::wrong(
+            CHECK,
+            format!("the probe failed: {e}"),
+            "see the homeserver's log",
+        ),
+    }
+}
+
+/// Synapse's rules deny the bridge the room directory.
+fn refused_publication(config: &Config) -> Finding {
+    Finding::wrong(
+        "room directory",
+        "Synapse refuses to list city rooms in the room directory: public city rooms \
+         are created but never appear there",
+        format!(
+            "allow the bridge's rooms in homeserver.yaml (the default denies \
+             everything):\n  room_list_publication_rules:\n    - user_id: \"{}\"\n      \
+             alias: \"#city_*\"\n      action: allow",
+            config.sender()
+        ),
+    )
 }
 
 /// Presence is disabled in Synapse when setting it changes nothing.

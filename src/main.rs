@@ -285,7 +285,7 @@ async fn check(config: config::Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| {
             eprintln!(
-                "city-bridge: the database is not reachable ({e}); skipping the directory probe"
+                "city-bridge: the database is not reachable ({e}); the directory is probed with a room of its own"
             )
         })
         .ok();

@@ -75,3 +75,77 @@ async fn check_passes_here_and_names_the_directory_rules_of_a_stock_synapse() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn check_probes_the_directory_on_a_fresh_install_and_leaves_nothing_behind() {
+    // A fresh install: a database of its own, with no city room at all.
+    let bridge = Bridge::start().await;
+    let admin = sqlx::PgPool::connect(&crate::support::env().database_url)
+        .await
+        .unwrap();
+    let database = crate::support::unique("city_bridge_fresh_");
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = crate::support::env()
+        .database_url
+        .rsplit_once('/')
+        .map(|(server, _)| format!("{server}/{database}"))
+        .unwrap();
+    let fresh = city_bridge::store::Store::connect(&url).await.unwrap();
+    let config = config_with(&[("DATABASE_URL", &url)]);
+
+    let probed = |findings: Vec<city_bridge::check::Finding>| {
+        findings
+            .into_iter()
+            .find(|f| f.check == "room directory")
+            .expect("a directory finding")
+    };
+    let directory = probed(city_bridge::check::run(&config, Some(&fresh)).await);
+    assert!(directory.ok, "{directory:#?}");
+    // The probe's alias is gone again, and nothing of it is listed.
+    let alias = directory
+        .detail
+        .split_whitespace()
+        .find(|w| w.starts_with("#city_check-"))
+        .expect("the probe names its alias")
+        .trim_end_matches(',');
+    let anyone = MatrixUser::register("carol").await;
+    assert!(
+        anyone
+            .get(&format!(
+                "/v3/directory/room/{}",
+                crate::support::encode(alias)
+            ))
+            .await
+            .is_err(),
+        "{alias} still resolves"
+    );
+    let listed = anyone.get("/v3/publicRooms?limit=500").await.unwrap();
+    assert!(
+        !listed.to_string().contains("city_check-"),
+        "a probe room is still listed"
+    );
+
+    // A stock Synapse refuses it, and the finding says what to change.
+    stop_synapse();
+    start_synapse_with(&[("SYNAPSE_STOCK_DIRECTORY", "1")]);
+    let directory = probed(city_bridge::check::run(&config, Some(&fresh)).await);
+    stop_synapse();
+    start_synapse();
+    assert!(!directory.ok, "{directory:#?}");
+    assert!(
+        directory
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("room_list_publication_rules")
+    );
+    fresh.pool().close().await;
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    bridge.stop().await;
+}

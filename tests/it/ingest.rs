@@ -273,12 +273,16 @@ async fn a_journal_row_that_is_no_transaction_is_dead_lettered_and_the_journal_g
     // Not something the bridge appends (it checks bodies first): a row written by hand,
     // or damaged. The next transaction leaves a gap the indexer reads from the table.
     let broken = unique("broken");
-    sqlx::query("INSERT INTO ingest_journal (txn_id, body) VALUES ($1, $2)")
-        .bind(&broken)
-        .bind(&b"{\"events\": [trunc"[..])
-        .execute(bridge.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO ingest_journal (pos, txn_id, body) \
+         SELECT greatest((SELECT max(pos) FROM ingest_journal), \
+                         (SELECT pos FROM ingest_progress)) + 1, $1, $2",
+    )
+    .bind(&broken)
+    .bind(&b"{\"events\": [trunc"[..])
+    .execute(bridge.pool())
+    .await
+    .unwrap();
     let good = format!("${}", unique("good"));
     let body =
         json!({ "events": [message_event(&room_id, &good, &sender, "after the broken row")] });
