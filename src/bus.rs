@@ -9,7 +9,8 @@ use tracing::warn;
 
 use crate::{presence::wire::ROOM_SUBJECT_PREFIX, workers::Workers};
 
-/// How many messages a slow in-process subscriber may fall behind before it misses some.
+/// How many messages a slow in-process subscriber may fall behind before it misses some
+/// (and is told so: [`BusMessage::is_lagged`]).
 const IN_PROCESS_CAPACITY: usize = 4096;
 
 /// A message on the bus.
@@ -19,6 +20,25 @@ pub struct BusMessage {
     pub subject: String,
     /// The JSON payload.
     pub payload: Bytes,
+}
+
+/// The subject of [`BusMessage::lagged`]: no subject published on the bus is empty.
+const LAGGED: &str = "";
+
+impl BusMessage {
+    /// Says that the subscriber fell so far behind that messages were lost before this
+    /// one: what it feeds should be read again (live channel feeds get `resync`).
+    fn lagged() -> Self {
+        Self {
+            subject: LAGGED.to_owned(),
+            payload: Bytes::new(),
+        }
+    }
+
+    /// Whether this says that messages were lost.
+    pub fn is_lagged(&self) -> bool {
+        self.subject == LAGGED
+    }
 }
 
 /// How many messages may wait for a NATS server that is slow or away before new ones are
@@ -262,7 +282,10 @@ impl Bus {
                             }
                             Ok(_) => {}
                             Err(broadcast::error::RecvError::Lagged(n)) => {
-                                warn!(n, "bus subscriber fell behind")
+                                warn!(n, "bus subscriber fell behind; told to read again");
+                                if tx.send(BusMessage::lagged()).await.is_err() {
+                                    break;
+                                }
                             }
                             Err(broadcast::error::RecvError::Closed) => break,
                         }
@@ -351,3 +374,36 @@ fn refused_for_good(error: &async_nats::jetstream::context::PublishError) -> Opt
 
 /// The KV bucket of the latest presence per room.
 pub const PRESENCE_BUCKET: &str = "city_presence";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_process_subscriber_that_falls_behind_is_told() {
+        let workers = Workers::new();
+        let bus = Bus::connect(None, &workers).await.unwrap();
+        let mut messages = bus.subscribe("messaging.>").await.unwrap();
+        // More than the subscription's queue and the broadcast hold, unread.
+        for n in 0..3 * IN_PROCESS_CAPACITY {
+            bus.publish("messaging.test".to_owned(), Bytes::from(n.to_string()));
+            if n % 256 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut seen = 0;
+        let lagged = loop {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), messages.recv())
+                .await
+                .expect("messages")
+                .expect("open");
+            if m.is_lagged() {
+                break true;
+            }
+            seen += 1;
+            assert!(seen <= 3 * IN_PROCESS_CAPACITY, "never told of the loss");
+        };
+        assert!(lagged);
+        assert!(seen < 3 * IN_PROCESS_CAPACITY, "some were lost");
+    }
+}

@@ -12,7 +12,7 @@ mod send;
 
 pub use self::{
     creators::{settle_creators, with_level},
-    hub::ChannelHub,
+    hub::{ChannelHub, RESYNC},
     limits::RateLimits,
     live::{announce, typing},
     send::{Actor, Outgoing, Puppets, redact, send},

@@ -458,6 +458,10 @@ pub async fn feed_channels(state: AppState) {
         if !state.channels.any_watched() {
             continue;
         }
+        if message.is_lagged() {
+            state.channels.resync_all();
+            continue;
+        }
         let Ok(head) = serde_json::from_slice::<Head>(&message.payload) else {
             continue;
         };

@@ -294,7 +294,7 @@ async fn serve_channel(
                 }
                 Err(RecvError::Lagged(_)) => {
                     metrics.frame("messaging", "resynced");
-                    Message::Text(Utf8Bytes::from_static(r#"{"type":"resync"}"#))
+                    Message::Text(Utf8Bytes::from_static(crate::messaging::RESYNC))
                 }
                 Err(RecvError::Closed) => break,
             },

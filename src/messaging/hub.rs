@@ -22,6 +22,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// The frame that tells a client to read its channel again from the API.
+pub const RESYNC: &str = r#"{"type":"resync"}"#;
+
 /// How far a client may fall behind its channel before it is told to resync.
 const CHANNEL_CAPACITY: usize = 1024;
 
@@ -110,6 +113,15 @@ impl ChannelHub {
             && tx.send(frame).is_err()
         {
             channels.remove(channel);
+        }
+    }
+
+    /// Tells every listener of this instance to read its channel again
+    /// (`{"type":"resync"}`): frames were lost before they reached the hub.
+    pub fn resync_all(&self) {
+        let channels = self.channels.lock().expect("not poisoned");
+        for tx in channels.values() {
+            let _ = tx.send(Utf8Bytes::from_static(RESYNC));
         }
     }
 
