@@ -196,9 +196,6 @@ pub struct StreamConfig {
     pub duplicate_window: Duration,
 }
 
-/// The subjects of the stream.
-pub const STREAM_SUBJECTS: &[&str] = &["messaging.>", "city.room.>"];
-
 /// The second registration: a non-exclusive namespace of every local user, no URL, whose
 /// `as_token` lets the bridge act as the user (double puppeting).
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! visibility, and how each maps onto Matrix ids. Everything past the edge takes these
 //! types, not strings; SQL binds `as_str()`.
 
+pub mod events;
 mod slugify;
 
 use std::fmt;

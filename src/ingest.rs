@@ -14,23 +14,21 @@ use std::borrow::Cow;
 
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, ServerName, UserId,
-    events::AnyTimelineEvent, serde::Raw,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use self::{
-    membership::MembershipChange,
-    messages::{
-        MessageEdit, NewMessage, NewReaction, REACTION_KEY_CHARS, Redaction, SenderType, preview,
-    },
+    messages::{REACTION_KEY_CHARS, preview},
     pipeline::{apply, apply_raw},
-    rooms::{RoomStateChange, RoomStateField},
+};
+pub use crate::store::model::{
+    Change, DeadLetter, Incoming, MappedRoom, MembershipChange, MessageEdit, NewMessage,
+    NewReaction, PREVIEW_CHARS, Redaction, RoomStateChange, RoomStateField, SenderType, pg_text,
 };
 use crate::{
     config::NamespaceSet,
     domain::{AgentId, USER_ID_PREFIX},
-    rooms::MappedRoom,
 };
 
 /// The fields every timeline event has, read without touching `content`: enough to route
@@ -64,148 +62,16 @@ impl<'a> Envelope<'a> {
     pub fn parse(json: &'a str) -> serde_json::Result<Self> {
         serde_json::from_str(json)
     }
-}
 
-/// One timeline event to apply: its JSON as received, borrowed from the request body or
-/// journal row it came in, and the transaction that brought it.
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
-    /// The transaction (or batch) id, kept with its dead letters.
-    pub txn_id: &'a str,
-    /// The event, as received.
-    pub json: &'a str,
-}
-
-impl<'a> Incoming<'a> {
-    /// The events of `raws`, all from `txn_id`.
-    pub fn of(txn_id: &'a str, raws: &'a [Raw<AnyTimelineEvent>]) -> Vec<Self> {
-        raws.iter()
-            .map(|raw| Self {
-                txn_id,
-                json: raw.json().get(),
-            })
-            .collect()
+    /// Event id, room, type and sender, as a dead letter keeps them.
+    pub fn fields(&self) -> [&str; 4] {
+        [
+            self.event_id.as_str(),
+            self.room_id.as_str(),
+            &self.kind,
+            self.sender.as_str(),
+        ]
     }
-}
-
-/// An event that could not be applied, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct DeadLetter {
-    /// The transaction it came in.
-    pub txn_id: String,
-    /// The event id, when it could be read.
-    pub event_id: Option<String>,
-    /// The room id, when it could be read.
-    pub room_id: Option<String>,
-    /// The event type, when it could be read.
-    pub event_type: Option<String>,
-    /// The sender, when it could be read.
-    pub sender: Option<String>,
-    /// Why it was skipped.
-    pub reason: String,
-    /// The event as received.
-    pub event: String,
-}
-
-/// The longest envelope field a dead letter keeps (ids are at most 255 bytes).
-const DEAD_LETTER_FIELD: usize = 255;
-
-impl DeadLetter {
-    /// A dead letter for `incoming`, with its envelope when it could be read, else each
-    /// envelope field that is a string on its own (an event with a malformed `sender` still
-    /// names its event id, room and type).
-    pub fn new(
-        incoming: Incoming<'_>,
-        envelope: Option<&Envelope<'_>>,
-        reason: impl Into<String>,
-    ) -> Self {
-        // Postgres TEXT holds no NUL: a dead letter must always be storable, or the stream
-        // would stall on it.
-        let text = |s: &str| pg_text(s).into_owned();
-        let (event_id, room_id, event_type, sender) = match envelope {
-            Some(e) => (
-                Some(text(e.event_id.as_str())),
-                Some(text(e.room_id.as_str())),
-                Some(text(&e.kind)),
-                Some(text(e.sender.as_str())),
-            ),
-            None => {
-                let loose =
-                    serde_json::from_str::<LooseEnvelope<'_>>(incoming.json).unwrap_or_default();
-                let field = |v: Option<Cow<'_, str>>| {
-                    v.map(|v| {
-                        let end = (0..=DEAD_LETTER_FIELD.min(v.len()))
-                            .rev()
-                            .find(|&i| v.is_char_boundary(i))
-                            .unwrap_or(0);
-                        text(&v[..end])
-                    })
-                };
-                (
-                    field(loose.event_id.and_then(Loose::into_str)),
-                    field(loose.room_id.and_then(Loose::into_str)),
-                    field(loose.kind.and_then(Loose::into_str)),
-                    field(loose.sender.and_then(Loose::into_str)),
-                )
-            }
-        };
-        Self {
-            txn_id: text(incoming.txn_id),
-            event_id,
-            room_id,
-            event_type,
-            sender,
-            reason: text(&reason.into()),
-            event: text(incoming.json),
-        }
-    }
-}
-
-/// The envelope fields of an event that is not a valid one, each read on its own.
-#[derive(Default, serde::Deserialize)]
-struct LooseEnvelope<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<Loose<'a>>,
-    #[serde(borrow)]
-    event_id: Option<Loose<'a>>,
-    #[serde(borrow)]
-    room_id: Option<Loose<'a>>,
-    #[serde(borrow)]
-    sender: Option<Loose<'a>>,
-}
-
-/// A JSON value that is kept when it is a string.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Loose<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Other(serde::de::IgnoredAny),
-}
-
-impl<'a> Loose<'a> {
-    fn into_str(self) -> Option<Cow<'a, str>> {
-        match self {
-            Self::Text(text) => Some(text),
-            Self::Other(_) => None,
-        }
-    }
-}
-
-/// One row change derived from one event.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// A new message in the index.
-    Message(NewMessage),
-    /// An edit of an indexed message.
-    Edit(MessageEdit),
-    /// A redaction of an indexed message or reaction.
-    Redaction(Redaction),
-    /// A reaction to a message.
-    Reaction(NewReaction),
-    /// A membership change.
-    Membership(MembershipChange),
-    /// A change of the room's name, topic, alias or a tombstone.
-    RoomState(RoomStateChange),
 }
 
 /// Who the bridge is, for classifying senders.
@@ -269,15 +135,6 @@ pub fn read_event(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>)
     }
 }
 
-/// Postgres TEXT cannot hold NUL; Matrix strings can.
-pub fn pg_text(s: &str) -> Cow<'_, str> {
-    if s.contains('\0') {
-        Cow::Owned(s.replace('\0', ""))
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use ruma::{ServerName, UserId};
@@ -304,7 +161,8 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn raw(value: serde_json::Value) -> Raw<AnyTimelineEvent> {
+    pub fn raw(value: serde_json::Value) -> ruma::serde::Raw<ruma::events::AnyTimelineEvent> {
+        use ruma::serde::Raw;
         Raw::from_json(serde_json::value::to_raw_value(&value).unwrap())
     }
 

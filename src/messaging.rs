@@ -18,21 +18,7 @@ pub use self::{
     send::{Actor, Outgoing, Puppets, redact, send},
 };
 
-/// Bus subjects of messaging events.
-pub mod subjects {
-    /// A message was indexed (from Matrix or the API).
-    pub const MESSAGE_CREATED: &str = "messaging.message.created";
-    /// A message was edited.
-    pub const MESSAGE_UPDATED: &str = "messaging.message.updated";
-    /// A message was redacted.
-    pub const MESSAGE_DELETED: &str = "messaging.message.deleted";
-    /// A reaction was counted or uncounted.
-    pub const REACTION_UPDATED: &str = "messaging.reaction.updated";
-    /// A channel was created through the API.
-    pub const CHANNEL_CREATED: &str = "messaging.channel.created";
-    /// A member was invited through the API.
-    pub const MEMBER_INVITED: &str = "messaging.member.invited";
-}
+pub use crate::domain::events::subjects;
 
 /// Makes new messages searchable, off the path of Synapse's acknowledgement: a quarter of
 /// a second after a batch that indexed messages, and every second in any case (catching up after a

@@ -13,21 +13,21 @@ use std::{collections::HashMap, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
     app::AppState,
-    messaging::subjects,
+    domain::events::{
+        ChangeDetail, MessageChanged, MessageCreated, MessageTruncated,
+        subjects::{self, TYPING_PREFIX},
+    },
     store::{MessageView, Pending},
 };
 
 /// Events read and published per round.
 const BATCH: i64 = 500;
-/// Subject prefix of typing in a channel (ephemeral, core NATS, not in the stream).
-pub const TYPING_PREFIX: &str = "city.presence.typing.";
 
 /// Runs the relay while this instance holds the lease; stands by otherwise.
 pub async fn relay(state: AppState) {
@@ -35,7 +35,7 @@ pub async fn relay(state: AppState) {
         .bus
         .ensure_stream(
             &state.config.stream.name,
-            crate::config::STREAM_SUBJECTS,
+            subjects::STREAM,
             state.config.stream.max_age,
             state.config.stream.duplicate_window,
         )
@@ -153,7 +153,7 @@ async fn lead(state: &AppState, mut lease: sqlx::PgConnection) {
                     .bus
                     .ensure_stream(
                         &state.config.stream.name,
-                        crate::config::STREAM_SUBJECTS,
+                        subjects::STREAM,
                         state.config.stream.max_age,
                         state.config.stream.duplicate_window,
                     )
@@ -250,7 +250,7 @@ async fn payloads(
         let (subject, payload, light) = match p {
             Pending::Created(view, _) => (
                 subjects::MESSAGE_CREATED,
-                to_bytes(&Created::of(view)),
+                to_bytes(&created(view)),
                 Some(("message.created", view)),
             ),
             Pending::Row(row) => match (
@@ -289,7 +289,7 @@ async fn payloads(
             Ok(payload)
         } else if let Some((kind, view)) = light {
             // Without the view: a client reads the message from the API.
-            Ok(to_bytes(&Light {
+            Ok(to_bytes(&MessageTruncated {
                 kind,
                 channel_id: &view.channel_id,
                 matrix_event_id: &view.matrix_event_id,
@@ -311,82 +311,25 @@ async fn payloads(
     Ok(out)
 }
 
-/// An event whose message view would make it too large: what it is about, and
-/// `truncated: true` (`message` is null).
-#[derive(Serialize)]
-struct Light<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    channel_id: &'a str,
-    matrix_event_id: &'a str,
-    message: Option<&'a MessageView>,
-    truncated: bool,
-}
-
 fn to_bytes(payload: &impl Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(payload).expect("payloads serialize"))
 }
 
-/// `messaging.message.created`: the seed's fields, plus the whole message for live views.
-#[derive(Serialize)]
-struct Created<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    channel_id: &'a str,
-    matrix_event_id: &'a str,
-    sender_id: &'a str,
-    sender_type: &'a str,
-    preview: &'a str,
-    created_at: &'a DateTime<Utc>,
-    msgtype: Option<&'a str>,
-    reply_to: Option<&'a str>,
-    thread_root: Option<&'a str>,
-    message: &'a MessageView,
-}
-
-impl<'a> Created<'a> {
-    fn of(view: &'a MessageView) -> Self {
-        Self {
-            kind: "message.created",
-            channel_id: &view.channel_id,
-            matrix_event_id: &view.matrix_event_id,
-            sender_id: &view.sender_id,
-            sender_type: &view.sender_type,
-            preview: &view.content_preview,
-            created_at: &view.created_at,
-            msgtype: view.msgtype.as_deref(),
-            reply_to: view.reply_to.as_deref(),
-            thread_root: view.thread_root.as_deref(),
-            message: view,
-        }
+/// `messaging.message.created` of `view`.
+fn created(view: &MessageView) -> MessageCreated<'_, MessageView> {
+    MessageCreated {
+        kind: "message.created",
+        channel_id: &view.channel_id,
+        matrix_event_id: &view.matrix_event_id,
+        sender_id: &view.sender_id,
+        sender_type: &view.sender_type,
+        preview: &view.content_preview,
+        created_at: &view.created_at,
+        msgtype: view.msgtype.as_deref(),
+        reply_to: view.reply_to.as_deref(),
+        thread_root: view.thread_root.as_deref(),
+        message: view,
     }
-}
-
-/// `messaging.message.updated|deleted` and `messaging.reaction.updated`: what changed, and
-/// the message as it is now.
-#[derive(Serialize)]
-struct Changed<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    channel_id: &'a str,
-    matrix_event_id: &'a str,
-    #[serde(flatten)]
-    detail: ChangeDetail<'a>,
-    message: &'a MessageView,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ChangeDetail<'a> {
-    Updated {
-        preview: &'a str,
-        edited_at: Option<&'a DateTime<Utc>>,
-    },
-    Deleted {},
-    Reaction {
-        key: Option<&'a str>,
-        count: i64,
-    },
 }
 
 /// The type and payload of a change of `view`; `count` is the reaction key's.
@@ -409,7 +352,7 @@ fn changed_payload(
     };
     (
         kind,
-        to_bytes(&Changed {
+        to_bytes(&MessageChanged {
             kind,
             channel_id: &view.channel_id,
             matrix_event_id: &view.matrix_event_id,
@@ -428,7 +371,7 @@ pub async fn feed_channels(state: AppState) {
         "channel memberships",
         crate::messaging::ChannelHub::check_memberships(state.clone()),
     );
-    let mut messages = match state.bus.subscribe("messaging.>").await {
+    let mut messages = match state.bus.subscribe(subjects::MESSAGING).await {
         Ok(messages) => messages,
         Err(error) => {
             warn!(%error, "cannot subscribe to messaging events; channel feeds are off");

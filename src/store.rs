@@ -3,6 +3,7 @@
 mod agents;
 mod journal;
 mod messages;
+pub mod model;
 mod outbox;
 mod rooms;
 mod transactions;

@@ -1,31 +1,8 @@
 //! `m.room.member` into the membership table.
 
-use ruma::{
-    OwnedEventId, OwnedRoomId, OwnedUserId, UserId,
-    events::room::member::{MembershipState, RoomMemberEventContent},
-};
+use ruma::{UserId, events::room::member::RoomMemberEventContent};
 
-use super::{Change, Envelope, Read, pg_text};
-use crate::{domain::CityRoomId, rooms::MappedRoom};
-
-/// The membership of one user in one room, as of one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MembershipChange {
-    /// The Matrix room.
-    pub matrix_room_id: OwnedRoomId,
-    /// `city_rooms.id`.
-    pub room_id: CityRoomId,
-    /// The member (the event's `state_key`).
-    pub user_id: OwnedUserId,
-    /// `join`, `leave`, `invite`, `ban` or `knock`.
-    pub membership: MembershipState,
-    /// The member's display name in the room.
-    pub display_name: Option<String>,
-    /// The event.
-    pub event_id: OwnedEventId,
-    /// Its `origin_server_ts`.
-    pub event_ts: i64,
-}
+use super::{Change, Envelope, MappedRoom, MembershipChange, Read, pg_text};
 
 pub(super) fn read_member(envelope: &Envelope<'_>, room: &MappedRoom) -> Read {
     let Some(state_key) = envelope.state_key.as_deref() else {
@@ -56,6 +33,8 @@ pub(super) fn read_member(envelope: &Envelope<'_>, room: &MappedRoom) -> Read {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use ruma::events::room::member::MembershipState;
 
     use super::*;
     use crate::ingest::tests::{event, read};

@@ -5,113 +5,12 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use ruma::{
-    OwnedEventId, OwnedRoomId, OwnedUserId, events::room::redaction::RoomRedactionEventContent,
+use ruma::{OwnedEventId, events::room::redaction::RoomRedactionEventContent};
+
+use super::{
+    Change, Context, Envelope, MappedRoom, MessageEdit, NewMessage, NewReaction, PREVIEW_CHARS,
+    Read, Redaction, pg_text,
 };
-
-use super::{Change, Context, Envelope, Read, pg_text};
-use crate::{domain::CityRoomId, rooms::MappedRoom};
-
-/// Longest preview kept, in characters.
-pub const PREVIEW_CHARS: usize = 500;
-
-/// `human` or `agent`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SenderType {
-    /// A person.
-    Human,
-    /// An AI agent (or the bridge itself).
-    Agent,
-}
-
-impl SenderType {
-    /// The value stored and sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Human => "human",
-            Self::Agent => "agent",
-        }
-    }
-}
-
-/// A message for the index.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewMessage {
-    /// `city_rooms.id`.
-    pub channel_id: CityRoomId,
-    /// The Matrix room.
-    pub matrix_room_id: OwnedRoomId,
-    /// The Matrix event.
-    pub event_id: OwnedEventId,
-    /// DAARION entity id of the sender.
-    pub sender_id: String,
-    /// Matrix id of the sender.
-    pub sender_matrix_id: OwnedUserId,
-    /// Human or agent.
-    pub sender_type: SenderType,
-    /// `m.text`, `m.notice` or `m.emote`; `None` in an encrypted room (metadata only).
-    pub msgtype: Option<&'static str>,
-    /// The body, cut to [`PREVIEW_CHARS`]; empty in an encrypted room.
-    pub preview: String,
-    /// `origin_server_ts`.
-    pub created_at: DateTime<Utc>,
-    /// The message this one replies to (`m.in_reply_to`).
-    pub reply_to: Option<OwnedEventId>,
-    /// The thread root (`rel_type: m.thread`).
-    pub thread_root: Option<OwnedEventId>,
-}
-
-/// An `m.annotation` (reaction) to a message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewReaction {
-    /// `city_rooms.id`.
-    pub channel_id: CityRoomId,
-    /// The Matrix room.
-    pub matrix_room_id: OwnedRoomId,
-    /// The reaction event (redacting it removes the reaction).
-    pub event_id: OwnedEventId,
-    /// The message reacted to.
-    pub target: OwnedEventId,
-    /// The key, usually an emoji.
-    pub key: String,
-    /// Who reacted.
-    pub sender_matrix_id: OwnedUserId,
-    /// When.
-    pub created_at: DateTime<Utc>,
-}
-
-/// An `m.replace` edit of an indexed message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MessageEdit {
-    /// The edited message's event id.
-    pub target: OwnedEventId,
-    /// The room of the edit: only a message of the same room is edited.
-    pub matrix_room_id: OwnedRoomId,
-    /// Who edited: only the original sender's edits apply.
-    pub sender_matrix_id: OwnedUserId,
-    /// The new preview.
-    pub preview: String,
-    /// When.
-    pub edited_at: DateTime<Utc>,
-}
-
-/// A redaction of an indexed message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Redaction {
-    /// The redacted event's id.
-    pub target: OwnedEventId,
-    /// The room of the redaction: only a message of the same room is redacted.
-    pub matrix_room_id: OwnedRoomId,
-    /// Who redacted.
-    pub sender_matrix_id: OwnedUserId,
-    /// Whether the redactor is a user of this homeserver. Synapse accepts a remote
-    /// user's redaction of anyone's event into the room and only checks it when serving
-    /// the event; the index takes a redaction from the message's own sender or from a
-    /// local user (whose power Synapse did check).
-    pub sender_is_local: bool,
-    /// When.
-    pub redacted_at: DateTime<Utc>,
-}
 
 /// The body cut to at most [`PREVIEW_CHARS`] characters, never inside a character.
 pub fn preview(body: &str) -> String {
@@ -355,7 +254,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::ingest::tests::{event, read};
+    use crate::ingest::{
+        SenderType,
+        tests::{event, read},
+    };
 
     #[test]
     fn preview_cuts_on_a_character_boundary() {

@@ -105,9 +105,11 @@ pub async fn apply(
             Read::Invalid(reason) => {
                 metrics.event(&envelope.kind, "dead_lettered");
                 warn!(txn_id = events[*index].txn_id, event_id = %envelope.event_id, %reason, "unprocessable event skipped");
-                batch
-                    .dead_letters
-                    .push(DeadLetter::new(events[*index], Some(envelope), reason));
+                batch.dead_letters.push(DeadLetter::new(
+                    events[*index],
+                    Some(envelope.fields()),
+                    reason,
+                ));
             }
         }
     }

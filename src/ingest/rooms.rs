@@ -1,52 +1,13 @@
 //! Room state of mapped rooms: name, topic, canonical alias, tombstone and encryption.
 
-use ruma::{
-    OwnedEventId, OwnedRoomAliasId, OwnedRoomId,
-    events::room::{
-        canonical_alias::RoomCanonicalAliasEventContent, name::RoomNameEventContent,
-        tombstone::RoomTombstoneEventContent, topic::RoomTopicEventContent,
-    },
+use ruma::events::room::{
+    canonical_alias::RoomCanonicalAliasEventContent, name::RoomNameEventContent,
+    tombstone::RoomTombstoneEventContent, topic::RoomTopicEventContent,
 };
 use serde::de::DeserializeOwned;
 
-use super::{Change, Envelope, Read, pg_text};
-use crate::{
-    domain::{CityRoomId, MAX_NAME_CHARS, ROOM_NAME_PREFIX},
-    rooms::MappedRoom,
-};
-
-/// Which field of the city room a state event sets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomStateField {
-    /// `m.room.name` → `name` (without [`ROOM_NAME_PREFIX`]).
-    Name(String),
-    /// `m.room.topic` → `description`.
-    Topic(Option<String>),
-    /// `m.room.canonical_alias` → `matrix_room_alias`.
-    CanonicalAlias(OwnedRoomAliasId),
-    /// `m.room.tombstone` → the room was upgraded: `matrix_room_id` moves to the new room.
-    Tombstone(OwnedRoomId),
-    /// `m.room.encryption` → `encrypted`: from this event on, metadata only. (Encryption
-    /// cannot be turned off in Matrix.)
-    Encryption,
-}
-
-/// A state change of a mapped room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomStateChange {
-    /// `city_rooms.id`.
-    pub room_id: CityRoomId,
-    /// The Matrix room.
-    pub matrix_room_id: OwnedRoomId,
-    /// The event type, the key of "latest state" bookkeeping.
-    pub event_type: &'static str,
-    /// The event.
-    pub event_id: OwnedEventId,
-    /// Its `origin_server_ts`.
-    pub event_ts: i64,
-    /// What it sets.
-    pub field: RoomStateField,
-}
+use super::{Change, Envelope, MappedRoom, Read, RoomStateChange, RoomStateField, pg_text};
+use crate::domain::{MAX_NAME_CHARS, ROOM_NAME_PREFIX};
 
 fn content<T: DeserializeOwned>(envelope: &Envelope<'_>) -> Result<T, String> {
     serde_json::from_str(envelope.content.get())

@@ -191,7 +191,7 @@ impl ChannelHub {
             if watched.is_empty() {
                 continue;
             }
-            let ended = match not_joined(state.store.pool(), &watched).await {
+            let ended = match state.store.not_joined(&watched).await {
                 Ok(ended) => ended,
                 Err(error) => {
                     warn!(%error, "cannot read the memberships of watched channels");
@@ -212,28 +212,6 @@ impl ChannelHub {
             }
         }
     }
-}
-
-/// Of the `watched` (room, user) pairs, those whose latest indexed membership is not
-/// `join`, with the event that set it. Primary-key lookups, one statement.
-async fn not_joined(
-    pool: &sqlx::PgPool,
-    watched: &[MemberKey],
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    let (rooms, users): (Vec<&str>, Vec<&str>) = watched
-        .iter()
-        .map(|(room, user)| (room.as_str(), user.as_str()))
-        .unzip();
-    sqlx::query_as(
-        "SELECT rm.matrix_room_id, rm.user_id, rm.event_id \
-         FROM UNNEST($1::text[], $2::text[]) AS w(matrix_room_id, user_id) \
-         JOIN room_members rm USING (matrix_room_id, user_id) \
-         WHERE rm.membership <> 'join'",
-    )
-    .bind(rooms)
-    .bind(users)
-    .fetch_all(pool)
-    .await
 }
 
 /// Whether the homeserver says `user` is joined to `room` (false when it cannot say).

@@ -3,9 +3,12 @@
 //! index itself), and typing goes on the bus for every instance's channel listeners.
 
 use bytes::Bytes;
-use serde_json::json;
 
-use crate::{app::AppState, outbox::TYPING_PREFIX, store::Effects};
+use crate::{
+    app::AppState,
+    domain::events::{Typing, subjects::TYPING_PREFIX},
+    store::Effects,
+};
 
 /// Wakes the relay and the search indexer for `effects` of a committed batch.
 pub fn announce(state: &AppState, effects: &Effects) {
@@ -24,7 +27,12 @@ pub fn typing(state: &AppState, channel: &str, user_ids: &[String]) {
     state.bus.publish(
         format!("{TYPING_PREFIX}{channel}"),
         Bytes::from(
-            json!({"type": "typing", "channel_id": channel, "user_ids": user_ids}).to_string(),
+            serde_json::to_vec(&Typing {
+                kind: "typing",
+                channel_id: channel,
+                user_ids,
+            })
+            .expect("payloads serialize"),
         ),
     );
 }

@@ -1,16 +1,15 @@
-//! The presence wire: NATS subjects and the JSON payloads published on them and sent to
-//! WebSocket clients. The one place either is written.
+//! The presence wire: the JSON payloads published on the presence subjects (named in
+//! `domain::events`) and sent to WebSocket clients, and the subject of each room and user.
 
 use ruma::{ServerName, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::PresenceStatus;
 
-/// Every room's presence: `city.presence.room.<slug>` (slugs are NATS-safe tokens).
-pub const ROOM_SUBJECTS: &str = "city.presence.room.>";
-
-/// What a room's subject starts with.
-pub const ROOM_SUBJECT_PREFIX: &str = "city.presence.room.";
+use crate::domain::events::subjects::USER_PRESENCE_PREFIX;
+pub use crate::domain::events::subjects::{
+    ROOM_PRESENCE as ROOM_SUBJECTS, ROOM_PRESENCE_PREFIX as ROOM_SUBJECT_PREFIX,
+};
 
 /// `city.presence.room.<slug>`.
 pub fn room_subject(slug: &str) -> String {
@@ -33,8 +32,8 @@ pub fn user_subject(user: &str, server: &ServerName) -> String {
         .then(|| local.to_owned())
     });
     match plain {
-        Some(local) => format!("city.presence.user.{local}"),
-        None => format!("city.presence.user.~{}", base64url(user.as_bytes())),
+        Some(local) => format!("{USER_PRESENCE_PREFIX}{local}"),
+        None => format!("{USER_PRESENCE_PREFIX}~{}", base64url(user.as_bytes())),
     }
 }
 

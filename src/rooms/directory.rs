@@ -8,20 +8,8 @@ use std::{
 
 use ruma::{OwnedRoomId, RoomId};
 
-use crate::domain::{CityRoomId, Slug, Visibility};
-
-/// The city room a Matrix room maps to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappedRoom {
-    /// `city_rooms.id`.
-    pub id: CityRoomId,
-    /// `city_rooms.slug`.
-    pub slug: Slug,
-    /// Who may see it.
-    pub visibility: Visibility,
-    /// Encrypted: its events are indexed as metadata only.
-    pub encrypted: bool,
-}
+use crate::domain::Slug;
+pub use crate::store::model::MappedRoom;
 
 /// Most "not a city room" answers kept; the cache is emptied when it would grow past this.
 const NOT_CITY_LIMIT: usize = 10_000;

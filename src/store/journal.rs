@@ -22,11 +22,11 @@ impl Store {
     ///
     /// The position is one past the last one taken (rows trimmed behind the mark count
     /// through the mark), so a failed append leaves no gap. Appends are made one at a time
-    /// ([`crate::ingest::journal::Journal::append`]); one abandoned mid-insert may still
+    /// (the ingest journal holds a lock from one append to the next); one abandoned mid-insert may still
     /// commit, and the next append then waits on the primary key for it, fails, and takes
     /// the position after it.
     pub async fn journal_append(&self, txn_id: &str, body: &[u8]) -> Result<i64> {
-        let txn_id = crate::ingest::pg_text(txn_id);
+        let txn_id = super::model::pg_text(txn_id);
         let mut attempts = 0;
         loop {
             let appended = sqlx::query_scalar(

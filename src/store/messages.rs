@@ -401,6 +401,28 @@ impl Store {
         .await?)
     }
 
+    /// Of the `watched` (Matrix room, user) pairs, those whose latest indexed membership is
+    /// not `join`, with the event that set it. Primary-key lookups, one statement.
+    pub async fn not_joined(
+        &self,
+        watched: &[(String, String)],
+    ) -> Result<Vec<(String, String, String)>> {
+        let (rooms, users): (Vec<&str>, Vec<&str>) = watched
+            .iter()
+            .map(|(room, user)| (room.as_str(), user.as_str()))
+            .unzip();
+        Ok(sqlx::query_as(
+            "SELECT rm.matrix_room_id, rm.user_id, rm.event_id \
+             FROM UNNEST($1::text[], $2::text[]) AS w(matrix_room_id, user_id) \
+             JOIN room_members rm USING (matrix_room_id, user_id) \
+             WHERE rm.membership <> 'join'",
+        )
+        .bind(rooms)
+        .bind(users)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Full-text search over the previews of the channels `viewer` may read (never
     /// encrypted ones), best first. Words match as prefixes (`міст` finds `місто`),
     /// with the `simple` configuration: no stemming, so Ukrainian and English alike.

@@ -5,10 +5,13 @@ use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, User
 use sqlx::{Row as _, postgres::PgRow};
 
 use super::Store;
+use super::model::MappedRoom;
 use crate::{
     Result,
-    domain::{CityRoomId, Slug, Visibility},
-    rooms::MappedRoom,
+    domain::{
+        CityRoomId, Slug, Visibility,
+        events::{RoomArchived, RoomCreated, subjects},
+    },
 };
 
 /// A city room.
@@ -186,12 +189,16 @@ impl Store {
         };
         super::outbox::record_event(
             &mut tx,
-            "city.room.created",
+            subjects::ROOM_CREATED,
             inserted.id.as_str(),
-            &serde_json::json!({
-                "room_id": inserted.id, "slug": inserted.slug, "name": inserted.name,
-                "visibility": inserted.visibility, "microdao_id": inserted.microdao_id,
-            }),
+            &serde_json::to_value(RoomCreated {
+                room_id: inserted.id.as_str(),
+                slug: inserted.slug.as_str(),
+                name: &inserted.name,
+                visibility: inserted.visibility.as_str(),
+                microdao_id: inserted.microdao_id.as_deref(),
+            })
+            .expect("payloads serialize"),
         )
         .await?;
         if room.is_default {
@@ -376,9 +383,13 @@ impl Store {
         if archived && was_active == Some(true) {
             super::outbox::record_event(
                 &mut tx,
-                "city.room.archived",
+                subjects::ROOM_ARCHIVED,
                 slug.city_room_id().as_str(),
-                &serde_json::json!({"room_id": slug.city_room_id(), "slug": slug}),
+                &serde_json::to_value(RoomArchived {
+                    room_id: slug.city_room_id().as_str(),
+                    slug: slug.as_str(),
+                })
+                .expect("payloads serialize"),
             )
             .await?;
         }

@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tracing::warn;
 
-use super::{Store, is_data_error};
-use crate::ingest::{
-    Change, DeadLetter, Envelope, Incoming, MembershipChange, MessageEdit, NewMessage, NewReaction,
+use super::model::{
+    Change, DeadLetter, Incoming, MembershipChange, MessageEdit, NewMessage, NewReaction,
     Redaction, RoomStateChange, RoomStateField,
 };
+use super::{Store, is_data_error};
 
 /// The changes of one transaction, in the order Synapse sent their events.
 #[derive(Debug, Default)]
@@ -65,7 +65,7 @@ impl Effects {
 
     /// The outbox rows these changes make: (subject, message, reaction key).
     fn outbox_changes(&self) -> Vec<(&'static str, &str, Option<&str>)> {
-        use crate::messaging::subjects;
+        use crate::domain::events::subjects;
         self.updated
             .iter()
             .map(|e| (subjects::MESSAGE_UPDATED, e.as_str(), None))
@@ -305,13 +305,10 @@ async fn apply_one_by_one(
                 sqlx::query("ROLLBACK TO SAVEPOINT change")
                     .execute(&mut **tx)
                     .await?;
-                let envelope = Envelope::parse(events[*index].json).ok();
-                warn!(event_id = ?envelope.as_ref().map(|e| &e.event_id), error = %e, "event refused by the database; dead-lettered");
-                dead.push(DeadLetter::new(
-                    events[*index],
-                    envelope.as_ref(),
-                    format!("database refused it: {e}"),
-                ));
+                let letter =
+                    DeadLetter::new(events[*index], None, format!("database refused it: {e}"));
+                warn!(event_id = ?letter.event_id, error = %e, "event refused by the database; dead-lettered");
+                dead.push(letter);
             }
             Err(e) => return Err(e),
         }
