@@ -236,7 +236,10 @@ pub async fn run(
             "homeserver check",
             crate::health::check_homeserver(state.clone()),
         );
-        workers.spawn("indexer", crate::ingest::journal::index(state.clone()));
+        workers.spawn(
+            "indexer",
+            crate::ingest::journal::run_indexer(state.clone()),
+        );
         workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
         workers.spawn("discovery", Discovery::run(state.clone()));
         workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));

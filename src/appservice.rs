@@ -1,5 +1,7 @@
 //! Inbound from Synapse: the Application Service API. Every request is authenticated with
-//! the `hs_token` by the [`Ruma`] extractor before a handler sees it.
+//! the `hs_token` before a handler sees it: by the [`Ruma`] extractor, or, for pushed
+//! transactions (whose body is read by borrowing, not by ruma) and the third-party
+//! lookups, by `extract::Authenticated`.
 
 mod extract;
 mod query;

@@ -14,7 +14,7 @@ pub use self::{
     creators::{settle_creators, with_level},
     hub::{ChannelHub, RESYNC},
     limits::RateLimits,
-    live::{announce, typing},
+    live::{typing, wake_readers},
     send::{Actor, Outgoing, Puppets, redact, send},
 };
 

@@ -193,7 +193,7 @@ impl Journal {
 /// The indexer: applies the journal in order until the bridge shuts down. Rows after the
 /// mark that it was not handed (the previous run's tail, a hand-over cut off) are read
 /// from the table; a batch that fails for want of the database is retried as it was.
-pub async fn index(state: AppState) {
+pub async fn run_indexer(state: AppState) {
     let Some(mut receiver) = state
         .journal
         .receiver

@@ -190,7 +190,7 @@ pub async fn apply(
             state.directory.insert(room_id, room);
         }
     }
-    crate::messaging::announce(state, &applied.effects);
+    crate::messaging::wake_readers(state, &applied.effects);
     for (room_id, agent) in invited_agents {
         crate::agents::accept_invite(state, room_id, agent);
     }

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Wakes the relay and the search indexer for `effects` of a committed batch.
-pub fn announce(state: &AppState, effects: &Effects) {
+pub fn wake_readers(state: &AppState, effects: &Effects) {
     if effects.is_empty() {
         return;
     }

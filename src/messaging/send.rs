@@ -208,7 +208,7 @@ pub async fn send(
         "type": outgoing.event_type,
         "content": outgoing.content,
     });
-    index(state, room_id, &event_id, actor.user(), event).await?;
+    index_sent(state, room_id, &event_id, actor.user(), event).await?;
     Ok(event_id)
 }
 
@@ -229,14 +229,14 @@ pub async fn redact(
         "redacts": target,
         "content": {"redacts": target},
     });
-    index(state, room_id, &event_id, actor.user(), event).await?;
+    index_sent(state, room_id, &event_id, actor.user(), event).await?;
     Ok(event_id)
 }
 
 /// Runs an event Synapse accepted through the ingest pipeline, as if pushed: the push
 /// that follows finds it indexed and changes nothing. (`origin_server_ts` is the bridge's
 /// clock here; Synapse's differs by the send's round trip.)
-async fn index(
+async fn index_sent(
     state: &AppState,
     room_id: &RoomId,
     event_id: &EventId,

@@ -1,5 +1,6 @@
-//! Applying one appservice transaction: every change and dead letter in one Postgres
-//! transaction, committed before Synapse gets its 200.
+//! Applying a batch of pushed events (journal rows, an API send, a page of a discovered
+//! room's history): every change and dead letter in one Postgres transaction, with the
+//! journal mark the batch brings the index to.
 
 use std::collections::HashMap;
 
@@ -91,7 +92,7 @@ impl Effects {
 }
 
 impl Store {
-    /// Applies `batch` of transaction `txn_id` atomically. Replays are harmless: every
+    /// Applies `batch` (read from `events`) atomically. Replays are harmless: every
     /// change is idempotent per event (transaction ids are not unique over time, so they
     /// are not trusted to skip anything). A change the database refuses
     /// (a value or constraint error) is dead-lettered and the rest still lands; only an
