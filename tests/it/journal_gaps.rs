@@ -251,11 +251,14 @@ async fn an_append_committing_late_keeps_its_place() {
         .await
         .unwrap();
     let early = early.await.unwrap().unwrap();
-    assert_eq!(
-        late,
-        early + 1,
-        "the second append takes the place after the first"
-    );
+    // (Synapse may push to the bridge meanwhile: its appends take places too.)
+    assert!(late > early, "the second append comes after the first");
+    let (rows, first, last): (i64, i64, i64) =
+        sqlx::query_as("SELECT count(*), min(pos), max(pos) FROM ingest_journal")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, last - first + 1, "no position left empty");
     pool.close().await;
     bridge.stop().await;
 }
