@@ -49,8 +49,9 @@ pub struct Shared {
     pub discovery: Discovery,
     /// Every background task.
     pub workers: Workers,
-    /// Held while a batch is applied to the index, so batches apply in order.
-    pub ingest: tokio::sync::Mutex<()>,
+    /// The ingest turn: batches apply to the index one at a time (taken by the pipeline
+    /// alone).
+    pub turn: crate::ingest::Turn,
     /// The ingest journal: pushed transactions appended, handed to the indexer.
     pub journal: crate::ingest::journal::Journal,
     /// Wakes the reconciler of pending Matrix rooms.
@@ -150,7 +151,7 @@ impl AppState {
             room_locks: RoomLocks::default(),
             discovery: Discovery::default(),
             workers,
-            ingest: tokio::sync::Mutex::new(()),
+            turn: crate::ingest::Turn::default(),
             journal: crate::ingest::journal::Journal::default(),
             reconciler: tokio::sync::Notify::new(),
             bus,

@@ -31,6 +31,17 @@ use crate::{
     domain::{AgentId, USER_ID_PREFIX},
 };
 
+/// The ingest turn: one batch of events is applied at a time, so that stream positions are
+/// committed in order. Only the pipeline takes it ([`apply`] does, for each batch).
+#[derive(Debug, Default)]
+pub struct Turn(tokio::sync::Mutex<()>);
+
+impl Turn {
+    async fn take(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.lock().await
+    }
+}
+
 /// The fields every timeline event has, read without touching `content`: enough to route
 /// the event, so events of unmapped rooms cost one shallow parse.
 #[derive(Debug, Deserialize)]

@@ -364,10 +364,8 @@ pub async fn replay_dead_letters(
                 continue;
             }
         };
-        let applied = {
-            let _in_order = state.ingest.lock().await;
-            crate::ingest::apply_raw(&state, &format!("replay-{}", letter.id), &[raw]).await?
-        };
+        let applied =
+            crate::ingest::apply_raw(&state, &format!("replay-{}", letter.id), &[raw]).await?;
         if applied.dead_letters == 0 {
             state
                 .store

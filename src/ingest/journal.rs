@@ -391,7 +391,6 @@ async fn apply_batch(state: &AppState, batch: &Batch) -> Result<Option<i64>> {
             (None, None) => {}
         }
     }
-    let _in_order = state.ingest.lock().await;
     let started = Instant::now();
     super::apply(state, &events, Some(last)).await?;
     tracing::debug!(events = events.len(), last, elapsed = ?started.elapsed(), "journal applied");

@@ -1,8 +1,9 @@
 //! The ingest pipeline of one batch of timeline events (a pushed transaction, or a page
 //! of an adopted room's history): envelopes → route to city rooms → read → one Postgres
 //! transaction → room upgrades and encryption → live messaging feeds and `messaging.*`
-//! events → agents accept invites → live presence. The caller holds `state.ingest`, so
-//! batches apply in order.
+//! events → agents accept invites → live presence. [`apply`] takes the ingest turn
+//! ([`super::Turn`]) for the whole batch, so batches apply one at a time, in the order
+//! they take it; no caller can forget it.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -42,6 +43,7 @@ pub async fn apply(
     events: &[Incoming<'_>],
     journal_pos: Option<i64>,
 ) -> Result<Applied> {
+    let _turn = state.turn.take().await;
     let mut batch = Batch {
         journal_pos,
         ..Batch::default()

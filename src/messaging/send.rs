@@ -265,7 +265,6 @@ async fn apply_or_wait(state: &AppState, event_id: &EventId, event: Value) -> Re
     }
     let raw = serde_json::value::to_raw_value(&event).expect("a JSON value serialises");
     let events = [ruma::serde::Raw::from_json(raw)];
-    let _in_order = state.ingest.lock().await;
     ingest::apply_raw(state, "api", &events).await?;
     Ok(())
 }
