@@ -53,7 +53,7 @@ pub struct Shared {
     /// alone).
     pub turn: crate::ingest::Turn,
     /// The ingest journal: pushed transactions appended, handed to the indexer.
-    pub journal: crate::ingest::journal::Journal,
+    pub journal: Arc<crate::ingest::journal::Journal>,
     /// Wakes the reconciler of pending Matrix rooms.
     pub reconciler: tokio::sync::Notify,
     /// The appservice's own user.
@@ -67,13 +67,13 @@ pub struct Shared {
     /// The homeserver's people, when the puppet registration is configured.
     pub puppets: Option<Puppets>,
     /// The live feed of each watched channel.
-    pub channels: ChannelHub,
+    pub channels: Arc<ChannelHub>,
     /// Send rate limits per user and per channel.
     pub limits: RateLimits,
     /// Wakes the search indexer: messages were indexed.
-    pub search_due: tokio::sync::Notify,
+    pub search_due: Arc<tokio::sync::Notify>,
     /// Wakes the outbox relay: events were written.
-    pub relay_due: tokio::sync::Notify,
+    pub relay_due: Arc<tokio::sync::Notify>,
     /// The last health checks.
     pub health: crate::health::Health,
 }
@@ -152,16 +152,16 @@ impl AppState {
             discovery: Discovery::default(),
             workers,
             turn: crate::ingest::Turn::default(),
-            journal: crate::ingest::journal::Journal::default(),
+            journal: Arc::default(),
             reconciler: tokio::sync::Notify::new(),
             bus,
             live,
             hub,
             puppets,
-            channels: ChannelHub::default(),
+            channels: Arc::default(),
             limits,
-            search_due: tokio::sync::Notify::new(),
-            relay_due: tokio::sync::Notify::new(),
+            search_due: Arc::default(),
+            relay_due: Arc::default(),
             health: crate::health::Health::default(),
         })))
     }
@@ -216,7 +216,18 @@ pub async fn run(
 ) -> std::io::Result<()> {
     info!(addr = %listener.local_addr()?, "listening");
     let workers = state.workers.clone();
-    workers.spawn("channel feeds", crate::outbox::feed_channels(state.clone()));
+    workers.spawn(
+        "channel feeds",
+        crate::outbox::feed_channels(state.bus.clone(), Arc::clone(&state.channels)),
+    );
+    workers.spawn(
+        "channel memberships",
+        ChannelHub::check_memberships(
+            Arc::clone(&state.channels),
+            state.store.clone(),
+            state.homeserver.clone(),
+        ),
+    );
     workers.spawn("health checks", crate::health::keep_checking(state.clone()));
     if let Some(addr) = state.config.metrics_addr {
         let metrics = tokio::net::TcpListener::bind(addr).await?;
@@ -246,10 +257,23 @@ pub async fn run(
         workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
         workers.spawn(
             "search indexer",
-            crate::messaging::index_search(state.clone()),
+            crate::messaging::index_search(
+                state.store.clone(),
+                Arc::clone(&state.journal),
+                Arc::clone(&state.search_due),
+            ),
         );
-        workers.spawn("outbox relay", crate::outbox::relay(state.clone()));
-        workers.spawn("outbox retention", crate::outbox::prune(state.clone()));
+        let relay = crate::outbox::Relay::new(
+            state.store.clone(),
+            state.bus.clone(),
+            state.config.stream.clone(),
+            Arc::clone(&state.relay_due),
+        );
+        workers.spawn("outbox relay", relay.run());
+        workers.spawn(
+            "outbox retention",
+            crate::outbox::prune(state.store.clone(), state.config.outbox_retention_hours),
+        );
         workers.spawn(
             "agent presence",
             crate::agents::keep_presence(state.clone(), state.config.agent_presence_refresh),

@@ -23,13 +23,18 @@ pub use crate::domain::events::subjects;
 /// Makes new messages searchable, off the path of Synapse's acknowledgement: a quarter of
 /// a second after a batch that indexed messages, and every second in any case (catching up after a
 /// restart). While pushed transactions flow, it waits (up to 5 s a batch): the history
-/// comes first, and search catches up after a burst. Runs until the bridge shuts down.
-pub async fn index_search(state: crate::app::AppState) {
+/// comes first, and search catches up after a burst. Runs until the bridge shuts down,
+/// woken by `due`, giving way while `journal` is busy.
+pub async fn index_search(
+    store: crate::store::Store,
+    journal: std::sync::Arc<crate::ingest::journal::Journal>,
+    due: std::sync::Arc<tokio::sync::Notify>,
+) {
     use std::time::Duration;
     const BATCH: i64 = 2000;
     loop {
         tokio::select! {
-            () = state.search_due.notified() => {
+            () = due.notified() => {
                 // Let a burst gather: fewer, larger batches, and out of the way of the
                 // sends and pushes that woke it.
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -38,12 +43,12 @@ pub async fn index_search(state: crate::app::AppState) {
         }
         loop {
             let deferred = std::time::Instant::now();
-            while state.journal.busy(Duration::from_millis(250))
+            while journal.busy(Duration::from_millis(250))
                 && deferred.elapsed() < Duration::from_secs(5)
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            match state.store.index_search(BATCH).await {
+            match store.index_search(BATCH).await {
                 Ok(n) if n < BATCH => break,
                 Ok(_) => {}
                 Err(error) => {

@@ -1,6 +1,6 @@
 //! The outbox relay and the live feeds it drives.
 //!
-//! [`relay`]: one instance at a time (a Postgres advisory lock) reads what is not published
+//! [`Relay`]: one instance at a time (a Postgres advisory lock) reads what is not published
 //! yet — messages after its mark, unsent `outbox` rows — in position order, publishes each
 //! to JetStream with `Nats-Msg-Id = <epoch>:<position>`, waits for the acknowledgements,
 //! then marks them. A crash between the publish and the mark publishes again, and
@@ -9,180 +9,197 @@
 //! [`feed_channels`]: every instance (receiver or API-only) feeds its channel WebSockets
 //! from the bus, so a client sees the same events wherever it is connected.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::{
-    app::AppState,
+    bus::Bus,
+    config::StreamConfig,
     domain::events::{
         ChangeDetail, MessageChanged, MessageCreated, MessageTruncated,
         subjects::{self, TYPING_PREFIX},
     },
-    store::{MessageView, Pending},
+    messaging::ChannelHub,
+    store::{MessageView, Pending, Store},
 };
 
 /// Events read and published per round.
 const BATCH: i64 = 500;
 
-/// Runs the relay while this instance holds the lease; stands by otherwise.
-pub async fn relay(state: AppState) {
-    if let Err(error) = state
-        .bus
-        .ensure_stream(
-            &state.config.stream.name,
-            subjects::STREAM,
-            state.config.stream.max_age,
-            state.config.stream.duplicate_window,
-        )
-        .await
-    {
-        // Publishing retries until the stream exists (NATS may be down at start).
-        warn!(%error, "cannot create the JetStream stream yet");
-    }
-    loop {
-        match state.store.relay_lease().await {
-            Ok(Some(lease)) => {
-                info!("this instance relays the outbox");
-                lead(&state, lease).await;
-            }
-            Ok(None) => tokio::time::sleep(Duration::from_secs(5)).await,
-            Err(error) => {
-                warn!(%error, "cannot take the relay lease");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+/// The outbox relay: what it reads and publishes with, and what wakes it.
+#[derive(Debug)]
+pub struct Relay {
+    store: Store,
+    bus: Bus,
+    stream: StreamConfig,
+    due: Arc<Notify>,
 }
 
-/// Publishes while the lease holds (its connection answers).
-async fn lead(state: &AppState, mut lease: sqlx::PgConnection) {
-    let epoch = loop {
-        match state.store.outbox_epoch().await {
-            Ok(epoch) => break epoch,
-            Err(error) => {
-                warn!(%error, "cannot read the outbox epoch");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+impl Relay {
+    /// A relay publishing `store`'s outbox on `bus` into `stream`, woken by `due`.
+    pub fn new(store: Store, bus: Bus, stream: StreamConfig, due: Arc<Notify>) -> Self {
+        Self {
+            store,
+            bus,
+            stream,
+            due,
         }
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut stream_ready = false;
-    let mut last_check = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            () = state.relay_due.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        if last_check.elapsed() > Duration::from_secs(15) {
-            last_check = tokio::time::Instant::now();
-            if let Ok(lag) = state.store.outbox_lag().await {
-                crate::metrics::metrics().outbox_lag.set(lag);
-            }
-            if sqlx::query("SELECT 1").execute(&mut lease).await.is_err() {
-                warn!("the relay lease was lost; standing by");
-                return;
-            }
+    }
+
+    /// Runs the relay while this instance holds the lease; stands by otherwise.
+    pub async fn run(self) {
+        if let Err(error) = self.ensure_stream().await {
+            // Publishing retries until the stream exists (NATS may be down at start).
+            warn!(%error, "cannot create the JetStream stream yet");
         }
         loop {
-            let pending = match state.store.pending(BATCH).await {
-                Ok(pending) => pending,
-                Err(error) => {
-                    warn!(%error, "cannot read the outbox");
-                    break;
+            match self.store.relay_lease().await {
+                Ok(Some(lease)) => {
+                    info!("this instance relays the outbox");
+                    self.lead(lease).await;
                 }
-            };
-            if pending.is_empty() {
-                crate::metrics::metrics().outbox_lag.set(0);
-                break;
+                Ok(None) => tokio::time::sleep(Duration::from_secs(5)).await,
+                Err(error) => {
+                    warn!(%error, "cannot take the relay lease");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-            let events = match payloads(state, &epoch, &pending).await {
-                Ok(events) => events,
+        }
+    }
+
+    async fn ensure_stream(&self) -> Result<(), String> {
+        self.bus
+            .ensure_stream(
+                &self.stream.name,
+                subjects::STREAM,
+                self.stream.max_age,
+                self.stream.duplicate_window,
+            )
+            .await
+    }
+
+    /// Publishes while the lease holds (its connection answers).
+    async fn lead(&self, mut lease: sqlx::PgConnection) {
+        let epoch = loop {
+            match self.store.outbox_epoch().await {
+                Ok(epoch) => break epoch,
                 Err(error) => {
-                    warn!(%error, "cannot read the outbox's messages");
-                    break;
+                    warn!(%error, "cannot read the outbox epoch");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-            };
-            // Published up to the first event that cannot be; that one is set aside.
-            let publishable = events.iter().take_while(|e| e.payload.is_ok()).count();
-            let ready: Vec<(String, String, Bytes)> = events[..publishable]
-                .iter()
-                .filter_map(|e| {
-                    let payload = e.payload.as_ref().ok()?.clone();
-                    Some((e.subject.clone(), e.id.clone(), payload))
-                })
-                .collect();
-            let published = state.bus.publish_acked(&ready).await;
-            let mut done = published.stored;
-            let poison = match (published.refused, events.get(done)) {
-                (Some(reason), Some(event)) => Some((event, reason)),
-                (None, Some(event)) if done == publishable => match &event.payload {
-                    Err(reason) => Some((event, reason.clone())),
-                    Ok(_) => None,
-                },
-                _ => None,
-            };
-            let mut set_aside = false;
-            if let Some((event, reason)) = poison {
-                match state
-                    .store
-                    .outbox_dead_letter(&pending[done], &event.subject, &reason, event.size)
-                    .await
-                {
-                    Ok(()) => {
-                        crate::metrics::metrics().outbox_dead_letters.inc();
-                        warn!(
-                            subject = %event.subject,
-                            position = pending[done].position(),
-                            %reason,
-                            "an event cannot be published; recorded as a dead letter and skipped"
-                        );
-                        done += 1;
-                        set_aside = true;
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        let mut stream_ready = false;
+        let mut last_check = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = self.due.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if last_check.elapsed() > Duration::from_secs(15) {
+                last_check = tokio::time::Instant::now();
+                if let Ok(lag) = self.store.outbox_lag().await {
+                    crate::metrics::metrics().outbox_lag.set(lag);
+                }
+                if !Store::lease_alive(&mut lease).await {
+                    warn!("the relay lease was lost; standing by");
+                    return;
+                }
+            }
+            loop {
+                let pending = match self.store.pending(BATCH).await {
+                    Ok(pending) => pending,
+                    Err(error) => {
+                        warn!(%error, "cannot read the outbox");
+                        break;
                     }
-                    Err(error) => warn!(%error, "cannot record an outbox dead letter"),
-                }
-            }
-            if done == 0 && !stream_ready {
-                // The stream may not exist yet (NATS was down at start).
-                stream_ready = state
-                    .bus
-                    .ensure_stream(
-                        &state.config.stream.name,
-                        subjects::STREAM,
-                        state.config.stream.max_age,
-                        state.config.stream.duplicate_window,
-                    )
-                    .await
-                    .is_ok();
-            }
-            if done > 0
-                && let Err(error) = state.store.mark_published(&pending[..done]).await
-            {
-                // Published but not marked: published again later, dropped as duplicates.
-                warn!(%error, "cannot mark published events");
-                break;
-            }
-            if done < pending.len() {
-                if !set_aside {
-                    crate::metrics::metrics()
-                        .outbox_lag
-                        .set(i64::try_from(pending.len() - done).unwrap_or(i64::MAX));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                };
+                if pending.is_empty() {
+                    crate::metrics::metrics().outbox_lag.set(0);
                     break;
                 }
-                // The rest of the round, after the one set aside: read again.
-                continue;
-            }
-            backoff = Duration::from_millis(100);
-            stream_ready = true;
-            if i64::try_from(pending.len()).unwrap_or(0) < BATCH {
-                break;
+                let events = match payloads(&self.store, &epoch, &pending).await {
+                    Ok(events) => events,
+                    Err(error) => {
+                        warn!(%error, "cannot read the outbox's messages");
+                        break;
+                    }
+                };
+                // Published up to the first event that cannot be; that one is set aside.
+                let publishable = events.iter().take_while(|e| e.payload.is_ok()).count();
+                let ready: Vec<(String, String, Bytes)> = events[..publishable]
+                    .iter()
+                    .filter_map(|e| {
+                        let payload = e.payload.as_ref().ok()?.clone();
+                        Some((e.subject.clone(), e.id.clone(), payload))
+                    })
+                    .collect();
+                let published = self.bus.publish_acked(&ready).await;
+                let mut done = published.stored;
+                let poison = match (published.refused, events.get(done)) {
+                    (Some(reason), Some(event)) => Some((event, reason)),
+                    (None, Some(event)) if done == publishable => match &event.payload {
+                        Err(reason) => Some((event, reason.clone())),
+                        Ok(_) => None,
+                    },
+                    _ => None,
+                };
+                let mut set_aside = false;
+                if let Some((event, reason)) = poison {
+                    match self
+                        .store
+                        .outbox_dead_letter(&pending[done], &event.subject, &reason, event.size)
+                        .await
+                    {
+                        Ok(()) => {
+                            crate::metrics::metrics().outbox_dead_letters.inc();
+                            warn!(
+                                subject = %event.subject,
+                                position = pending[done].position(),
+                                %reason,
+                                "an event cannot be published; recorded as a dead letter and skipped"
+                            );
+                            done += 1;
+                            set_aside = true;
+                        }
+                        Err(error) => warn!(%error, "cannot record an outbox dead letter"),
+                    }
+                }
+                if done == 0 && !stream_ready {
+                    // The stream may not exist yet (NATS was down at start).
+                    stream_ready = self.ensure_stream().await.is_ok();
+                }
+                if done > 0
+                    && let Err(error) = self.store.mark_published(&pending[..done]).await
+                {
+                    // Published but not marked: published again later, dropped as duplicates.
+                    warn!(%error, "cannot mark published events");
+                    break;
+                }
+                if done < pending.len() {
+                    if !set_aside {
+                        crate::metrics::metrics()
+                            .outbox_lag
+                            .set(i64::try_from(pending.len() - done).unwrap_or(i64::MAX));
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        break;
+                    }
+                    // The rest of the round, after the one set aside: read again.
+                    continue;
+                }
+                backoff = Duration::from_millis(100);
+                stream_ready = true;
+                if i64::try_from(pending.len()).unwrap_or(0) < BATCH {
+                    break;
+                }
             }
         }
     }
@@ -204,11 +221,7 @@ struct Outgoing {
 
 /// Subject, message id and payload of each pending event. Changes of a message carry the
 /// message as it is now. Payloads are written straight from the views (no JSON tree).
-async fn payloads(
-    state: &AppState,
-    epoch: &str,
-    pending: &[Pending],
-) -> crate::Result<Vec<Outgoing>> {
+async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Result<Vec<Outgoing>> {
     let changed: Vec<&str> = pending
         .iter()
         .filter_map(|p| match p {
@@ -219,8 +232,7 @@ async fn payloads(
     let views: HashMap<String, MessageView> = if changed.is_empty() {
         HashMap::new()
     } else {
-        state
-            .store
+        store
             .messages(&changed, "")
             .await?
             .into_iter()
@@ -242,7 +254,7 @@ async fn payloads(
     let key_counts = if beyond_top.is_empty() {
         HashMap::new()
     } else {
-        state.store.reaction_counts(&beyond_top).await?
+        store.reaction_counts(&beyond_top).await?
     };
     let mut out = Vec::with_capacity(pending.len());
     for p in pending {
@@ -362,23 +374,17 @@ fn changed_payload(
     )
 }
 
-/// Feeds the channels' WebSocket listeners on this instance from the bus: message and
-/// reaction events (from the relay) and typing; and starts the membership checks that end
-/// the feeds of private channels (`ChannelHub::check_memberships`).
-pub async fn feed_channels(state: AppState) {
-    // The feeds of private channels end with their members' rights.
-    state.workers.spawn(
-        "channel memberships",
-        crate::messaging::ChannelHub::check_memberships(state.clone()),
-    );
-    let mut messages = match state.bus.subscribe(subjects::MESSAGING).await {
+/// Feeds the channels' WebSocket listeners on this instance (`channels`) from `bus`:
+/// message and reaction events (from the relay) and typing.
+pub async fn feed_channels(bus: Bus, channels: Arc<ChannelHub>) {
+    let mut messages = match bus.subscribe(subjects::MESSAGING).await {
         Ok(messages) => messages,
         Err(error) => {
             warn!(%error, "cannot subscribe to messaging events; channel feeds are off");
             return;
         }
     };
-    let mut typing = match state.bus.subscribe(&format!("{TYPING_PREFIX}>")).await {
+    let mut typing = match bus.subscribe(&format!("{TYPING_PREFIX}>")).await {
         Ok(typing) => typing,
         Err(error) => {
             warn!(%error, "cannot subscribe to typing; channel feeds are off");
@@ -398,11 +404,11 @@ pub async fn feed_channels(state: AppState) {
             else => return,
         };
         // Nobody watches a channel here: nothing to read (the common case under load).
-        if !state.channels.any_watched() {
+        if !channels.any_watched() {
             continue;
         }
         if message.is_lagged() {
-            state.channels.resync_all();
+            channels.resync_all();
             continue;
         }
         let Ok(head) = serde_json::from_slice::<Head>(&message.payload) else {
@@ -418,26 +424,22 @@ pub async fn feed_channels(state: AppState) {
                 | "message.deleted"
                 | "reaction.updated"
                 | "typing"
-        ) || !state.channels.is_watched(&channel)
+        ) || !channels.is_watched(&channel)
         {
             continue;
         }
         if let Ok(text) = Utf8Bytes::try_from(message.payload) {
-            state.channels.send(&channel, text);
+            channels.send(&channel, text);
         }
     }
 }
 
 /// Deletes published outbox rows past `OUTBOX_RETENTION_HOURS`, every hour.
-pub async fn prune(state: AppState) {
+pub async fn prune(store: Store, hours: u32) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
-        match state
-            .store
-            .prune_outbox(state.config.outbox_retention_hours)
-            .await
-        {
+        match store.prune_outbox(hours).await {
             Ok(0) => {}
             Ok(deleted) => info!(deleted, "published outbox rows deleted"),
             Err(error) => warn!(%error, "cannot prune the outbox"),

@@ -40,7 +40,7 @@ pub async fn push_events(
     if !ephemeral.is_empty() {
         let typing = state.live.apply_ephemeral(&ephemeral, &state.directory);
         for (channel, user_ids) in typing {
-            crate::messaging::typing(&state, channel.as_str(), &user_ids);
+            crate::messaging::typing(&state.bus, channel.as_str(), &user_ids);
         }
     }
     debug!(%txn_id, events = pushed.events.len(), "transaction journaled");

@@ -192,7 +192,7 @@ pub async fn apply(
             state.directory.insert(room_id, room);
         }
     }
-    crate::messaging::wake_readers(state, &applied.effects);
+    crate::messaging::wake_readers(&state.relay_due, &state.search_due, &applied.effects);
     for (room_id, agent) in invited_agents {
         crate::agents::accept_invite(state, room_id, agent);
     }

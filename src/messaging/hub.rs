@@ -179,19 +179,23 @@ impl ChannelHub {
     /// homeserver agrees: a socket admitted on the homeserver's word while the index was
     /// behind is not cut off by an older row (that row is not acted on again until it
     /// changes). When the homeserver cannot answer, the index's word stands. Nothing is
-    /// read while no member's socket is open. Runs on every instance (started by
-    /// `outbox::feed_channels`) until the bridge stops.
-    pub async fn check_memberships(state: crate::app::AppState) {
+    /// read while no member's socket is open. Runs on every instance until the bridge
+    /// stops, reading `store` and asking `homeserver`.
+    pub async fn check_memberships(
+        hub: std::sync::Arc<Self>,
+        store: crate::store::Store,
+        homeserver: crate::matrix::Homeserver,
+    ) {
         // Rows the homeserver contradicted: (room, user) → the row's event.
         let mut contradicted: HashMap<MemberKey, String> = HashMap::new();
         loop {
             tokio::time::sleep(MEMBERSHIP_CHECK.mul_f64(rand::random_range(0.75..1.25))).await;
-            let watched = state.channels.watched_members();
+            let watched = hub.watched_members();
             contradicted.retain(|key, _| watched.contains(key));
             if watched.is_empty() {
                 continue;
             }
-            let ended = match state.store.not_joined(&watched).await {
+            let ended = match store.not_joined(&watched).await {
                 Ok(ended) => ended,
                 Err(error) => {
                     warn!(%error, "cannot read the memberships of watched channels");
@@ -203,11 +207,11 @@ impl ChannelHub {
                 if contradicted.get(&key) == Some(&event_id) {
                     continue;
                 }
-                if still_joined(&state, &key.0, &key.1).await {
+                if still_joined(&homeserver, &key.0, &key.1).await {
                     contradicted.insert(key, event_id);
                     continue;
                 }
-                let closed = state.channels.end_membership(&key.0, &key.1);
+                let closed = hub.end_membership(&key.0, &key.1);
                 info!(room = %key.0, user = %key.1, closed, "membership ended: channel sockets closed");
             }
         }
@@ -215,11 +219,11 @@ impl ChannelHub {
 }
 
 /// Whether the homeserver says `user` is joined to `room` (false when it cannot say).
-async fn still_joined(state: &crate::app::AppState, room: &str, user: &str) -> bool {
+async fn still_joined(homeserver: &crate::matrix::Homeserver, room: &str, user: &str) -> bool {
     let (Ok(room), Ok(user)) = (RoomId::parse(room), UserId::parse(user)) else {
         return false;
     };
-    match state.homeserver.membership(&room, &user).await {
+    match homeserver.membership(&room, &user).await {
         Ok(membership) => membership.as_deref() == Some("join"),
         Err(error) => {
             warn!(%error, "cannot confirm a membership with the homeserver; the index's word stands");

@@ -4,27 +4,29 @@
 
 use bytes::Bytes;
 
+use tokio::sync::Notify;
+
 use crate::{
-    app::AppState,
+    bus::Bus,
     domain::events::{Typing, subjects::TYPING_PREFIX},
     store::Effects,
 };
 
 /// Wakes the relay and the search indexer for `effects` of a committed batch.
-pub fn wake_readers(state: &AppState, effects: &Effects) {
+pub fn wake_readers(relay: &Notify, search: &Notify, effects: &Effects) {
     if effects.is_empty() {
         return;
     }
-    state.relay_due.notify_one();
+    relay.notify_one();
     if !effects.created.is_empty() {
-        state.search_due.notify_one();
+        search.notify_one();
     }
 }
 
 /// Who is typing in a channel now, for its listeners on every instance (ephemeral: core
 /// NATS, never the stream).
-pub fn typing(state: &AppState, channel: &str, user_ids: &[String]) {
-    state.bus.publish(
+pub fn typing(bus: &Bus, channel: &str, user_ids: &[String]) {
+    bus.publish(
         format!("{TYPING_PREFIX}{channel}"),
         Bytes::from(
             serde_json::to_vec(&Typing {

@@ -260,6 +260,11 @@ impl Store {
         .await?)
     }
 
+    /// Whether the relay's lease connection still answers (its lock still held).
+    pub async fn lease_alive(lease: &mut PgConnection) -> bool {
+        sqlx::query("SELECT 1").execute(lease).await.is_ok()
+    }
+
     /// Tries to become the one relay: a session advisory lock on a connection kept for
     /// as long as the relay runs. `None` when another instance holds it.
     /// (The connection leaves the pool: closing it releases the lock.)
