@@ -105,7 +105,7 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
         )
         .route(
             "/internal/agents/{agent_id}/post-to-channel",
-            post(messaging::agent_post),
+            post(internal::agent_post),
         )
         .route("/ws/city/presence", get(ws::presence))
         .route("/ws/messaging/{channel_id}", get(ws::messaging))

@@ -1,7 +1,7 @@
-//! `/api/messaging/*` and `/internal/agents/{agent_id}/post-to-channel`: channels, history,
-//! sending as the caller's own Matrix user, edits, reactions, members, search. One file per
-//! resource; this one keeps what they share: reading the channel a path names, the checks
-//! and limits of a write, and the answers to a send.
+//! `/api/messaging/*`: channels, history, sending as the caller's own Matrix user, edits,
+//! reactions, members, search. One file per resource; this one keeps what they share (and
+//! `/internal/agents/{agent_id}/post-to-channel` in `internal.rs` uses): reading the channel
+//! a path names, the checks and limits of a write, and the answers to a send.
 
 pub(super) mod channels;
 pub(super) mod members;
@@ -12,25 +12,21 @@ pub(super) mod search;
 
 use axum::{
     Json,
-    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, UserId};
-use serde::Deserialize;
 use serde_json::json;
-use utoipa::ToSchema;
 
 pub use self::person::Person;
-use super::extract::{ApiJson, ApiPath, Service};
 use crate::{
     Error,
     app::AppState,
-    domain::{AgentId, Visibility},
+    domain::Visibility,
     error::ApiError,
-    messaging::{self, Actor, MAX_TEXT_CHARS, Outgoing},
+    messaging::MAX_TEXT_CHARS,
     rooms::Ensured,
-    store::{CityRoom, MessageView, channel_id},
+    store::{CityRoom, MessageView},
 };
 
 /// Largest history page.
@@ -42,7 +38,7 @@ fn puppeting_disabled() -> ApiError {
     )
 }
 
-fn forbidden(code: &'static str, detail: &str) -> ApiError {
+pub(super) fn forbidden(code: &'static str, detail: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, code).with_detail(detail.to_owned())
 }
 
@@ -58,10 +54,13 @@ fn user_action_error(error: Error) -> ApiError {
 }
 
 /// A channel the caller may read.
-struct Readable {
-    room: CityRoom,
-    matrix_room_id: Option<OwnedRoomId>,
-    joined: bool,
+pub(super) struct Readable {
+    /// The channel.
+    pub(super) room: CityRoom,
+    /// Its Matrix room, once it has one.
+    pub(super) matrix_room_id: Option<OwnedRoomId>,
+    /// Whether the reader has joined it.
+    pub(super) joined: bool,
 }
 
 /// The channel named by a path (id or slug) if `person` may read it: public channels to
@@ -117,7 +116,10 @@ pub(super) async fn is_joined(
 
 /// The channel's Matrix room, for writing: created now if it does not exist yet (a city
 /// room's Matrix room is otherwise made on the first join by alias). 403 when archived.
-async fn writable_room(state: &AppState, channel: &Readable) -> Result<OwnedRoomId, ApiError> {
+pub(super) async fn writable_room(
+    state: &AppState,
+    channel: &Readable,
+) -> Result<OwnedRoomId, ApiError> {
     if channel.room.archived_at.is_some() {
         return Err(forbidden("archived", "the channel is archived"));
     }
@@ -162,7 +164,7 @@ async fn join_if_needed(
         .map_err(|e| user_action_error(e.into()))
 }
 
-fn random_txn() -> String {
+pub(super) fn random_txn() -> String {
     format!(
         "cb{:016x}{:016x}",
         rand::random::<u64>(),
@@ -170,7 +172,7 @@ fn random_txn() -> String {
     )
 }
 
-fn text_field(text: &str) -> Result<(), ApiError> {
+pub(super) fn text_field(text: &str) -> Result<(), ApiError> {
     if text.trim().is_empty() {
         return Err(ApiError::invalid("text", "must not be empty"));
     }
@@ -183,7 +185,7 @@ fn text_field(text: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn event_id_field(
+pub(super) fn event_id_field(
     field: &'static str,
     value: Option<&str>,
 ) -> Result<Option<OwnedEventId>, ApiError> {
@@ -199,7 +201,7 @@ fn event_id_field(
 
 /// `reply_to` and `thread_root` must name messages of the channel (as the index has
 /// them): 422 for an event of another channel, or of none.
-async fn related_in_channel(
+pub(super) async fn related_in_channel(
     state: &AppState,
     channel: &CityRoom,
     relations: [(&'static str, Option<&EventId>); 2],
@@ -240,7 +242,7 @@ async fn view(
 /// The answer to a send Synapse accepted: 201 with the message; or, when the instance
 /// Synapse pushes to has not indexed it yet (an API-only instance waits 10 s for that),
 /// 202 with its event id — it was sent, and a retry would send it again.
-async fn sent(
+pub(super) async fn sent(
     state: &AppState,
     channel: &CityRoom,
     event_id: &EventId,
@@ -275,7 +277,11 @@ fn rate_limit(state: &AppState, what: &str, keys: &[(&str, u32)]) -> Result<(), 
 
 /// The limits of a message from `user` into `channel`: the sender's own, theirs in the
 /// channel, and the channel's (far larger: one noisy sender does not silence it).
-fn limit_message(state: &AppState, user: &UserId, channel: &CityRoom) -> Result<(), ApiError> {
+pub(super) fn limit_message(
+    state: &AppState,
+    user: &UserId,
+    channel: &CityRoom,
+) -> Result<(), ApiError> {
     let rates = &state.config.rates;
     rate_limit(
         state,
@@ -329,97 +335,4 @@ fn parse_event_id(event_id: &str) -> Result<OwnedEventId, ApiError> {
         return Err(ApiError::not_found());
     }
     EventId::parse(event_id).map_err(|_| ApiError::not_found())
-}
-
-/// An agent's message.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct AgentPost {
-    /// The channel: `room_city_<slug>`, or the slug.
-    pub channel_id: String,
-    /// At most 16,000 characters.
-    pub text: String,
-    /// The event id of the message this replies to.
-    pub reply_to: Option<String>,
-    /// The event id of the thread's root.
-    pub thread_root: Option<String>,
-}
-
-/// # `POST /internal/agents/{agent_id}/post-to-channel`
-///
-/// Sent as `m.notice` from `@agent_<name>`, which must have joined the channel.
-#[utoipa::path(post, path = "/internal/agents/{agent_id}/post-to-channel", tag = "internal",
-    request_body = AgentPost,
-    params(("agent_id" = String, Path, description = "agent:<name>")),
-    security(("bearer" = [])),
-    responses((status = 201, body = MessageView), (status = 202, description = "sent, not indexed yet"), (status = 429, description = "rate limited (Retry-After)"), (status = 403, description = "the agent is not a member"),
-        (status = 404, description = "no such agent or channel"), (status = 409, description = "encrypted channel"),
-        (status = 422, description = "invalid field")))]
-pub async fn agent_post(
-    State(state): State<AppState>,
-    _service: Service,
-    ApiPath(agent_id): ApiPath<String>,
-    ApiJson(body): ApiJson<AgentPost>,
-) -> Result<Response, ApiError> {
-    text_field(&body.text)?;
-    let reply_to = event_id_field("reply_to", body.reply_to.as_deref())?;
-    let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
-    let agent = AgentId::parse(agent_id).map_err(|_| ApiError::not_found())?;
-    if state.store.agent(agent.as_str()).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_agent"));
-    }
-    let room = state
-        .store
-        .channel_room(&body.channel_id)
-        .await?
-        .filter(|_| channel_id(&body.channel_id).is_some())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel"))?;
-    let user = agent.user_id(&state.config.server_name);
-    let joined = state
-        .store
-        .membership(&room.id, user.as_str())
-        .await?
-        .is_some_and(|m| m == "join");
-    if !joined {
-        return Err(forbidden(
-            "not_a_member",
-            "the agent has not joined the channel",
-        ));
-    }
-    if room.encrypted {
-        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel"));
-    }
-    related_in_channel(
-        &state,
-        &room,
-        [
-            ("reply_to", reply_to.as_deref()),
-            ("thread_root", thread_root.as_deref()),
-        ],
-    )
-    .await?;
-    let channel = Readable {
-        matrix_room_id: room.matrix_room_id.clone(),
-        room,
-        joined,
-    };
-    let room_id = writable_room(&state, &channel).await?;
-    // Agents are held to the same limits as people: their own, and the channel's.
-    limit_message(&state, &user, &channel.room)?;
-    let actor = Actor::Agent(user.clone());
-    let outgoing = Outgoing::text(
-        "m.notice",
-        &body.text,
-        reply_to.as_deref(),
-        thread_root.as_deref(),
-    );
-    let event_id = messaging::send(
-        &state,
-        &actor,
-        &state.homeserver,
-        &room_id,
-        &random_txn(),
-        &outgoing,
-    )
-    .await?;
-    sent(&state, &channel.room, &event_id, &user).await
 }

@@ -7,7 +7,7 @@ use utoipa::{
 
 use super::{
     city_rooms, internal,
-    messaging::{self, channels, members, messages, reactions, search},
+    messaging::{channels, members, messages, reactions, search},
 };
 
 #[derive(OpenApi)]
@@ -20,7 +20,7 @@ use super::{
         channels::list_channels, channels::get_channel, channels::create_channel,
         messages::history, messages::send_message, messages::edit_message,
         messages::delete_message, reactions::react, reactions::unreact, members::members,
-        members::invite, messaging::agent_post, search::search,
+        members::invite, internal::agent_post, search::search,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
@@ -29,7 +29,7 @@ use super::{
         internal::ReplayRequest, internal::ReplaySummary, internal::StillFailing,
         channels::ChannelList, channels::CreateChannel, messages::History, messages::SendMessage,
         messages::EditMessage, reactions::React, members::Member, members::MemberList,
-        members::Invite, messaging::AgentPost, search::SearchResults,
+        members::Invite, internal::AgentPost, search::SearchResults,
         crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
         crate::store::SearchHit,
     )),
