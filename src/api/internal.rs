@@ -13,16 +13,16 @@ use utoipa::ToSchema;
 
 use super::{
     extract::{ApiJson, ApiPath, Service},
-    messaging::{
-        Readable, event_id_field, forbidden, limit_message, random_txn, related_in_channel, sent,
-        text_field, writable_room,
-    },
+    messaging::{event_id_field, limit_message, random_txn, related_in_channel, sent, text_field},
 };
 use crate::{
     app::AppState,
     domain::{AgentId, Slug, Visibility},
     error::ApiError,
-    messaging::{self, Actor, Outgoing},
+    messaging::{
+        self, Actor, Outgoing,
+        access::{Readable, forbidden, writable_room},
+    },
     rooms::Ensured,
     store::{MessageView, NewRoom, channel_id},
 };

@@ -24,8 +24,10 @@ use crate::{
     app::AppState,
     domain::Visibility,
     error::ApiError,
-    messaging::MAX_TEXT_CHARS,
-    rooms::Ensured,
+    messaging::{
+        MAX_TEXT_CHARS,
+        access::{Readable, forbidden},
+    },
     store::{CityRoom, MessageView},
 };
 
@@ -38,10 +40,6 @@ fn puppeting_disabled() -> ApiError {
     )
 }
 
-pub(super) fn forbidden(code: &'static str, detail: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, code).with_detail(detail.to_owned())
-}
-
 /// An error of an action taken as a user: the homeserver refusing it (power levels,
 /// membership) is the user's 403, not the bridge's 502.
 fn user_action_error(error: Error) -> ApiError {
@@ -51,86 +49,6 @@ fn user_action_error(error: Error) -> ApiError {
         return forbidden("forbidden", "the homeserver refused this to the user");
     }
     error.into()
-}
-
-/// A channel the caller may read.
-pub(super) struct Readable {
-    /// The channel.
-    pub(super) room: CityRoom,
-    /// Its Matrix room, once it has one.
-    pub(super) matrix_room_id: Option<OwnedRoomId>,
-    /// Whether the reader has joined it.
-    pub(super) joined: bool,
-}
-
-/// The channel named by a path (id or slug) if `person` may read it: public channels to
-/// anyone, private ones to their members and admins.
-async fn readable(state: &AppState, id: &str, person: &Person) -> Result<Readable, ApiError> {
-    let (room, membership) = state
-        .store
-        .channel_for(id, person.user_id.as_str())
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    // The index first; the homeserver only for a private channel it says is not joined.
-    let mut joined = membership.is_some_and(|m| m == "join");
-    if room.visibility == Visibility::Private && !joined {
-        joined = is_joined(state, &room, &person.user_id).await?;
-    }
-    if room.visibility == Visibility::Private && !joined && !person.admin {
-        return Err(forbidden(
-            "forbidden",
-            "a private channel: only its members may read it",
-        ));
-    }
-    Ok(Readable {
-        matrix_room_id: room.matrix_room_id.clone(),
-        room,
-        joined,
-    })
-}
-
-/// Whether `user` has joined the channel: the index says so, or — for a join it has not
-/// been pushed yet (a moment ago in a client, or by the API itself) — the homeserver does.
-pub(super) async fn is_joined(
-    state: &AppState,
-    room: &CityRoom,
-    user: &UserId,
-) -> Result<bool, ApiError> {
-    if state
-        .store
-        .membership(&room.id, user.as_str())
-        .await?
-        .is_some_and(|m| m == "join")
-    {
-        return Ok(true);
-    }
-    let Some(room_id) = &room.matrix_room_id else {
-        return Ok(false);
-    };
-    Ok(state
-        .homeserver
-        .membership(room_id, user)
-        .await?
-        .is_some_and(|m| m == "join"))
-}
-
-/// The channel's Matrix room, for writing: created now if it does not exist yet (a city
-/// room's Matrix room is otherwise made on the first join by alias). 403 when archived.
-pub(super) async fn writable_room(
-    state: &AppState,
-    channel: &Readable,
-) -> Result<OwnedRoomId, ApiError> {
-    if channel.room.archived_at.is_some() {
-        return Err(forbidden("archived", "the channel is archived"));
-    }
-    if let Some(room_id) = &channel.matrix_room_id {
-        return Ok(room_id.clone());
-    }
-    match state.rooms().ensure_matrix_room(&channel.room.slug).await? {
-        Ensured::Created(room_id) | Ensured::Existing(room_id) => Ok(room_id),
-        Ensured::Archived => Err(forbidden("archived", "the channel is archived")),
-        Ensured::UnknownSlug => Err(ApiError::not_found()),
-    }
 }
 
 /// Joins `person` to a public channel before it speaks there (as Element does).

@@ -10,10 +10,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{
-    Person, forbidden, person::ChannelCreator, puppeting_disabled, rate_limit, readable,
-    user_action_error,
-};
+use super::{Person, person::ChannelCreator, puppeting_disabled, rate_limit, user_action_error};
 use crate::{
     api::{
         city_rooms::{check_description, check_name, requested_slug},
@@ -22,7 +19,10 @@ use crate::{
     app::AppState,
     domain::Visibility,
     error::ApiError,
-    messaging,
+    messaging::{
+        self,
+        access::{forbidden, readable},
+    },
     store::{ChannelView, NewRoom},
 };
 
@@ -82,7 +82,7 @@ pub async fn get_channel(
     person: Person,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    let channel = readable(&state, &id, &person).await?;
+    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     let view = state
         .store
         .channel(&channel.room.id, state.sender.as_str())

@@ -14,15 +14,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    MAX_PAGE, Person, Readable, event_id_field, forbidden, join_if_needed, limit_action,
-    limit_message, message_in, parse_event_id, puppeting_disabled, random_txn, readable,
-    related_in_channel, sent, text_field, user_action_error, view, writable_room,
+    MAX_PAGE, Person, event_id_field, join_if_needed, limit_action, limit_message, message_in,
+    parse_event_id, puppeting_disabled, random_txn, related_in_channel, sent, text_field,
+    user_action_error, view,
 };
 use crate::{
     api::extract::{ApiJson, ApiPath},
     app::AppState,
     error::ApiError,
-    messaging::{self, Outgoing},
+    messaging::{
+        self, Outgoing,
+        access::{Readable, forbidden, readable, writable_room},
+    },
     store::{CityRoom, Cursor, MessageView, Page},
 };
 
@@ -72,7 +75,7 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<History>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let channel = readable(&state, &id, &person).await?;
+    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit < 1 {
         return Err(ApiError::invalid("limit", "must be 1 to 100"));
@@ -170,7 +173,7 @@ pub async fn send_message(
     let reply_to = event_id_field("reply_to", body.reply_to.as_deref())?;
     let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
     let key = idempotency_key(&headers)?;
-    let channel = readable(&state, &id, &person).await?;
+    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     related_in_channel(
         &state,
         &channel.room,
@@ -342,7 +345,7 @@ pub async fn edit_message(
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     text_field(&body.text)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person).await?;
+    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.sender_matrix_id != person.user_id.as_str() {
         return Err(forbidden(
@@ -391,7 +394,7 @@ pub async fn delete_message(
     let actor = person.actor();
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person).await?;
+    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if !message.redacted {
         let room_id = writable_room(&state, &channel).await?;

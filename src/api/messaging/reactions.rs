@@ -8,14 +8,17 @@ use utoipa::ToSchema;
 
 use super::{
     Person, join_if_needed, limit_action, message_in, parse_event_id, puppeting_disabled,
-    random_txn, readable, user_action_error, view, writable_room,
+    random_txn, user_action_error, view,
 };
 use crate::{
     Error,
     api::extract::{ApiJson, ApiPath},
     app::AppState,
     error::ApiError,
-    messaging::{self, Outgoing},
+    messaging::{
+        self, Outgoing,
+        access::{readable, writable_room},
+    },
     store::MessageView,
 };
 
@@ -51,7 +54,7 @@ pub async fn react(
         return Err(ApiError::invalid("key", "must be 1 to 64 characters"));
     }
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person).await?;
+    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.redacted {
         return Err(ApiError::new(StatusCode::CONFLICT, "redacted"));
@@ -105,7 +108,7 @@ pub async fn unreact(
     let actor = person.actor();
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person).await?;
+    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     message_in(&state, &channel, target.as_str(), &person).await?;
     if key.contains('\0') {
         return Err(ApiError::not_found());
