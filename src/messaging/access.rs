@@ -3,11 +3,15 @@
 //! power levels). The API asks these before it acts; Synapse checks the rest as the user.
 
 use http::StatusCode;
-use ruma::{OwnedRoomId, UserId};
-use serde_json::Value;
+use ruma::{OwnedRoomId, UserId, events::room::power_levels::RoomPowerLevelsEventContent};
 
 use crate::{
-    Result, app::AppState, domain::Visibility, error::ApiError, rooms::Ensured, store::CityRoom,
+    Result,
+    app::AppState,
+    domain::Visibility,
+    error::ApiError,
+    rooms::{Ensured, level_to_change_power_levels, user_level},
+    store::CityRoom,
 };
 
 /// 403 with `code`: a rule refusing.
@@ -97,20 +101,17 @@ pub async fn writable_room(state: &AppState, channel: &Readable) -> Result<Owned
 /// (the Matrix rules: one's own level bounds what one gives, the level of a user at or
 /// above one's own is not one's to change, and changing power levels is a state event
 /// needing its own level).
-pub fn may_grant(levels: &Value, user: &UserId, member: &UserId, level: i64) -> bool {
-    let number = |v: &Value, default: i64| v.as_i64().unwrap_or(default);
-    let level_of = |u: &UserId| {
-        number(
-            &levels["users"][u.as_str()],
-            number(&levels["users_default"], 0),
-        )
-    };
-    let own = level_of(user);
-    let needed = number(
-        &levels["events"]["m.room.power_levels"],
-        number(&levels["state_default"], 50),
-    );
-    own >= level && own >= needed && member != user && level_of(member) < own
+pub fn may_grant(
+    levels: &RoomPowerLevelsEventContent,
+    user: &UserId,
+    member: &UserId,
+    level: i64,
+) -> bool {
+    let own = user_level(levels, user);
+    own >= level
+        && own >= level_to_change_power_levels(levels)
+        && member != user
+        && user_level(levels, member) < own
 }
 
 #[cfg(test)]
@@ -118,23 +119,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::rooms::typed_power_levels;
 
     #[test]
     fn only_those_who_hold_a_level_and_may_change_levels_give_it() {
         let alice = UserId::parse("@alice:example.org").unwrap();
         let bob = UserId::parse("@bob:example.org").unwrap();
-        let levels = json!({
+        let levels = typed_power_levels(&json!({
             "users": {"@alice:example.org": 100, "@bob:example.org": 50},
             "users_default": 0,
             "events": {"m.room.power_levels": 100},
-        });
+        }))
+        .unwrap();
         let carol = UserId::parse("@carol:example.org").unwrap();
         assert!(may_grant(&levels, &alice, &carol, 100));
         assert!(
             !may_grant(&levels, &bob, &carol, 50),
             "bob may not change power levels"
         );
-        let moderators_may = json!({"users": {"@bob:example.org": 50}, "state_default": 50});
+        let moderators_may =
+            typed_power_levels(&json!({"users": {"@bob:example.org": 50}, "state_default": 50}))
+                .unwrap();
         assert!(may_grant(&moderators_may, &bob, &carol, 50));
         assert!(
             !may_grant(&moderators_may, &bob, &carol, 100),
@@ -144,7 +149,10 @@ mod tests {
             !may_grant(&moderators_may, &carol, &alice, 50),
             "users_default is 0"
         );
-        let peers = json!({"users": {"@alice:example.org": 100, "@bob:example.org": 100}});
+        let peers = typed_power_levels(
+            &json!({"users": {"@alice:example.org": 100, "@bob:example.org": 100}}),
+        )
+        .unwrap();
         assert!(
             !may_grant(&peers, &bob, &alice, 50),
             "not to a member at one's own level"

@@ -7,7 +7,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use ruma::{OwnedRoomId, UserId};
+use ruma::{OwnedRoomId, RoomId, UserId, events::room::power_levels::RoomPowerLevelsEventContent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -19,12 +19,27 @@ use crate::{
     domain::{AgentId, USER_ID_PREFIX, local_user_id},
     error::ApiError,
     ingest::Context,
+    matrix::HomeserverError,
     messaging::{
         self,
         access::{is_joined, may_grant, readable, writable_room},
         subjects,
     },
+    rooms::{Role, typed_power_levels},
 };
+
+/// The room's power levels: as read from the room (what is sent back when one is changed)
+/// and as ruma reads them (for the arithmetic); content ruma cannot read is an invalid
+/// answer of the homeserver.
+async fn power_levels(
+    state: &AppState,
+    room_id: &RoomId,
+) -> Result<(Value, RoomPowerLevelsEventContent), HomeserverError> {
+    let content = state.homeserver.power_levels(room_id).await?;
+    let levels = typed_power_levels(&content)
+        .map_err(|e| HomeserverError::InvalidResponse(format!("the power levels: {e}")))?;
+    Ok((content, levels))
+}
 
 /// Sets `user`'s level in `levels` (as read from the room) and stores them.
 async fn set_power_in(
@@ -62,21 +77,6 @@ pub struct MemberList {
     pub members: Vec<Member>,
 }
 
-fn role(levels: Option<&serde_json::Value>, user: &str) -> &'static str {
-    let level = levels
-        .and_then(|l| {
-            l["users"][user]
-                .as_i64()
-                .or_else(|| l["users_default"].as_i64())
-        })
-        .unwrap_or(0);
-    match level {
-        100.. => "admin",
-        50.. => "moderator",
-        _ => "member",
-    }
-}
-
 fn context(state: &AppState) -> Context<'_> {
     Context {
         server_name: &state.config.server_name,
@@ -101,8 +101,8 @@ pub async fn members(
 ) -> Result<Json<MemberList>, ApiError> {
     let channel = readable(&state, &id, &person.user_id, person.admin).await?;
     let levels = match &channel.matrix_room_id {
-        Some(room_id) => match state.homeserver.power_levels(room_id).await {
-            Ok(levels) => Some(levels),
+        Some(room_id) => match power_levels(&state, room_id).await {
+            Ok((_, levels)) => Some(levels),
             Err(error) => {
                 tracing::warn!(%room_id, %error, "cannot read power levels; roles shown as member");
                 None
@@ -117,12 +117,16 @@ pub async fn members(
         .await?
         .into_iter()
         .map(|row| {
-            let member_id = UserId::parse(row.matrix_user_id.as_str()).map_or_else(
-                |_| row.matrix_user_id.clone(),
-                |u| ctx.classify_sender(&u).0,
-            );
+            let user = UserId::parse(row.matrix_user_id.as_str()).ok();
+            let member_id = user
+                .as_ref()
+                .map_or_else(|| row.matrix_user_id.clone(), |u| ctx.classify_sender(u).0);
+            let role = match &user {
+                Some(user) => Role::of_user(levels.as_ref(), user),
+                None => Role::of_level(levels.as_ref().map_or(0, |l| l.users_default.into())),
+            };
             Member {
-                role: role(levels.as_ref(), &row.matrix_user_id).to_owned(),
+                role: role.as_str().to_owned(),
                 member_id,
                 matrix_user_id: row.matrix_user_id,
                 membership: row.membership,
@@ -160,16 +164,10 @@ pub async fn invite(
 ) -> Result<Response, ApiError> {
     let actor = person.actor();
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
-    let level = match body.role.as_deref() {
-        None | Some("member") => None,
-        Some("moderator") => Some(50),
-        Some("admin") => Some(100),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "role",
-                "must be member, moderator or admin",
-            ));
-        }
+    let role = match body.role.as_deref() {
+        None => Role::Member,
+        Some(name) => Role::named(name)
+            .ok_or_else(|| ApiError::invalid("role", "must be member, moderator or admin"))?,
     };
     let server = &state.config.server_name;
     let (invitee, agent) = if let Ok(agent) = AgentId::parse(body.member_id.as_str()) {
@@ -213,18 +211,18 @@ pub async fn invite(
     // checked here, as Synapse would check it for the caller: a role above member only
     // from someone whose own level is at least that role and who may change power levels.
     let levels =
-        match level {
-            Some(level) => {
-                let levels = state.homeserver.power_levels(&room_id).await?;
-                if !person.admin && !may_grant(&levels, &person.user_id, &invitee, level) {
+        match role {
+            Role::Member => None,
+            role => {
+                let (content, levels) = power_levels(&state, &room_id).await?;
+                if !person.admin && !may_grant(&levels, &person.user_id, &invitee, role.level()) {
                     return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with_detail(
                     "giving this role needs a power level at least as high, above the member's \
                      own, and the right to change power levels",
                 ));
                 }
-                Some((levels, level))
+                Some(content)
             }
-            None => None,
         };
     actor
         .ensure_exists(&state)
@@ -254,8 +252,8 @@ pub async fn invite(
     if agent {
         state.homeserver.join(&room_id, &invitee).await?;
     }
-    if let Some((levels, level)) = levels {
-        set_power_in(&state, &room_id, levels, &invitee, level).await?;
+    if let Some(levels) = levels {
+        set_power_in(&state, &room_id, levels, &invitee, role.level()).await?;
     }
     if invited {
         state
@@ -278,12 +276,7 @@ pub async fn invite(
         member_id: body.member_id,
         matrix_user_id: invitee.to_string(),
         membership: if agent { "join" } else { "invite" }.to_owned(),
-        role: match level {
-            Some(100) => "admin",
-            Some(_) => "moderator",
-            None => "member",
-        }
-        .to_owned(),
+        role: role.as_str().to_owned(),
         display_name: None,
     };
     // 201 for an invitation made; 200 for an agent that was a member already.
@@ -293,18 +286,4 @@ pub async fn invite(
         StatusCode::OK
     };
     Ok((status, Json(member)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roles_from_power_levels() {
-        let levels = json!({"users": {"@a:x": 100, "@m:x": 50}, "users_default": 0});
-        assert_eq!(role(Some(&levels), "@a:x"), "admin");
-        assert_eq!(role(Some(&levels), "@m:x"), "moderator");
-        assert_eq!(role(Some(&levels), "@n:x"), "member");
-        assert_eq!(role(None, "@a:x"), "member");
-    }
 }
