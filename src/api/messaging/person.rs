@@ -1,6 +1,8 @@
 //! Who calls `/api/messaging/*`: the person of a user JWT, as a Matrix user of this
 //! homeserver, and who creates a channel (a person, or another DAARION service).
 
+use std::time::Duration;
+
 use axum::{
     extract::{FromRef, FromRequestParts},
     http::{StatusCode, request::Parts},
@@ -8,8 +10,9 @@ use axum::{
 use ruma::{OwnedUserId, UserId};
 
 use crate::{
+    api::extract::user_claims,
     app::AppState,
-    auth::{Claims, bearer_token, verify_jwt},
+    auth::{Claims, bearer_token},
     domain::{Invalid, USER_ID_PREFIX, local_user_id},
     error::ApiError,
     messaging::Actor,
@@ -32,7 +35,7 @@ impl Person {
     /// this homeserver (nothing is done as such a user, so Synapse never gets an account of
     /// that name), 403 `no_matrix_identity` when it names no user of this homeserver the
     /// bridge may act as.
-    pub fn of_claims(claims: Claims, state: &AppState) -> Result<Self, ApiError> {
+    fn of_claims(claims: Claims, state: &AppState) -> Result<Self, ApiError> {
         let server = &state.config.server_name;
         let no_identity = |detail: &str| {
             ApiError::new(StatusCode::FORBIDDEN, "no_matrix_identity")
@@ -78,19 +81,12 @@ impl Person {
     }
 
     /// The person behind a request's token (`Authorization: Bearer`, or `?token=` for
-    /// WebSockets).
-    pub fn of_token(token: Option<&str>, state: &AppState) -> Result<Self, ApiError> {
-        let Some(token) = token else {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
-                .with_detail("a user JWT is required"));
-        };
-        let claims = state
-            .config
-            .jwt_secret
-            .as_ref()
-            .and_then(|secret| verify_jwt(token, secret.expose()))
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))?;
-        Self::of_claims(claims, state)
+    /// WebSockets), and how long the token is still valid (what it grants ends then, live
+    /// connections included).
+    pub fn of_token(token: Option<&str>, state: &AppState) -> Result<(Self, Duration), ApiError> {
+        let claims = user_claims(token, state)?;
+        let valid_for = claims.valid_for();
+        Ok((Self::of_claims(claims, state)?, valid_for))
     }
 
     /// The person as the one who acts in Matrix (through the puppet registration).
@@ -108,7 +104,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        Self::of_token(bearer_token(&parts.headers), &state)
+        let (person, _) = Self::of_token(bearer_token(&parts.headers), &state)?;
+        Ok(person)
     }
 }
 
@@ -136,6 +133,7 @@ where
         if token.is_some_and(|t| state.config.gateway_secret.matches(t)) {
             return Ok(Self::Service);
         }
-        Person::of_token(token, &state).map(Self::Person)
+        let (person, _) = Person::of_token(token, &state)?;
+        Ok(Self::Person(person))
     }
 }
