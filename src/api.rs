@@ -31,30 +31,34 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
         )
         .route(
             "/api/messaging/channels",
-            get(messaging::list_channels).post(messaging::create_channel),
+            get(messaging::channels::list_channels).post(messaging::channels::create_channel),
         )
-        .route("/api/messaging/channels/{id}", get(messaging::get_channel))
+        .route(
+            "/api/messaging/channels/{id}",
+            get(messaging::channels::get_channel),
+        )
         .route(
             "/api/messaging/channels/{id}/messages",
-            get(messaging::history).post(messaging::send_message),
+            get(messaging::messages::history).post(messaging::messages::send_message),
         )
         .route(
             "/api/messaging/channels/{id}/messages/{event_id}",
-            axum::routing::patch(messaging::edit_message).delete(messaging::delete_message),
+            axum::routing::patch(messaging::messages::edit_message)
+                .delete(messaging::messages::delete_message),
         )
         .route(
             "/api/messaging/channels/{id}/messages/{event_id}/reactions",
-            post(messaging::react),
+            post(messaging::reactions::react),
         )
         .route(
             "/api/messaging/channels/{id}/messages/{event_id}/reactions/{key}",
-            axum::routing::delete(messaging::unreact),
+            axum::routing::delete(messaging::reactions::unreact),
         )
         .route(
             "/api/messaging/channels/{id}/members",
-            get(messaging::members).post(messaging::invite),
+            get(messaging::members::members).post(messaging::members::invite),
         )
-        .route("/api/messaging/search", get(messaging::search))
+        .route("/api/messaging/search", get(messaging::search::search))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }));
     let allow = match cors_origins {
         CorsOrigins::None => None,
@@ -101,7 +105,7 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
         )
         .route(
             "/internal/agents/{agent_id}/post-to-channel",
-            post(messaging::agent_post),
+            post(internal::agent_post),
         )
         .route("/ws/city/presence", get(ws::presence))
         .route("/ws/messaging/{channel_id}", get(ws::messaging))

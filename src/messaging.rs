@@ -4,6 +4,7 @@
 //! through the API runs the accepted event through the same pipeline, so a message is
 //! indexed once whether Synapse's push or the API's own write comes first.
 
+pub mod access;
 mod creators;
 mod hub;
 mod limits;

@@ -26,7 +26,9 @@ pub use self::{
     discovery::{Discovery, index_history},
     ensure::Ensured,
     lifecycle::{Backfill, RoomPatch},
-    power_levels::read_only_power_levels,
+    power_levels::{
+        Role, level_to_change_power_levels, read_only_power_levels, typed_power_levels, user_level,
+    },
     reconciler::reconcile,
 };
 use crate::{app::AppState, domain::Slug};

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     app::AppState,
-    auth::{bearer_token, verify_jwt},
+    auth::{Claims, bearer_token, verify_jwt},
     error::ApiError,
 };
 
@@ -90,6 +90,22 @@ fn unauthorized() -> ApiError {
         .with_detail("a bearer token is required")
 }
 
+/// The claims of a user JWT (`Authorization: Bearer`, or `?token=` on a WebSocket): the one
+/// place a user JWT is checked, for REST and WebSockets alike. 401 `unauthorized` without a
+/// token, 401 `invalid_token` for one that does not verify (or when no `JWT_SECRET` is set).
+pub fn user_claims(token: Option<&str>, state: &AppState) -> Result<Claims, ApiError> {
+    let Some(token) = token else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
+            .with_detail("a user JWT is required"));
+    };
+    state
+        .config
+        .jwt_secret
+        .as_ref()
+        .and_then(|secret| verify_jwt(token, secret.expose()))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))
+}
+
 /// The caller, if the request carries credentials; `Err` for credentials that are wrong.
 pub fn identify(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
     let Some(token) = bearer_token(&parts.headers) else {
@@ -98,12 +114,7 @@ pub fn identify(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiEr
     if state.config.gateway_secret.matches(token) {
         return Ok(Some(Caller::Service));
     }
-    let claims = state
-        .config
-        .jwt_secret
-        .as_ref()
-        .and_then(|secret| verify_jwt(token, secret.expose()))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))?;
+    let claims = user_claims(Some(token), state)?;
     if claims.is_admin() {
         Ok(Some(Caller::Admin { sub: claims.sub }))
     } else {

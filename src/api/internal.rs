@@ -5,18 +5,26 @@ use axum::{
     Json,
     extract::{Query, State},
     http::StatusCode,
+    response::Response,
 };
 use ruma::RoomAliasId;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiPath, Service};
+use super::{
+    extract::{ApiJson, ApiPath, Service},
+    messaging::{event_id_field, limit_message, random_txn, related_in_channel, sent, text_field},
+};
 use crate::{
     app::AppState,
     domain::{AgentId, Slug, Visibility},
     error::ApiError,
+    messaging::{
+        self, Actor, Outgoing,
+        access::{Readable, forbidden, writable_room},
+    },
     rooms::Ensured,
-    store::NewRoom,
+    store::{MessageView, NewRoom, channel_id},
 };
 
 /// A Matrix room and its alias.
@@ -385,4 +393,97 @@ pub async fn replay_dead_letters(
         "dead letters replayed"
     );
     Ok(Json(summary))
+}
+
+/// An agent's message.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AgentPost {
+    /// The channel: `room_city_<slug>`, or the slug.
+    pub channel_id: String,
+    /// At most 16,000 characters.
+    pub text: String,
+    /// The event id of the message this replies to.
+    pub reply_to: Option<String>,
+    /// The event id of the thread's root.
+    pub thread_root: Option<String>,
+}
+
+/// # `POST /internal/agents/{agent_id}/post-to-channel`
+///
+/// Sent as `m.notice` from `@agent_<name>`, which must have joined the channel.
+#[utoipa::path(post, path = "/internal/agents/{agent_id}/post-to-channel", tag = "internal",
+    request_body = AgentPost,
+    params(("agent_id" = String, Path, description = "agent:<name>")),
+    security(("bearer" = [])),
+    responses((status = 201, body = MessageView), (status = 202, description = "sent, not indexed yet"), (status = 429, description = "rate limited (Retry-After)"), (status = 403, description = "the agent is not a member"),
+        (status = 404, description = "no such agent or channel"), (status = 409, description = "encrypted channel"),
+        (status = 422, description = "invalid field")))]
+pub async fn agent_post(
+    State(state): State<AppState>,
+    _service: Service,
+    ApiPath(agent_id): ApiPath<String>,
+    ApiJson(body): ApiJson<AgentPost>,
+) -> Result<Response, ApiError> {
+    text_field(&body.text)?;
+    let reply_to = event_id_field("reply_to", body.reply_to.as_deref())?;
+    let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
+    let agent = AgentId::parse(agent_id).map_err(|_| ApiError::not_found())?;
+    if state.store.agent(agent.as_str()).await?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_agent"));
+    }
+    let room = state
+        .store
+        .channel_room(&body.channel_id)
+        .await?
+        .filter(|_| channel_id(&body.channel_id).is_some())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel"))?;
+    let user = agent.user_id(&state.config.server_name);
+    let joined = state
+        .store
+        .membership(&room.id, user.as_str())
+        .await?
+        .is_some_and(|m| m == "join");
+    if !joined {
+        return Err(forbidden(
+            "not_a_member",
+            "the agent has not joined the channel",
+        ));
+    }
+    if room.encrypted {
+        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel"));
+    }
+    related_in_channel(
+        &state,
+        &room,
+        [
+            ("reply_to", reply_to.as_deref()),
+            ("thread_root", thread_root.as_deref()),
+        ],
+    )
+    .await?;
+    let channel = Readable {
+        matrix_room_id: room.matrix_room_id.clone(),
+        room,
+        joined,
+    };
+    let room_id = writable_room(&state, &channel).await?;
+    // Agents are held to the same limits as people: their own, and the channel's.
+    limit_message(&state, &user, &channel.room)?;
+    let actor = Actor::Agent(user.clone());
+    let outgoing = Outgoing::text(
+        "m.notice",
+        &body.text,
+        reply_to.as_deref(),
+        thread_root.as_deref(),
+    );
+    let event_id = messaging::send(
+        &state,
+        &actor,
+        &state.homeserver,
+        &room_id,
+        &random_txn(),
+        &outgoing,
+    )
+    .await?;
+    sent(&state, &channel.room, &event_id, &user).await
 }

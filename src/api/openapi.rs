@@ -5,7 +5,10 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{city_rooms, internal, messaging};
+use super::{
+    city_rooms, internal,
+    messaging::{channels, members, messages, reactions, search},
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,19 +17,19 @@ use super::{city_rooms, internal, messaging};
         city_rooms::list, city_rooms::get, city_rooms::create, city_rooms::update,
         internal::create_matrix_room, internal::find_by_alias, internal::backfill, internal::room_mapping,
         internal::agent_presence, internal::replay_dead_letters,
-        messaging::list_channels, messaging::get_channel, messaging::create_channel,
-        messaging::history, messaging::send_message, messaging::edit_message,
-        messaging::delete_message, messaging::react, messaging::unreact, messaging::members,
-        messaging::invite, messaging::agent_post, messaging::search,
+        channels::list_channels, channels::get_channel, channels::create_channel,
+        messages::history, messages::send_message, messages::edit_message,
+        messages::delete_message, reactions::react, reactions::unreact, members::members,
+        members::invite, internal::agent_post, search::search,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
         crate::domain::Visibility, internal::MatrixRoomRef, internal::CreateMatrixRoom,
         internal::BackfillSummary, internal::BackfillFailure, internal::RoomMapping, internal::AgentPresence,
         internal::ReplayRequest, internal::ReplaySummary, internal::StillFailing,
-        messaging::ChannelList, messaging::CreateChannel, messaging::History, messaging::SendMessage,
-        messaging::EditMessage, messaging::React, messaging::Member, messaging::MemberList,
-        messaging::Invite, messaging::AgentPost, messaging::SearchResults,
+        channels::ChannelList, channels::CreateChannel, messages::History, messages::SendMessage,
+        messages::EditMessage, reactions::React, members::Member, members::MemberList,
+        members::Invite, internal::AgentPost, search::SearchResults,
         crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
         crate::store::SearchHit,
     )),

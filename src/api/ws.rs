@@ -31,9 +31,10 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use super::{extract::user_claims, messaging::Person};
 use crate::{
     app::AppState,
-    auth::{Claims, bearer_token, verify_jwt},
+    auth::bearer_token,
     error::ApiError,
     metrics::Connected,
     presence::{PresenceHub, Viewer},
@@ -76,8 +77,8 @@ fn membership_ended() -> Message {
 }
 
 /// When the token's rights end, as an instant of the socket's clock.
-fn token_end(claims: &Claims) -> tokio::time::Instant {
-    tokio::time::Instant::now() + claims.valid_for()
+fn token_end(valid_for: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + valid_for
 }
 
 /// A watched membership of a private channel: resolves when it ends
@@ -136,6 +137,11 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
+/// The JWT of a socket: `?token=`, else `Authorization: Bearer`.
+fn socket_token<'a>(query: &'a TokenQuery, headers: &'a HeaderMap) -> Option<&'a str> {
+    query.token.as_deref().or_else(|| bearer_token(headers))
+}
+
 /// # `GET /ws/city/presence`
 ///
 /// The JWT (`?token=` or `Authorization: Bearer`) is checked before the upgrade; the
@@ -146,18 +152,15 @@ pub async fn presence(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let token = query.token.as_deref().or_else(|| bearer_token(&headers));
-    let Some(claims) = token
-        .zip(state.config.jwt_secret.as_ref())
-        .and_then(|(token, secret)| verify_jwt(token, secret.expose()))
-    else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
-            .with_detail("a valid JWT is required"));
-    };
+    // Any valid JWT, with or without a Matrix identity here; every refusal is the same 401.
+    let claims = user_claims(socket_token(&query, &headers), &state).map_err(|_| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
+            .with_detail("a valid JWT is required")
+    })?;
     let viewer = Viewer {
         admin: claims.is_admin(),
     };
-    let expires = token_end(&claims);
+    let expires = token_end(claims.valid_for());
     let hub = state.hub.clone();
     let stopping = state.workers.cancelled();
     // Small buffers: ten thousand idle clients must stay cheap.
@@ -234,20 +237,8 @@ pub async fn messaging(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let token = query.token.as_deref().or_else(|| bearer_token(&headers));
-    // As `Person::of_token`, keeping the token's end.
-    let Some(token) = token else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
-            .with_detail("a user JWT is required"));
-    };
-    let claims = state
-        .config
-        .jwt_secret
-        .as_ref()
-        .and_then(|secret| verify_jwt(token, secret.expose()))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))?;
-    let expires = token_end(&claims);
-    let person = super::messaging::Person::of_claims(claims, &state)?;
+    let (person, valid_for) = Person::of_token(socket_token(&query, &headers), &state)?;
+    let expires = token_end(valid_for);
     let room = state
         .store
         .channel_room(&channel)
@@ -259,7 +250,7 @@ pub async fn messaging(
         (Some(room_id), true) => Some(state.channels.watch_membership(room_id, &person.user_id)),
         _ => None,
     };
-    if member && !super::messaging::is_joined(&state, &room, &person.user_id).await? {
+    if member && !crate::messaging::access::is_joined(&state, &room, &person.user_id).await? {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
             .with_detail("a private channel: only its members may watch it"));
     }
