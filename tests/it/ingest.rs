@@ -312,9 +312,35 @@ async fn a_journal_row_that_is_no_transaction_is_dead_lettered_and_the_journal_g
 #[tokio::test]
 async fn events_of_unmapped_rooms_are_ignored() {
     let bridge = Bridge::start().await;
+    let (room_id, sender) = mapped_room(&bridge).await;
+    let elsewhere = format!("!{}:elsewhere", unique("unmapped"));
     let event_id = format!("${}", unique("elsewhere"));
-    let body = json!({ "events": [message_event("!unmapped:elsewhere", &event_id, "@x:elsewhere", "hi")] });
+    let beside = format!("${}", unique("beside"));
+    let counted = bridge.state.discovery.unmapped_events();
+    // One transaction: a message of a room the bridge does not know, one of a city room.
+    let body = json!({ "events": [
+        message_event(&elsewhere, &event_id, "@x:elsewhere", "hi"),
+        message_event(&room_id, &beside, &sender, "beside it"),
+    ]});
     assert_eq!(push(&unique("txn"), &body, Some(&hs_token())).await.0, 200);
+    // The transaction was read: the city room's message is indexed, and the other one
+    // counted as an event of a room the bridge does not know.
+    assert_eq!(
+        count(
+            bridge.pool(),
+            "SELECT count(*) FROM messages WHERE matrix_event_id = $1",
+            &beside
+        )
+        .await,
+        1,
+        "the city room's message beside it is indexed"
+    );
+    assert_eq!(
+        bridge.state.discovery.unmapped_events() - counted,
+        1,
+        "the event of the unknown room is counted"
+    );
+    // And nothing of it is stored: neither a message nor a dead letter.
     assert_eq!(
         count(
             bridge.pool(),

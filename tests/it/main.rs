@@ -7,6 +7,7 @@ mod appservice_api;
 mod browser;
 mod check;
 mod city_api;
+mod concurrency;
 mod crash;
 mod database_outage;
 mod dead_letters;

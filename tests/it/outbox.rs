@@ -11,7 +11,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{ApiInstance, Bridge, MatrixUser, api, eventually, jwt, unique};
+use crate::support::{
+    ApiInstance, Bridge, MatrixUser, api, eventually, eventually_within, jwt, unique,
+};
 
 /// A NATS server of this test's own, with JetStream, that the test can stop and start
 /// again on the same port and store.
@@ -24,12 +26,12 @@ struct PrivateNats {
 }
 
 impl PrivateNats {
-    fn start() -> Self {
-        Self::start_with("")
+    async fn start() -> Self {
+        Self::start_with("").await
     }
 
     /// With more settings in its configuration file (e.g. `max_payload: 1024`).
-    fn start_with(settings: &str) -> Self {
+    async fn start_with(settings: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -42,7 +44,7 @@ impl PrivateNats {
             settings: settings.to_owned(),
             child: None,
         };
-        nats.resume();
+        nats.resume().await;
         nats
     }
 
@@ -50,7 +52,9 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    fn resume(&mut self) {
+    /// Starts the server and waits (without holding up the runtime: the bridge under test
+    /// runs on it meanwhile) until it accepts connections.
+    async fn resume(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
         let config = self.dir.join("nats.conf");
         std::fs::write(
@@ -71,13 +75,18 @@ impl PrivateNats {
             .spawn()
             .expect("nats-server (Debian package nats-server; scripts/services.sh installs it)");
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the private nats-server did not start");
+        let port = self.port;
+        eventually_within(
+            Duration::from_secs(5),
+            "the private nats-server",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
     }
 
     fn stop(&mut self) {
@@ -126,7 +135,7 @@ async fn created_in_stream(nats: &str, stream: &str, channel: &str) -> Vec<Strin
 
 #[tokio::test]
 async fn nothing_is_lost_or_doubled_while_nats_is_away_or_a_mark_is_lost() {
-    let mut nats = PrivateNats::start();
+    let mut nats = PrivateNats::start().await;
     let stream = unique("EVENTS_");
     let url = nats.url();
     let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;
@@ -196,7 +205,7 @@ async fn nothing_is_lost_or_doubled_while_nats_is_away_or_a_mark_is_lost() {
     assert!(lag >= 6, "not published while NATS is away (lag {lag})");
 
     // Back: everything arrives, once, in order.
-    nats.resume();
+    nats.resume().await;
     let in_stream = eventually("published after NATS came back", || async {
         let ids = created_in_stream(&url, &stream, &channel_id).await;
         (ids.len() >= sent.len()).then_some(ids)
@@ -413,7 +422,7 @@ async fn a_send_through_an_api_instance_while_the_receiver_is_down_is_accepted_a
 async fn an_event_the_bus_refuses_is_set_aside_and_the_rest_flows() {
     // A NATS server that takes nothing over 2 KiB: a message of 500 quotes (each escaped,
     // twice in the payload) cannot be published; the messages around it can.
-    let nats = PrivateNats::start_with("max_payload: 2048");
+    let nats = PrivateNats::start_with("max_payload: 2048").await;
     let stream = unique("EVENTS_");
     let url = nats.url();
     let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;

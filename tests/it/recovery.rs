@@ -101,7 +101,18 @@ async fn an_unknown_room_never_waits_for_creations_and_a_new_room_waits_for_its_
     let sender = MatrixUser::appservice().user_id;
     let body = json!({"events": [message_event(&new_room, &first, &sender, "welcome")]});
     let pushed = tokio::spawn(async move { push(&unique("txn"), &body, Some(&hs_token())).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The indexer has reached the event and waits on the creations under way; only then
+    // does createRoom return. (Were it not waiting, the event would have gone by unmapped.)
+    eventually("the indexer waiting for the creation", || {
+        let waiting = waits_for_creations(&bridge);
+        async move { waiting.then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        indexed(bridge.pool(), &first).await,
+        None,
+        "not indexed while its creation is under way"
+    );
     let slug = Slug::parse(slug).unwrap();
     creation.created(
         new_room.as_str().try_into().unwrap(),
@@ -120,6 +131,18 @@ async fn an_unknown_room_never_waits_for_creations_and_a_new_room_waits_for_its_
     );
     drop(creation);
     bridge.stop().await;
+}
+
+/// Whether ingestion is waiting for a creation under way to return its room: it watches
+/// the creations while it waits, and nothing else does. (`CreationsInFlight` shows its
+/// watchers only in its `Debug` form: tokio's watch sender prints `ref_count_rx`.)
+fn waits_for_creations(bridge: &Bridge) -> bool {
+    let creations = format!("{:?}", bridge.state.creations);
+    assert!(
+        creations.contains("ref_count_rx: "),
+        "the creations' Debug form no longer shows their watchers: {creations}"
+    );
+    !creations.contains("ref_count_rx: 0")
 }
 
 /// A homeserver that accepts connections and never answers: a brownout.
