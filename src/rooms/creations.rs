@@ -56,6 +56,12 @@ impl Drop for Creation<'_> {
 }
 
 impl CreationsInFlight {
+    /// How many are waiting for a creation to return its room (ingestion, for a room of
+    /// the bridge's own user it does not know yet).
+    pub fn waiting(&self) -> usize {
+        self.state.receiver_count()
+    }
+
     /// Registers a creation until the returned guard is dropped.
     pub fn start(&self) -> Creation<'_> {
         let mut key = 0;
