@@ -66,37 +66,53 @@ pub async fn keep_presence(state: crate::app::AppState, every: std::time::Durati
     }
 }
 
-/// An agent invited to a mapped room accepts on its own: the bridge joins it (in the
+/// What invited agents accept with: the bridge joins an invited agent (in the
 /// background; an agent the platform does not know is left invited).
-pub fn accept_invite(
-    state: &crate::app::AppState,
-    room_id: ruma::OwnedRoomId,
-    agent: ruma::OwnedUserId,
-) {
-    let state_for_task = state.clone();
-    state.workers.spawn("agent joins", async move {
-        let state = state_for_task;
-        let known = provision(
-            &state.store,
-            &state.homeserver,
-            &state.config.server_name,
-            &agent,
-        )
-        .await;
-        match known {
-            Ok(true) => {}
-            Ok(false) => {
-                info!(%agent, %room_id, "invited agent unknown to the platform; left invited");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%agent, %room_id, %error, "cannot provision an invited agent");
-                return;
-            }
+#[derive(Debug, Clone)]
+pub struct Invitations {
+    store: crate::store::Store,
+    homeserver: crate::matrix::Homeserver,
+    server_name: ruma::OwnedServerName,
+    workers: crate::workers::Workers,
+}
+
+impl Invitations {
+    /// Invitations accepted through `homeserver`, for the agents `store` knows, as
+    /// background tasks of `workers`.
+    pub fn new(
+        store: crate::store::Store,
+        homeserver: crate::matrix::Homeserver,
+        server_name: ruma::OwnedServerName,
+        workers: crate::workers::Workers,
+    ) -> Self {
+        Self {
+            store,
+            homeserver,
+            server_name,
+            workers,
         }
-        match state.homeserver.join(&room_id, &agent).await {
-            Ok(()) => info!(%agent, %room_id, "agent accepted an invite"),
-            Err(error) => tracing::warn!(%agent, %room_id, %error, "agent cannot join"),
-        }
-    });
+    }
+
+    /// `agent`, invited to the mapped room `room_id`, accepts on its own.
+    pub fn accept(&self, room_id: ruma::OwnedRoomId, agent: ruma::OwnedUserId) {
+        let this = self.clone();
+        self.workers.spawn("agent joins", async move {
+            let known = provision(&this.store, &this.homeserver, &this.server_name, &agent).await;
+            match known {
+                Ok(true) => {}
+                Ok(false) => {
+                    info!(%agent, %room_id, "invited agent unknown to the platform; left invited");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%agent, %room_id, %error, "cannot provision an invited agent");
+                    return;
+                }
+            }
+            match this.homeserver.join(&room_id, &agent).await {
+                Ok(()) => info!(%agent, %room_id, "agent accepted an invite"),
+                Err(error) => tracing::warn!(%agent, %room_id, %error, "agent cannot join"),
+            }
+        });
+    }
 }

@@ -40,18 +40,17 @@ pub struct Shared {
     /// The homeserver.
     pub homeserver: Homeserver,
     /// Matrix room → city room.
-    pub directory: RoomDirectory,
+    pub directory: Arc<RoomDirectory>,
     /// Room creations under way.
-    pub creations: CreationsInFlight,
+    pub creations: Arc<CreationsInFlight>,
     /// One turn per city room for creation and lifecycle changes.
     pub room_locks: RoomLocks,
     /// Rooms pushed to the bridge that it does not know, to look at.
-    pub discovery: Discovery,
+    pub discovery: Arc<Discovery>,
     /// Every background task.
     pub workers: Workers,
-    /// The ingest turn: batches apply to the index one at a time (taken by the pipeline
-    /// alone).
-    pub turn: crate::ingest::Turn,
+    /// Applies batches of events to the index, one at a time.
+    pub indexer: Arc<crate::ingest::Indexer>,
     /// The ingest journal: pushed transactions appended, handed to the indexer.
     pub journal: Arc<crate::ingest::journal::Journal>,
     /// Wakes the reconciler of pending Matrix rooms.
@@ -100,7 +99,7 @@ impl AppState {
             config.registration.as_token.clone(),
             RetryPolicy::default(),
         );
-        let directory = RoomDirectory::default();
+        let directory = Arc::new(RoomDirectory::default());
         directory.load(store.mapped_rooms().await?);
         info!(mapped_rooms = directory.len(), "state loaded");
         let bus = Bus::connect(config.nats_url.as_deref(), &workers)
@@ -140,19 +139,44 @@ impl AppState {
             ))
         });
         let limits = RateLimits::new(config.message_rate_per_minute);
+        let creations = Arc::new(CreationsInFlight::default());
+        let discovery = Arc::new(Discovery::default());
+        let journal = Arc::new(crate::ingest::journal::Journal::default());
+        let relay_due = Arc::new(tokio::sync::Notify::new());
+        let search_due = Arc::new(tokio::sync::Notify::new());
+        let namespaces = CompiledNamespaces::new(&config.registration.namespaces);
+        let indexer = Arc::new(crate::ingest::Indexer::new(crate::ingest::IndexerParts {
+            store: store.clone(),
+            directory: Arc::clone(&directory),
+            creations: Arc::clone(&creations),
+            discovery: Arc::clone(&discovery),
+            journal: Arc::clone(&journal),
+            live: Arc::clone(&live),
+            invitations: crate::agents::Invitations::new(
+                store.clone(),
+                homeserver.clone(),
+                config.server_name.clone(),
+                workers.clone(),
+            ),
+            relay_due: Arc::clone(&relay_due),
+            search_due: Arc::clone(&search_due),
+            server_name: config.server_name.clone(),
+            agents: namespaces.users.clone(),
+            sender: sender.clone(),
+        }));
         Ok(Self(Arc::new(Shared {
-            namespaces: CompiledNamespaces::new(&config.registration.namespaces),
+            namespaces,
             sender,
             config,
             store,
             homeserver,
             directory,
-            creations: CreationsInFlight::default(),
+            creations,
             room_locks: RoomLocks::default(),
-            discovery: Discovery::default(),
+            discovery,
             workers,
-            turn: crate::ingest::Turn::default(),
-            journal: Arc::default(),
+            indexer,
+            journal,
             reconciler: tokio::sync::Notify::new(),
             bus,
             live,
@@ -160,8 +184,8 @@ impl AppState {
             puppets,
             channels: Arc::default(),
             limits,
-            search_due: Arc::default(),
-            relay_due: Arc::default(),
+            search_due,
+            relay_due,
             health: crate::health::Health::default(),
         })))
     }

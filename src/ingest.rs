@@ -1,4 +1,4 @@
-//! Applying pushed events. [`apply`] (`pipeline.rs`) is the pipeline: envelopes → route
+//! Applying pushed events. [`Indexer::apply`] (`pipeline.rs`) is the pipeline: envelopes → route
 //! each event to its city room → read it into a row change or a [`DeadLetter`] → one
 //! Postgres transaction → live presence. The readers (`messages.rs`, `membership.rs`,
 //! `rooms.rs`) are pure: they turn one event of a mapped room into a [`Change`],
@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 pub use self::{
     messages::{REACTION_KEY_CHARS, preview},
-    pipeline::{apply, apply_raw},
+    pipeline::{Indexer, IndexerParts},
 };
 pub use crate::store::model::{
     Change, DeadLetter, Incoming, MappedRoom, MembershipChange, MessageEdit, NewMessage,
@@ -32,9 +32,9 @@ use crate::{
 };
 
 /// The ingest turn: one batch of events is applied at a time, so that stream positions are
-/// committed in order. Only the pipeline takes it ([`apply`] does, for each batch).
+/// committed in order. Only the [`Indexer`] holds it, and takes it for each batch.
 #[derive(Debug, Default)]
-pub struct Turn(tokio::sync::Mutex<()>);
+struct Turn(tokio::sync::Mutex<()>);
 
 impl Turn {
     async fn take(&self) -> tokio::sync::MutexGuard<'_, ()> {

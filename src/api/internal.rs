@@ -372,8 +372,10 @@ pub async fn replay_dead_letters(
                 continue;
             }
         };
-        let applied =
-            crate::ingest::apply_raw(&state, &format!("replay-{}", letter.id), &[raw]).await?;
+        let applied = state
+            .indexer
+            .apply_raw(&format!("replay-{}", letter.id), &[raw])
+            .await?;
         if applied.dead_letters == 0 {
             state
                 .store

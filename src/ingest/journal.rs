@@ -392,7 +392,7 @@ async fn apply_batch(state: &AppState, batch: &Batch) -> Result<Option<i64>> {
         }
     }
     let started = Instant::now();
-    super::apply(state, &events, Some(last)).await?;
+    state.indexer.apply(&events, Some(last)).await?;
     tracing::debug!(events = events.len(), last, elapsed = ?started.elapsed(), "journal applied");
     Ok(Some(last))
 }

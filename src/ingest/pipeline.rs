@@ -1,253 +1,325 @@
 //! The ingest pipeline of one batch of timeline events (a pushed transaction, or a page
 //! of an adopted room's history): envelopes → route to city rooms → read → one Postgres
 //! transaction → room upgrades and encryption → live messaging feeds and `messaging.*`
-//! events → agents accept invites → live presence. [`apply`] takes the ingest turn
-//! ([`super::Turn`]) for the whole batch, so batches apply one at a time, in the order
-//! they take it; no caller can forget it.
+//! events → agents accept invites → live presence. [`Indexer::apply`] takes the ingest
+//! turn for the whole batch, so batches apply one at a time, in the order they take it; no
+//! caller can forget it, and the indexer holds what it works with.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ruma::{
-    OwnedRoomId, RoomId,
+    OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName,
     events::{AnyTimelineEvent, room::member::MembershipState},
     serde::Raw,
 };
+use tokio::sync::Notify;
 use tracing::warn;
 
-use super::{Change, Context, DeadLetter, Envelope, Incoming, Read, RoomStateField, read_event};
+use super::{
+    Change, Context, DeadLetter, Envelope, Incoming, Read, RoomStateField, Turn, journal::Journal,
+    read_event,
+};
 use crate::{
     Result,
-    app::AppState,
+    agents::Invitations,
+    config::NamespaceSet,
     domain::Slug,
-    rooms::MappedRoom,
-    store::{Applied, Batch},
+    presence::LivePresence,
+    rooms::{CreationsInFlight, Discovery, RoomDirectory},
+    store::{Applied, Batch, Store},
 };
 
 /// How long ingestion waits for a room creation under way that has not returned yet,
 /// before deciding that a room of the bridge's own it has not seen is not a city room.
 const CREATION_WAIT: Duration = Duration::from_secs(30);
 
-/// Reads and applies the events of one transaction, all named `txn_id` in dead letters.
-pub async fn apply_raw(
-    state: &AppState,
-    txn_id: &str,
-    events: &[Raw<AnyTimelineEvent>],
-) -> Result<Applied> {
-    apply(state, &Incoming::of(txn_id, events), None).await
+/// The indexer: applies batches of events to the index one at a time (it holds the ingest
+/// turn), with what it needs to route, read, store and tell what changed.
+#[derive(Debug)]
+pub struct Indexer {
+    turn: Turn,
+    store: Store,
+    directory: Arc<RoomDirectory>,
+    creations: Arc<CreationsInFlight>,
+    discovery: Arc<Discovery>,
+    journal: Arc<Journal>,
+    live: Arc<LivePresence>,
+    invitations: Invitations,
+    relay_due: Arc<Notify>,
+    search_due: Arc<Notify>,
+    server_name: OwnedServerName,
+    agents: NamespaceSet,
+    sender: OwnedUserId,
 }
 
-/// Reads and applies one batch of events, in order. With `journal_pos`, the batch is the
-/// journal up to that position, and the index records it in the same commit.
-pub async fn apply(
-    state: &AppState,
-    events: &[Incoming<'_>],
-    journal_pos: Option<i64>,
-) -> Result<Applied> {
-    let _turn = state.turn.take().await;
-    let mut batch = Batch {
-        journal_pos,
-        ..Batch::default()
-    };
-    let mut envelopes = Vec::with_capacity(events.len());
-    for (index, incoming) in events.iter().enumerate() {
-        match Envelope::parse(incoming.json) {
-            Ok(envelope) => envelopes.push((index, envelope)),
-            Err(e) => {
-                crate::metrics::metrics().event("other", "malformed");
-                warn!(txn_id = incoming.txn_id, error = %e, "malformed event skipped");
-                batch.dead_letters.push(DeadLetter::new(
-                    *incoming,
-                    None,
-                    format!("malformed event: {e}"),
-                ));
-            }
+/// What the [`Indexer`] is built from.
+#[derive(Debug)]
+pub struct IndexerParts {
+    /// The database.
+    pub store: Store,
+    /// Matrix room → city room.
+    pub directory: Arc<RoomDirectory>,
+    /// Room creations under way.
+    pub creations: Arc<CreationsInFlight>,
+    /// Rooms to look at.
+    pub discovery: Arc<Discovery>,
+    /// The ingest journal (what was indexed outside it).
+    pub journal: Arc<Journal>,
+    /// Live presence, told of memberships and activity.
+    pub live: Arc<LivePresence>,
+    /// Invited agents accept through these.
+    pub invitations: Invitations,
+    /// Woken when events were written for the relay.
+    pub relay_due: Arc<Notify>,
+    /// Woken when messages were indexed.
+    pub search_due: Arc<Notify>,
+    /// The homeserver's name.
+    pub server_name: OwnedServerName,
+    /// The appservice's user namespace (agents).
+    pub agents: NamespaceSet,
+    /// The appservice's own user.
+    pub sender: OwnedUserId,
+}
+
+impl Indexer {
+    /// An indexer of `parts`.
+    pub fn new(parts: IndexerParts) -> Self {
+        Self {
+            turn: Turn::default(),
+            store: parts.store,
+            directory: parts.directory,
+            creations: parts.creations,
+            discovery: parts.discovery,
+            journal: parts.journal,
+            live: parts.live,
+            invitations: parts.invitations,
+            relay_due: parts.relay_due,
+            search_due: parts.search_due,
+            server_name: parts.server_name,
+            agents: parts.agents,
+            sender: parts.sender,
         }
     }
-    route(state, &envelopes).await?;
 
-    let ctx = Context {
-        server_name: &state.config.server_name,
-        agents: &state.namespaces.users,
-        sender: &state.sender,
-    };
-    let metrics = crate::metrics::metrics();
-    let mut upgrades = Vec::new();
-    // Rooms encrypted by an event of this batch: the events after it are metadata only.
-    let mut encrypted: Vec<OwnedRoomId> = Vec::new();
-    // Every event of a mapped room is activity: the room's `last_event`.
-    let mut activity: Vec<(OwnedRoomId, u64)> = Vec::new();
-    for (index, envelope) in &envelopes {
-        let Some(mut room) = state.directory.get(&envelope.room_id) else {
-            metrics.event(&envelope.kind, "unmapped_room");
-            continue;
+    /// Reads and applies the events of one transaction, all named `txn_id` in dead letters.
+    pub async fn apply_raw(
+        &self,
+        txn_id: &str,
+        events: &[Raw<AnyTimelineEvent>],
+    ) -> Result<Applied> {
+        self.apply(&Incoming::of(txn_id, events), None).await
+    }
+
+    /// Reads and applies one batch of events, in order. With `journal_pos`, the batch is
+    /// the journal up to that position, and the index records it in the same commit.
+    pub async fn apply(
+        &self,
+        events: &[Incoming<'_>],
+        journal_pos: Option<i64>,
+    ) -> Result<Applied> {
+        let _turn = self.turn.take().await;
+        let mut batch = Batch {
+            journal_pos,
+            ..Batch::default()
         };
-        room.encrypted |= encrypted.contains(&envelope.room_id);
-        let ts = u64::from(envelope.origin_server_ts.get());
-        match activity.iter_mut().find(|(r, _)| *r == envelope.room_id) {
-            Some((_, last)) => *last = (*last).max(ts),
-            None => activity.push((envelope.room_id.clone(), ts)),
-        }
-        match read_event(envelope, &room, &ctx) {
-            Read::Change(change) => {
-                if let Change::RoomState(s) = &change
-                    && let RoomStateField::Tombstone(new_room) = &s.field
-                {
-                    upgrades.push((s.matrix_room_id.clone(), new_room.clone(), room.clone()));
+        let mut envelopes = Vec::with_capacity(events.len());
+        for (index, incoming) in events.iter().enumerate() {
+            match Envelope::parse(incoming.json) {
+                Ok(envelope) => envelopes.push((index, envelope)),
+                Err(e) => {
+                    crate::metrics::metrics().event("other", "malformed");
+                    warn!(txn_id = incoming.txn_id, error = %e, "malformed event skipped");
+                    batch.dead_letters.push(DeadLetter::new(
+                        *incoming,
+                        None,
+                        format!("malformed event: {e}"),
+                    ));
                 }
-                if let Change::RoomState(s) = &change
-                    && s.field == RoomStateField::Encryption
-                    && !room.encrypted
-                {
-                    encrypted.push(s.matrix_room_id.clone());
-                }
-                metrics.event(&envelope.kind, "applied");
-                batch.changes.push((*index, change));
-            }
-            Read::Ignored => metrics.event(&envelope.kind, "ignored"),
-            Read::Invalid(reason) => {
-                metrics.event(&envelope.kind, "dead_lettered");
-                warn!(txn_id = events[*index].txn_id, event_id = %envelope.event_id, %reason, "unprocessable event skipped");
-                batch.dead_letters.push(DeadLetter::new(
-                    events[*index],
-                    Some(envelope.fields()),
-                    reason,
-                ));
             }
         }
-    }
+        self.route(&envelopes).await?;
 
-    let invited_agents: Vec<_> = batch
-        .changes
-        .iter()
-        .filter_map(|(_, change)| match change {
-            Change::Membership(m)
-                if m.membership == MembershipState::Invite
-                    && state
-                        .namespaces
-                        .users
-                        .is_exclusive_match(m.user_id.as_str()) =>
-            {
-                Some((m.matrix_room_id.clone(), m.user_id.clone()))
+        let ctx = Context {
+            server_name: &self.server_name,
+            agents: &self.agents,
+            sender: &self.sender,
+        };
+        let metrics = crate::metrics::metrics();
+        let mut upgrades = Vec::new();
+        // Rooms encrypted by an event of this batch: the events after it are metadata only.
+        let mut encrypted: Vec<OwnedRoomId> = Vec::new();
+        // Every event of a mapped room is activity: the room's `last_event`.
+        let mut activity: Vec<(OwnedRoomId, u64)> = Vec::new();
+        for (index, envelope) in &envelopes {
+            let Some(mut room) = self.directory.get(&envelope.room_id) else {
+                metrics.event(&envelope.kind, "unmapped_room");
+                continue;
+            };
+            room.encrypted |= encrypted.contains(&envelope.room_id);
+            let ts = u64::from(envelope.origin_server_ts.get());
+            match activity.iter_mut().find(|(r, _)| *r == envelope.room_id) {
+                Some((_, last)) => *last = (*last).max(ts),
+                None => activity.push((envelope.room_id.clone(), ts)),
             }
-            _ => None,
-        })
-        .collect();
-    let memberships: Vec<_> = batch
-        .changes
-        .iter()
-        .filter_map(|(_, change)| match change {
-            Change::Membership(m) => Some((
-                m.matrix_room_id.clone(),
-                m.user_id.clone(),
-                m.membership.clone(),
-            )),
-            _ => None,
-        })
-        .collect();
-    if journal_pos.is_some() {
-        batch.may_repeat = state
-            .journal
-            .indexed_directly_any(batch.changes.iter().filter_map(|(_, c)| match c {
-                Change::Message(m) => Some(m.event_id.as_str()),
+            match read_event(envelope, &room, &ctx) {
+                Read::Change(change) => {
+                    if let Change::RoomState(s) = &change
+                        && let RoomStateField::Tombstone(new_room) = &s.field
+                    {
+                        upgrades.push((s.matrix_room_id.clone(), new_room.clone(), room.clone()));
+                    }
+                    if let Change::RoomState(s) = &change
+                        && s.field == RoomStateField::Encryption
+                        && !room.encrypted
+                    {
+                        encrypted.push(s.matrix_room_id.clone());
+                    }
+                    metrics.event(&envelope.kind, "applied");
+                    batch.changes.push((*index, change));
+                }
+                Read::Ignored => metrics.event(&envelope.kind, "ignored"),
+                Read::Invalid(reason) => {
+                    metrics.event(&envelope.kind, "dead_lettered");
+                    warn!(txn_id = events[*index].txn_id, event_id = %envelope.event_id, %reason, "unprocessable event skipped");
+                    batch.dead_letters.push(DeadLetter::new(
+                        events[*index],
+                        Some(envelope.fields()),
+                        reason,
+                    ));
+                }
+            }
+        }
+
+        let invited_agents: Vec<_> = batch
+            .changes
+            .iter()
+            .filter_map(|(_, change)| match change {
+                Change::Membership(m)
+                    if m.membership == MembershipState::Invite
+                        && self.agents.is_exclusive_match(m.user_id.as_str()) =>
+                {
+                    Some((m.matrix_room_id.clone(), m.user_id.clone()))
+                }
                 _ => None,
-            }));
-    }
-    let applied = state.store.apply_transaction(events, &batch).await?;
-    if journal_pos.is_none() {
-        state
-            .journal
-            .note_indexed_directly(applied.effects.created.iter().map(|(id, _)| id.as_str()));
-    }
-    metrics
-        .dead_letters
-        .inc_by(u64::try_from(applied.dead_letters).unwrap_or(0));
-    let messages = batch
-        .changes
-        .iter()
-        .filter(|(_, c)| matches!(c, Change::Message(_)))
-        .count();
-    let duplicates = messages.saturating_sub(applied.effects.created.len());
-    if duplicates > 0 {
-        // Counted as applied above; the index already had them.
-        metrics
-            .events
-            .get_or_create(&crate::metrics::EventLabels {
-                r#type: "m.room.message",
-                outcome: "duplicate",
             })
-            .inc_by(u64::try_from(duplicates).unwrap_or(0));
-    }
-    for (old, new, room) in upgrades {
-        // Only if the tombstone was applied (it may have been dead-lettered).
-        let applied = state.store.rooms_by_matrix_ids(&[&new]).await?;
-        if applied.iter().any(|(_, mapped)| mapped.id == room.id) {
-            state.directory.remove(&old);
-            state.live.unmap_room(&old);
-            state.directory.insert(new, room);
+            .collect();
+        let memberships: Vec<_> = batch
+            .changes
+            .iter()
+            .filter_map(|(_, change)| match change {
+                Change::Membership(m) => Some((
+                    m.matrix_room_id.clone(),
+                    m.user_id.clone(),
+                    m.membership.clone(),
+                )),
+                _ => None,
+            })
+            .collect();
+        if journal_pos.is_some() {
+            batch.may_repeat = self
+                .journal
+                .indexed_directly_any(batch.changes.iter().filter_map(|(_, c)| match c {
+                    Change::Message(m) => Some(m.event_id.as_str()),
+                    _ => None,
+                }));
         }
-    }
-    for room_id in encrypted {
-        if let Some(mut room) = state.directory.get(&room_id) {
-            room.encrypted = true;
-            state.directory.insert(room_id, room);
+        let applied = self.store.apply_transaction(events, &batch).await?;
+        if journal_pos.is_none() {
+            self.journal
+                .note_indexed_directly(applied.effects.created.iter().map(|(id, _)| id.as_str()));
         }
+        metrics
+            .dead_letters
+            .inc_by(u64::try_from(applied.dead_letters).unwrap_or(0));
+        let messages = batch
+            .changes
+            .iter()
+            .filter(|(_, c)| matches!(c, Change::Message(_)))
+            .count();
+        let duplicates = messages.saturating_sub(applied.effects.created.len());
+        if duplicates > 0 {
+            // Counted as applied above; the index already had them.
+            metrics
+                .events
+                .get_or_create(&crate::metrics::EventLabels {
+                    r#type: "m.room.message",
+                    outcome: "duplicate",
+                })
+                .inc_by(u64::try_from(duplicates).unwrap_or(0));
+        }
+        for (old, new, room) in upgrades {
+            // Only if the tombstone was applied (it may have been dead-lettered).
+            let applied = self.store.rooms_by_matrix_ids(&[&new]).await?;
+            if applied.iter().any(|(_, mapped)| mapped.id == room.id) {
+                self.directory.remove(&old);
+                self.live.unmap_room(&old);
+                self.directory.insert(new, room);
+            }
+        }
+        for room_id in encrypted {
+            if let Some(mut room) = self.directory.get(&room_id) {
+                room.encrypted = true;
+                self.directory.insert(room_id, room);
+            }
+        }
+        crate::messaging::wake_readers(&self.relay_due, &self.search_due, &applied.effects);
+        for (room_id, agent) in invited_agents {
+            self.invitations.accept(room_id, agent);
+        }
+        if !memberships.is_empty() || !activity.is_empty() {
+            self.live
+                .apply_room_events(&memberships, &activity, &self.directory);
+        }
+        Ok(applied)
     }
-    crate::messaging::wake_readers(&state.relay_due, &state.search_due, &applied.effects);
-    for (room_id, agent) in invited_agents {
-        crate::agents::accept_invite(state, room_id, agent);
-    }
-    if !memberships.is_empty() || !activity.is_empty() {
-        state
-            .live
-            .apply_room_events(&memberships, &activity, &state.directory);
-    }
-    Ok(applied)
-}
 
-/// Makes sure the directory knows every city room of the batch: rooms it has not seen are
-/// looked up in Postgres, then among the creations under way; what is left is counted and
-/// offered to discovery (a city room whose mapping was never stored is found there),
-/// unless it is known not to be a city room.
-async fn route(state: &AppState, envelopes: &[(usize, Envelope<'_>)]) -> Result<()> {
-    let mut unknown: HashMap<&RoomId, Unknown> = HashMap::new();
-    for (_, envelope) in envelopes {
-        let room_id: &RoomId = &envelope.room_id;
-        if state.directory.contains(room_id) {
-            continue;
+    /// Makes sure the directory knows every city room of the batch: rooms it has not seen are
+    /// looked up in Postgres, then among the creations under way; what is left is counted and
+    /// offered to discovery (a city room whose mapping was never stored is found there),
+    /// unless it is known not to be a city room.
+    async fn route(&self, envelopes: &[(usize, Envelope<'_>)]) -> Result<()> {
+        let mut unknown: HashMap<&RoomId, Unknown> = HashMap::new();
+        for (_, envelope) in envelopes {
+            let room_id: &RoomId = &envelope.room_id;
+            if self.directory.contains(room_id) {
+                continue;
+            }
+            let entry = unknown.entry(room_id).or_default();
+            entry.events += 1;
+            entry.sent_by_bridge |= envelope.sender == self.sender;
+            if envelope.kind == "m.room.canonical_alias"
+                && alias_names_a_city_room(envelope, &self.server_name)
+            {
+                entry.city_alias = true;
+            }
         }
-        let entry = unknown.entry(room_id).or_default();
-        entry.events += 1;
-        entry.sent_by_bridge |= envelope.sender == state.sender;
-        if envelope.kind == "m.room.canonical_alias" && alias_names_a_city_room(envelope, state) {
-            entry.city_alias = true;
+        if unknown.is_empty() {
+            return Ok(());
         }
+        let ids: Vec<&RoomId> = unknown.keys().copied().collect();
+        for (matrix_room_id, room) in self.store.rooms_by_matrix_ids(&ids).await? {
+            unknown.remove(&*matrix_room_id);
+            self.directory.insert(matrix_room_id, room);
+        }
+        for (room_id, seen) in unknown {
+            // A room the bridge is creating is populated by its own user first; only then is
+            // it worth waiting for a creation that has not returned yet.
+            if seen.sent_by_bridge
+                && let Some(room) = self.creations.resolve(room_id, CREATION_WAIT).await
+            {
+                self.directory.insert(room_id.to_owned(), room);
+                continue;
+            }
+            if seen.city_alias {
+                self.directory.forget_not_city(room_id);
+            }
+            if self.directory.is_not_city(room_id) {
+                continue;
+            }
+            self.discovery.offer(room_id, seen.events);
+        }
+        Ok(())
     }
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&RoomId> = unknown.keys().copied().collect();
-    for (matrix_room_id, room) in state.store.rooms_by_matrix_ids(&ids).await? {
-        unknown.remove(&*matrix_room_id);
-        state.directory.insert(matrix_room_id, room);
-    }
-    for (room_id, seen) in unknown {
-        // A room the bridge is creating is populated by its own user first; only then is
-        // it worth waiting for a creation that has not returned yet.
-        if seen.sent_by_bridge
-            && let Some(room) = creation_of(state, room_id).await
-        {
-            state.directory.insert(room_id.to_owned(), room);
-            continue;
-        }
-        if seen.city_alias {
-            state.directory.forget_not_city(room_id);
-        }
-        if state.directory.is_not_city(room_id) {
-            continue;
-        }
-        state.discovery.offer(room_id, seen.events);
-    }
-    Ok(())
 }
 
 #[derive(Default)]
@@ -257,11 +329,7 @@ struct Unknown {
     city_alias: bool,
 }
 
-async fn creation_of(state: &AppState, room_id: &RoomId) -> Option<MappedRoom> {
-    state.creations.resolve(room_id, CREATION_WAIT).await
-}
-
-fn alias_names_a_city_room(envelope: &Envelope<'_>, state: &AppState) -> bool {
+fn alias_names_a_city_room(envelope: &Envelope<'_>, server_name: &ServerName) -> bool {
     #[derive(serde::Deserialize)]
     struct Content {
         alias: Option<ruma::OwnedRoomAliasId>,
@@ -269,5 +337,5 @@ fn alias_names_a_city_room(envelope: &Envelope<'_>, state: &AppState) -> bool {
     serde_json::from_str::<Content>(envelope.content.get())
         .ok()
         .and_then(|c| c.alias)
-        .is_some_and(|alias| Slug::of_alias(&alias, &state.config.server_name).is_some())
+        .is_some_and(|alias| Slug::of_alias(&alias, server_name).is_some())
 }

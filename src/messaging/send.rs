@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::Mutex};
 use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId, api::client::room::get_room_event};
 use serde_json::{Value, json};
 
-use crate::{Result, app::AppState, config::Role, ingest, matrix::Homeserver};
+use crate::{Result, app::AppState, config::Role, matrix::Homeserver};
 
 /// The homeserver's people, as the puppet registration lets the bridge act for them.
 #[derive(Debug)]
@@ -265,7 +265,7 @@ async fn apply_or_wait(state: &AppState, event_id: &EventId, event: Value) -> Re
     }
     let raw = serde_json::value::to_raw_value(&event).expect("a JSON value serialises");
     let events = [ruma::serde::Raw::from_json(raw)];
-    ingest::apply_raw(state, "api", &events).await?;
+    state.indexer.apply_raw("api", &events).await?;
     Ok(())
 }
 

@@ -226,7 +226,7 @@ pub async fn index_history(state: &AppState, room_id: &RoomId) -> Result<()> {
     let mut indexed = 0;
     for batch in [current, timeline] {
         for chunk in batch.chunks(PAGE as usize) {
-            let applied = crate::ingest::apply_raw(state, &txn_id, chunk).await?;
+            let applied = state.indexer.apply_raw(&txn_id, chunk).await?;
             indexed += applied.changes;
         }
     }
