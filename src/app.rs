@@ -141,7 +141,8 @@ impl AppState {
         let limits = RateLimits::new(config.message_rate_per_minute);
         let creations = Arc::new(CreationsInFlight::default());
         let discovery = Arc::new(Discovery::default());
-        let journal = Arc::new(crate::ingest::journal::Journal::default());
+        let (journal, handed) = crate::ingest::journal::Journal::new();
+        let journal = Arc::new(journal);
         let relay_due = Arc::new(tokio::sync::Notify::new());
         let search_due = Arc::new(tokio::sync::Notify::new());
         let namespaces = CompiledNamespaces::new(&config.registration.namespaces);
@@ -164,6 +165,18 @@ impl AppState {
             agents: namespaces.users.clone(),
             sender: sender.clone(),
         }));
+        if config.role == Role::All {
+            // The indexer of what Synapse pushes: only the receiving instance has one.
+            workers.spawn(
+                "indexer",
+                crate::ingest::journal::run_indexer(
+                    handed,
+                    Arc::clone(&journal),
+                    store.clone(),
+                    Arc::clone(&indexer),
+                ),
+            );
+        }
         Ok(Self(Arc::new(Shared {
             namespaces,
             sender,
@@ -271,10 +284,6 @@ pub async fn run(
         workers.spawn(
             "homeserver check",
             crate::health::check_homeserver(state.clone()),
-        );
-        workers.spawn(
-            "indexer",
-            crate::ingest::journal::run_indexer(state.clone()),
         );
         workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
         workers.spawn("discovery", Discovery::run(state.clone()));

@@ -13,6 +13,7 @@
 use std::{
     collections::{HashSet, VecDeque},
     ops::Range,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -23,10 +24,9 @@ use serde_json::value::RawValue;
 use tokio::sync::{Mutex, mpsc};
 use tracing::{info, warn};
 
-use super::Incoming;
+use super::{Incoming, Indexer};
 use crate::{
     Result,
-    app::AppState,
     store::{JournalEntry, Store},
 };
 
@@ -95,7 +95,6 @@ impl Appended {
 #[derive(Debug)]
 pub struct Journal {
     queue: mpsc::Sender<Appended>,
-    receiver: std::sync::Mutex<Option<mpsc::Receiver<Appended>>>,
     /// Held from an append to its hand-over: positions reach the indexer in order.
     order: Mutex<()>,
     /// When the indexer last applied a batch.
@@ -112,20 +111,23 @@ struct RecentIds {
     ids: HashSet<String>,
 }
 
-impl Default for Journal {
-    fn default() -> Self {
+/// The indexer's end of the hand-over: given to [`run_indexer`], never shared.
+#[derive(Debug)]
+pub struct Handed(mpsc::Receiver<Appended>);
+
+impl Journal {
+    /// A journal, and the end of its hand-over that the indexer reads.
+    pub fn new() -> (Self, Handed) {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        Self {
+        let journal = Self {
             queue,
-            receiver: std::sync::Mutex::new(Some(receiver)),
             order: Mutex::new(()),
             last_applied: std::sync::Mutex::new(None),
             indexed_directly: std::sync::Mutex::default(),
-        }
+        };
+        (journal, Handed(receiver))
     }
-}
 
-impl Journal {
     /// Appends `body` (durable when this returns) and hands it to the indexer.
     pub async fn append(
         &self,
@@ -193,19 +195,14 @@ impl Journal {
 /// The indexer: applies the journal in order until the bridge shuts down. Rows after the
 /// mark that it was not handed (the previous run's tail, a hand-over cut off) are read
 /// from the table; a batch that fails for want of the database is retried as it was.
-pub async fn run_indexer(state: AppState) {
-    let Some(mut receiver) = state
-        .journal
-        .receiver
-        .lock()
-        .expect("journal lock is not poisoned")
-        .take()
-    else {
-        warn!("the journal indexer is already running");
-        return;
-    };
+pub async fn run_indexer(
+    Handed(mut receiver): Handed,
+    journal: Arc<Journal>,
+    store: Store,
+    indexer: Arc<Indexer>,
+) {
     let mut mark = loop {
-        match state.store.journal_mark().await {
+        match store.journal_mark().await {
             Ok(mark) => break mark,
             Err(error) => {
                 warn!(%error, "cannot read the journal mark; retrying");
@@ -242,7 +239,7 @@ pub async fn run_indexer(state: AppState) {
         let batch = if look_in_table {
             look_in_table = false;
             let before = handed.first().map_or(i64::MAX, |a| a.pos);
-            match state.store.journal_after(mark, 64).await {
+            match store.journal_after(mark, 64).await {
                 Ok(rows) => {
                     let rows: Vec<JournalEntry> =
                         rows.into_iter().filter(|r| r.pos < before).collect();
@@ -282,9 +279,9 @@ pub async fn run_indexer(state: AppState) {
         } else {
             Batch::Handed(std::mem::take(&mut handed))
         };
-        if let Some(last) = apply_until_done(&state, &batch).await {
+        if let Some(last) = apply_until_done(&indexer, &batch).await {
             mark = last;
-            *state.journal.last_applied() = Some(Instant::now());
+            *journal.last_applied() = Some(Instant::now());
             if let Batch::Handed(entries) = &batch {
                 let metrics = crate::metrics::metrics();
                 for entry in entries {
@@ -296,7 +293,7 @@ pub async fn run_indexer(state: AppState) {
         }
         if last_trim.elapsed() >= TRIM_EVERY {
             last_trim = Instant::now();
-            if let Err(error) = state.store.journal_trim().await {
+            if let Err(error) = store.journal_trim().await {
                 warn!(%error, "cannot trim the journal");
             }
         }
@@ -344,10 +341,10 @@ impl Batch {
 }
 
 /// Applies `batch`, retrying while the database is away; the last position applied.
-async fn apply_until_done(state: &AppState, batch: &Batch) -> Option<i64> {
+async fn apply_until_done(indexer: &Indexer, batch: &Batch) -> Option<i64> {
     let mut wait = Duration::from_millis(100);
     loop {
-        match apply_batch(state, batch).await {
+        match apply_batch(indexer, batch).await {
             Ok(last) => return last,
             Err(error) => {
                 warn!(%error, ?wait, "cannot index the journal; retrying");
@@ -358,7 +355,7 @@ async fn apply_until_done(state: &AppState, batch: &Batch) -> Option<i64> {
     }
 }
 
-async fn apply_batch(state: &AppState, batch: &Batch) -> Result<Option<i64>> {
+async fn apply_batch(indexer: &Indexer, batch: &Batch) -> Result<Option<i64>> {
     let rows = batch.rows();
     let Some(last) = rows.last().map(|r| r.pos) else {
         return Ok(None);
@@ -392,7 +389,7 @@ async fn apply_batch(state: &AppState, batch: &Batch) -> Result<Option<i64>> {
         }
     }
     let started = Instant::now();
-    state.indexer.apply(&events, Some(last)).await?;
+    indexer.apply(&events, Some(last)).await?;
     tracing::debug!(events = events.len(), last, elapsed = ?started.elapsed(), "journal applied");
     Ok(Some(last))
 }
