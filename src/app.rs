@@ -140,7 +140,8 @@ impl AppState {
         });
         let limits = RateLimits::new(config.message_rate_per_minute);
         let creations = Arc::new(CreationsInFlight::default());
-        let discovery = Arc::new(Discovery::default());
+        let (discovery, offered) = Discovery::new();
+        let discovery = Arc::new(discovery);
         let (journal, handed) = crate::ingest::journal::Journal::new();
         let journal = Arc::new(journal);
         let relay_due = Arc::new(tokio::sync::Notify::new());
@@ -165,7 +166,8 @@ impl AppState {
             agents: namespaces.users.clone(),
             sender: sender.clone(),
         }));
-        if config.role == Role::All {
+        let receiving = config.role == Role::All;
+        if receiving {
             // The indexer of what Synapse pushes: only the receiving instance has one.
             workers.spawn(
                 "indexer",
@@ -177,7 +179,7 @@ impl AppState {
                 ),
             );
         }
-        Ok(Self(Arc::new(Shared {
+        let state = Self(Arc::new(Shared {
             namespaces,
             sender,
             config,
@@ -200,7 +202,13 @@ impl AppState {
             search_due,
             relay_due,
             health: crate::health::Health::default(),
-        })))
+        }));
+        if receiving {
+            state
+                .workers
+                .spawn("discovery", Discovery::run(offered, state.clone()));
+        }
+        Ok(state)
     }
 
     /// City rooms and their Matrix rooms.
@@ -286,7 +294,6 @@ pub async fn run(
             crate::health::check_homeserver(state.clone()),
         );
         workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
-        workers.spawn("discovery", Discovery::run(state.clone()));
         workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
         workers.spawn(
             "search indexer",

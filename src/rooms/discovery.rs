@@ -34,25 +34,27 @@ const PAGE: u32 = 100;
 #[derive(Debug)]
 pub struct Discovery {
     tx: mpsc::Sender<OwnedRoomId>,
-    rx: Mutex<Option<mpsc::Receiver<OwnedRoomId>>>,
     queued: Mutex<HashSet<OwnedRoomId>>,
     /// Events of rooms the bridge did not know, since start.
     unmapped_events: AtomicU64,
 }
 
-impl Default for Discovery {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        Self {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            queued: Mutex::default(),
-            unmapped_events: AtomicU64::new(0),
-        }
-    }
-}
+/// The rooms offered to discovery, for its one worker ([`Discovery::run`]), never shared.
+#[derive(Debug)]
+pub struct Offered(mpsc::Receiver<OwnedRoomId>);
 
 impl Discovery {
+    /// Discovery, and the end of its queue that its worker reads.
+    pub fn new() -> (Self, Offered) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let discovery = Self {
+            tx,
+            queued: Mutex::default(),
+            unmapped_events: AtomicU64::new(0),
+        };
+        (discovery, Offered(rx))
+    }
+
     /// Counts `events` of `room_id`, a room the bridge does not know, and has the room
     /// looked at unless it is already queued.
     pub fn offer(&self, room_id: &RoomId, events: usize) {
@@ -78,10 +80,7 @@ impl Discovery {
     }
 
     /// Looks at offered rooms until the bridge shuts down.
-    pub async fn run(state: AppState) {
-        let Some(mut rx) = state.discovery.rx.lock().expect("not poisoned").take() else {
-            return;
-        };
+    pub async fn run(Offered(mut rx): Offered, state: AppState) {
         while let Some(room_id) = rx.recv().await {
             if let Err(error) = discover(&state, &room_id).await {
                 // Not remembered as "not a city room": the next event tries again.
