@@ -32,13 +32,20 @@ pub async fn provision(
 
 /// Keeps every agent in the presence the platform set for it: Synapse times out users that
 /// do not sync (about 30 s), so the presence is set again every `every`, and at once on
-/// start (after a restart). Runs until the bridge shuts down.
-pub async fn keep_presence(state: crate::app::AppState, every: std::time::Duration) {
+/// start (after a restart), through `homeserver`, as `store` has it, and tells `live`.
+/// Runs until the bridge shuts down.
+pub async fn keep_presence(
+    store: crate::store::Store,
+    homeserver: crate::matrix::Homeserver,
+    server_name: ruma::OwnedServerName,
+    live: std::sync::Arc<crate::presence::LivePresence>,
+    every: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let agents = match state.store.agents_present().await {
+        let agents = match store.agents_present().await {
             Ok(agents) => agents,
             Err(error) => {
                 tracing::warn!(%error, "cannot read agent presence");
@@ -52,16 +59,15 @@ pub async fn keep_presence(state: crate::app::AppState, every: std::time::Durati
             ) else {
                 continue;
             };
-            let user = agent.user_id(&state.config.server_name);
-            if let Err(error) = state
-                .homeserver
+            let user = agent.user_id(&server_name);
+            if let Err(error) = homeserver
                 .set_presence(&user, status.as_str(), status_msg)
                 .await
             {
                 tracing::warn!(%user, %error, "cannot refresh an agent's presence");
                 continue;
             }
-            state.live.set_presence(&user, status);
+            live.set_presence(&user, status);
         }
     }
 }

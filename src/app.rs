@@ -316,7 +316,13 @@ pub async fn run(
         );
         workers.spawn(
             "agent presence",
-            crate::agents::keep_presence(state.clone(), state.config.agent_presence_refresh),
+            crate::agents::keep_presence(
+                state.store.clone(),
+                state.homeserver.clone(),
+                state.config.server_name.clone(),
+                Arc::clone(&state.live),
+                state.config.agent_presence_refresh,
+            ),
         );
         workers.spawn("presence rebuild", {
             let state = state.clone();

@@ -21,7 +21,7 @@ use crate::{
     error::ApiError,
     messaging::{
         self, Actor, Outgoing,
-        access::{Readable, forbidden, writable_room},
+        access::{Readable, forbidden},
     },
     rooms::Ensured,
     store::{MessageView, NewRoom, channel_id},
@@ -468,7 +468,7 @@ pub async fn agent_post(
         room,
         joined,
     };
-    let room_id = writable_room(&state, &channel).await?;
+    let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     // Agents are held to the same limits as people: their own, and the channel's.
     limit_message(&state, &user, &channel.room)?;
     let actor = Actor::Agent(user.clone());

@@ -254,3 +254,24 @@ fn parse_event_id(event_id: &str) -> Result<OwnedEventId, ApiError> {
     }
     EventId::parse(event_id).map_err(|_| ApiError::not_found())
 }
+
+/// The channel's Matrix room, for writing: created now if it does not exist yet (a city
+/// room's Matrix room is otherwise made on the first join by alias). 403 when archived.
+pub(crate) async fn writable_room(
+    state: &AppState,
+    channel: &crate::messaging::access::Readable,
+) -> Result<ruma::OwnedRoomId, ApiError> {
+    if channel.room.archived_at.is_some() {
+        return Err(forbidden("archived", "the channel is archived"));
+    }
+    if let Some(room_id) = &channel.matrix_room_id {
+        return Ok(room_id.clone());
+    }
+    match state.rooms().ensure_matrix_room(&channel.room.slug).await? {
+        crate::rooms::Ensured::Created(room_id) | crate::rooms::Ensured::Existing(room_id) => {
+            Ok(room_id)
+        }
+        crate::rooms::Ensured::Archived => Err(forbidden("archived", "the channel is archived")),
+        crate::rooms::Ensured::UnknownSlug => Err(ApiError::not_found()),
+    }
+}

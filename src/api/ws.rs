@@ -250,7 +250,15 @@ pub async fn messaging(
         (Some(room_id), true) => Some(state.channels.watch_membership(room_id, &person.user_id)),
         _ => None,
     };
-    if member && !crate::messaging::access::is_joined(&state, &room, &person.user_id).await? {
+    if member
+        && !crate::messaging::access::is_joined(
+            &state.store,
+            &state.homeserver,
+            &room,
+            &person.user_id,
+        )
+        .await?
+    {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
             .with_detail("a private channel: only its members may watch it"));
     }

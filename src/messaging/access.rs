@@ -7,11 +7,11 @@ use ruma::{OwnedRoomId, UserId, events::room::power_levels::RoomPowerLevelsEvent
 
 use crate::{
     Result,
-    app::AppState,
     domain::Visibility,
     error::ApiError,
-    rooms::{Ensured, level_to_change_power_levels, user_level},
-    store::CityRoom,
+    matrix::Homeserver,
+    rooms::{level_to_change_power_levels, user_level},
+    store::{CityRoom, Store},
 };
 
 /// 403 with `code`: a rule refusing.
@@ -32,20 +32,20 @@ pub struct Readable {
 /// The channel named by `id` (its id or slug) if `reader` may read it: public channels to
 /// anyone, private ones to their members and admins.
 pub async fn readable(
-    state: &AppState,
+    store: &Store,
+    homeserver: &Homeserver,
     id: &str,
     reader: &UserId,
     admin: bool,
 ) -> Result<Readable, ApiError> {
-    let (room, membership) = state
-        .store
+    let (room, membership) = store
         .channel_for(id, reader.as_str())
         .await?
         .ok_or_else(ApiError::not_found)?;
     // The index first; the homeserver only for a private channel it says is not joined.
     let mut joined = membership.is_some_and(|m| m == "join");
     if room.visibility == Visibility::Private && !joined {
-        joined = is_joined(state, &room, reader).await?;
+        joined = is_joined(store, homeserver, &room, reader).await?;
     }
     if room.visibility == Visibility::Private && !joined && !admin {
         return Err(forbidden(
@@ -62,9 +62,13 @@ pub async fn readable(
 
 /// Whether `user` has joined the channel: the index says so, or — for a join it has not
 /// been pushed yet (a moment ago in a client, or by the API itself) — the homeserver does.
-pub async fn is_joined(state: &AppState, room: &CityRoom, user: &UserId) -> Result<bool> {
-    if state
-        .store
+pub async fn is_joined(
+    store: &Store,
+    homeserver: &Homeserver,
+    room: &CityRoom,
+    user: &UserId,
+) -> Result<bool> {
+    if store
         .membership(&room.id, user.as_str())
         .await?
         .is_some_and(|m| m == "join")
@@ -74,27 +78,10 @@ pub async fn is_joined(state: &AppState, room: &CityRoom, user: &UserId) -> Resu
     let Some(room_id) = &room.matrix_room_id else {
         return Ok(false);
     };
-    Ok(state
-        .homeserver
+    Ok(homeserver
         .membership(room_id, user)
         .await?
         .is_some_and(|m| m == "join"))
-}
-
-/// The channel's Matrix room, for writing: created now if it does not exist yet (a city
-/// room's Matrix room is otherwise made on the first join by alias). 403 when archived.
-pub async fn writable_room(state: &AppState, channel: &Readable) -> Result<OwnedRoomId, ApiError> {
-    if channel.room.archived_at.is_some() {
-        return Err(forbidden("archived", "the channel is archived"));
-    }
-    if let Some(room_id) = &channel.matrix_room_id {
-        return Ok(room_id.clone());
-    }
-    match state.rooms().ensure_matrix_room(&channel.room.slug).await? {
-        Ensured::Created(room_id) | Ensured::Existing(room_id) => Ok(room_id),
-        Ensured::Archived => Err(forbidden("archived", "the channel is archived")),
-        Ensured::UnknownSlug => Err(ApiError::not_found()),
-    }
 }
 
 /// Whether `user` may give `member` the `level` under the room's power levels `levels`

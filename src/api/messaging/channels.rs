@@ -82,7 +82,14 @@ pub async fn get_channel(
     person: Person,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     let view = state
         .store
         .channel(&channel.room.id, state.sender.as_str())

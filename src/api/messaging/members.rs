@@ -22,7 +22,7 @@ use crate::{
     matrix::HomeserverError,
     messaging::{
         self,
-        access::{is_joined, may_grant, readable, writable_room},
+        access::{is_joined, may_grant, readable},
         subjects,
     },
     rooms::{Role, typed_power_levels},
@@ -99,7 +99,14 @@ pub async fn members(
     person: Person,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MemberList>, ApiError> {
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     let levels = match &channel.matrix_room_id {
         Some(room_id) => match power_levels(&state, room_id).await {
             Ok((_, levels)) => Some(levels),
@@ -197,8 +204,15 @@ pub async fn invite(
             "must be user:<name> or agent:<name>",
         ));
     };
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
-    let room_id = writable_room(&state, &channel).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
+    let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     rate_limit(
         &state,
         "invitations",
@@ -242,7 +256,7 @@ pub async fn invite(
         Err(e)
             if e.status() == Some(StatusCode::FORBIDDEN)
                 && agent
-                && is_joined(&state, &channel.room, &invitee).await? =>
+                && is_joined(&state.store, &state.homeserver, &channel.room, &invitee).await? =>
         {
             tracing::debug!(%invitee, "invite refused: the agent is joined already");
             false

@@ -24,7 +24,7 @@ use crate::{
     error::ApiError,
     messaging::{
         self, Outgoing,
-        access::{Readable, forbidden, readable, writable_room},
+        access::{Readable, forbidden, readable},
     },
     store::{CityRoom, Cursor, MessageView, Page},
 };
@@ -75,7 +75,14 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<History>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit < 1 {
         return Err(ApiError::invalid("limit", "must be 1 to 100"));
@@ -173,7 +180,14 @@ pub async fn send_message(
     let reply_to = event_id_field("reply_to", body.reply_to.as_deref())?;
     let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
     let key = idempotency_key(&headers)?;
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     related_in_channel(
         &state,
         &channel.room,
@@ -287,7 +301,7 @@ async fn send_now(
         return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
             .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
     }
-    let room_id = writable_room(state, channel).await?;
+    let room_id = crate::api::messaging::writable_room(state, channel).await?;
     if let Err(limited) = limit_message(state, &person.user_id, &channel.room) {
         return Ok(Err(limited.into_response()));
     }
@@ -345,7 +359,14 @@ pub async fn edit_message(
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     text_field(&body.text)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.sender_matrix_id != person.user_id.as_str() {
         return Err(forbidden(
@@ -357,7 +378,7 @@ pub async fn edit_message(
         return Err(ApiError::new(StatusCode::CONFLICT, "not_editable")
             .with_detail("the message was deleted, or the channel is encrypted"));
     }
-    let room_id = writable_room(&state, &channel).await?;
+    let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;
     let msgtype = message.msgtype.as_deref().unwrap_or("m.text");
     let outgoing = Outgoing::edit(&target, msgtype, &body.text);
@@ -394,10 +415,17 @@ pub async fn delete_message(
     let actor = person.actor();
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if !message.redacted {
-        let room_id = writable_room(&state, &channel).await?;
+        let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
         limit_action(&state, &person)?;
         messaging::redact(&state, &actor, homeserver, &room_id, &target, &random_txn())
             .await

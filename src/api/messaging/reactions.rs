@@ -15,10 +15,7 @@ use crate::{
     api::extract::{ApiJson, ApiPath},
     app::AppState,
     error::ApiError,
-    messaging::{
-        self, Outgoing,
-        access::{readable, writable_room},
-    },
+    messaging::{self, Outgoing, access::readable},
     store::MessageView,
 };
 
@@ -54,12 +51,19 @@ pub async fn react(
         return Err(ApiError::invalid("key", "must be 1 to 64 characters"));
     }
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.redacted {
         return Err(ApiError::new(StatusCode::CONFLICT, "redacted"));
     }
-    let room_id = writable_room(&state, &channel).await?;
+    let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;
     join_if_needed(&state, &channel, &person, &room_id).await?;
     if state
@@ -108,7 +112,14 @@ pub async fn unreact(
     let actor = person.actor();
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(&state, &id, &person.user_id, person.admin).await?;
+    let channel = readable(
+        &state.store,
+        &state.homeserver,
+        &id,
+        &person.user_id,
+        person.admin,
+    )
+    .await?;
     message_in(&state, &channel, target.as_str(), &person).await?;
     if key.contains('\0') {
         return Err(ApiError::not_found());
@@ -119,7 +130,7 @@ pub async fn unreact(
         .await?
         .ok_or_else(ApiError::not_found)?;
     let reaction = parse_event_id(&reaction)?;
-    let room_id = writable_room(&state, &channel).await?;
+    let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;
     messaging::redact(
         &state,
