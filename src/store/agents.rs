@@ -15,15 +15,17 @@ pub struct Agent {
 
 impl Store {
     /// The agent with this id.
-    pub async fn agent(&self, id: &str) -> Result<Option<Agent>, sqlx::Error> {
-        sqlx::query_as("SELECT id, display_name, matrix_user_id FROM agents WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn agent(&self, id: &str) -> crate::Result<Option<Agent>> {
+        Ok(
+            sqlx::query_as("SELECT id, display_name, matrix_user_id FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Records that the agent's Matrix user exists.
-    pub async fn mark_agent_registered(&self, id: &str, user_id: &str) -> Result<(), sqlx::Error> {
+    pub async fn mark_agent_registered(&self, id: &str, user_id: &str) -> crate::Result<()> {
         sqlx::query("UPDATE agents SET matrix_user_id = $2, registered_at = now() WHERE id = $1")
             .bind(id)
             .bind(user_id)
