@@ -19,10 +19,7 @@ use crate::{
     app::AppState,
     domain::Visibility,
     error::ApiError,
-    messaging::{
-        self,
-        access::{forbidden, readable},
-    },
+    messaging::{self, access::forbidden},
     store::{ChannelView, NewRoom},
 };
 
@@ -82,14 +79,7 @@ pub async fn get_channel(
     person: Person,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     let view = state
         .store
         .channel(&channel.room.id, state.sender.as_str())

@@ -22,7 +22,7 @@ use crate::{
     matrix::HomeserverError,
     messaging::{
         self,
-        access::{is_joined, may_grant, readable},
+        access::{is_joined, may_grant},
         subjects,
     },
     rooms::{Role, typed_power_levels},
@@ -99,14 +99,7 @@ pub async fn members(
     person: Person,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MemberList>, ApiError> {
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     let levels = match &channel.matrix_room_id {
         Some(room_id) => match power_levels(&state, room_id).await {
             Ok((_, levels)) => Some(levels),
@@ -204,14 +197,7 @@ pub async fn invite(
             "must be user:<name> or agent:<name>",
         ));
     };
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     rate_limit(
         &state,

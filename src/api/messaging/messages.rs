@@ -24,7 +24,7 @@ use crate::{
     error::ApiError,
     messaging::{
         self, Outgoing,
-        access::{Readable, forbidden, readable},
+        access::{Readable, forbidden},
     },
     store::{CityRoom, Cursor, MessageView, Page},
 };
@@ -75,14 +75,7 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<History>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if limit < 1 {
         return Err(ApiError::invalid("limit", "must be 1 to 100"));
@@ -180,14 +173,7 @@ pub async fn send_message(
     let reply_to = event_id_field("reply_to", body.reply_to.as_deref())?;
     let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
     let key = idempotency_key(&headers)?;
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     related_in_channel(
         &state,
         &channel.room,
@@ -359,14 +345,7 @@ pub async fn edit_message(
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     text_field(&body.text)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.sender_matrix_id != person.user_id.as_str() {
         return Err(forbidden(
@@ -415,14 +394,7 @@ pub async fn delete_message(
     let actor = person.actor();
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if !message.redacted {
         let room_id = crate::api::messaging::writable_room(&state, &channel).await?;

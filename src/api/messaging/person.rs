@@ -30,6 +30,23 @@ pub struct Person {
 }
 
 impl Person {
+    /// The channel `id` (its id or slug) if this person may read it (see
+    /// [`crate::messaging::access::readable`]).
+    pub async fn readable(
+        &self,
+        state: &AppState,
+        id: &str,
+    ) -> Result<crate::messaging::access::Readable, ApiError> {
+        crate::messaging::access::readable(
+            &state.store,
+            &state.homeserver,
+            id,
+            &self.user_id,
+            self.admin,
+        )
+        .await
+    }
+
     /// The person of a verified JWT, or why it has no Matrix identity here: 401
     /// `invalid_subject` when the name it gives is not a fully conforming Matrix user of
     /// this homeserver (nothing is done as such a user, so Synapse never gets an account of

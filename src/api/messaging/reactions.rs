@@ -15,7 +15,7 @@ use crate::{
     api::extract::{ApiJson, ApiPath},
     app::AppState,
     error::ApiError,
-    messaging::{self, Outgoing, access::readable},
+    messaging::{self, Outgoing},
     store::MessageView,
 };
 
@@ -51,14 +51,7 @@ pub async fn react(
         return Err(ApiError::invalid("key", "must be 1 to 64 characters"));
     }
     let target = parse_event_id(&event_id)?;
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.redacted {
         return Err(ApiError::new(StatusCode::CONFLICT, "redacted"));
@@ -112,14 +105,7 @@ pub async fn unreact(
     let actor = person.actor();
     let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
-    let channel = readable(
-        &state.store,
-        &state.homeserver,
-        &id,
-        &person.user_id,
-        person.admin,
-    )
-    .await?;
+    let channel = person.readable(&state, &id).await?;
     message_in(&state, &channel, target.as_str(), &person).await?;
     if key.contains('\0') {
         return Err(ApiError::not_found());
