@@ -37,11 +37,11 @@ async fn check_passes_here_and_names_the_directory_rules_of_a_stock_synapse() {
     );
 
     // Synapse with its default room_list_publication_rules.
-    stop_synapse();
-    start_synapse_with(&[("SYNAPSE_STOCK_DIRECTORY", "1")]);
+    stop_synapse().await;
+    start_synapse_with(&[("SYNAPSE_STOCK_DIRECTORY", "1")]).await;
     let findings = city_bridge::check::run(&config, Some(&bridge.state.store)).await;
-    stop_synapse();
-    start_synapse();
+    stop_synapse().await;
+    start_synapse().await;
     let directory = findings
         .iter()
         .find(|f| f.check == "room directory")
@@ -129,11 +129,11 @@ async fn check_probes_the_directory_on_a_fresh_install_and_leaves_nothing_behind
     );
 
     // A stock Synapse refuses it, and the finding says what to change.
-    stop_synapse();
-    start_synapse_with(&[("SYNAPSE_STOCK_DIRECTORY", "1")]);
+    stop_synapse().await;
+    start_synapse_with(&[("SYNAPSE_STOCK_DIRECTORY", "1")]).await;
     let directory = probed(city_bridge::check::run(&config, Some(&fresh)).await);
-    stop_synapse();
-    start_synapse();
+    stop_synapse().await;
+    start_synapse().await;
     assert!(!directory.ok, "{directory:#?}");
     assert!(
         directory

@@ -298,7 +298,7 @@ async fn who_may_write() {
 async fn rooms_created_while_synapse_is_down_appear_once_it_is_back() {
     let bridge = Bridge::start().await;
     let slug = unique("offline-");
-    stop_synapse();
+    stop_synapse().await;
     let (status, room) = create(json!({"slug": slug, "name": "Offline"})).await;
     eventually("Synapse reported unreachable", || async {
         let (health_status, health) = api(Method::GET, "/healthz", None, None).await;
@@ -306,7 +306,7 @@ async fn rooms_created_while_synapse_is_down_appear_once_it_is_back() {
         (health["synapse"] == "unreachable").then_some(())
     })
     .await;
-    start_synapse();
+    start_synapse().await;
     assert_eq!(status, 202, "{room}");
     assert_eq!(room["matrix_status"], "pending");
     assert!(room["matrix_room_id"].is_null());

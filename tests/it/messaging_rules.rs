@@ -795,7 +795,7 @@ async fn a_channel_created_while_synapse_is_down_is_its_creators_once_it_exists(
     let bridge = Bridge::start().await;
     let alice = MatrixUser::register("alice").await;
     let slug = unique("down");
-    stop_synapse();
+    stop_synapse().await;
     let (status, created) = api(
         Method::POST,
         "/api/messaging/channels",
@@ -803,7 +803,7 @@ async fn a_channel_created_while_synapse_is_down_is_its_creators_once_it_exists(
         Some(json!({"slug": slug, "name": "Поки офлайн", "visibility": "private"})),
     )
     .await;
-    start_synapse();
+    start_synapse().await;
     assert_eq!(status, 202, "{created}");
     assert!(created["matrix_room_id"].is_null(), "{created}");
     let no_event: i64 = sqlx::query_scalar(

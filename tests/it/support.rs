@@ -563,14 +563,17 @@ pub async fn api(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn synapse_script(action: &str) {
-    synapse_script_with(action, &[]);
+async fn synapse_script(action: &str) {
+    synapse_script_with(action, &[]).await;
 }
 
-fn synapse_script_with(action: &str, extra: &[(&str, &str)]) {
+/// Runs synapse.sh without blocking the runtime: the bridge under test runs on it, and
+/// must go on answering while Synapse stops and starts (a push it left unanswered would
+/// hold Synapse's appservice queue for a minute).
+async fn synapse_script_with(action: &str, extra: &[(&str, &str)]) {
     let dir = var("CITY_BRIDGE_TEST_SYNAPSE_DIR");
     let status =
-        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/synapse/synapse.sh"))
+        tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/synapse/synapse.sh"))
             .args([action, dir.as_str()])
             .envs(extra.iter().copied())
             .env("SERVER_NAME", &env().server_name)
@@ -581,23 +584,24 @@ fn synapse_script_with(action: &str, extra: &[(&str, &str)]) {
                 var("CITY_BRIDGE_TEST_PUPPET_REGISTRATION"),
             )
             .status()
+            .await
             .expect("run synapse.sh");
     assert!(status.success(), "synapse.sh {action} failed");
 }
 
 /// Stops the test Synapse (really: the process ends).
-pub fn stop_synapse() {
-    synapse_script("stop");
+pub async fn stop_synapse() {
+    synapse_script("stop").await;
 }
 
 /// Starts it again and waits until it answers.
-pub fn start_synapse() {
-    synapse_script("start");
+pub async fn start_synapse() {
+    synapse_script("start").await;
 }
 
 /// Starts it again with some of `synapse.sh`'s settings (e.g. `SYNAPSE_STOCK_DIRECTORY`).
-pub fn start_synapse_with(settings: &[(&str, &str)]) {
-    synapse_script_with("start", settings);
+pub async fn start_synapse_with(settings: &[(&str, &str)]) {
+    synapse_script_with("start", settings).await;
 }
 
 /// The shared NATS server of the test run (with JetStream).
