@@ -301,12 +301,18 @@ async fn postgres_crashing_mid_stream_loses_nothing() {
     let bridge = Bridge::start_with(&[("DATABASE_URL", &url)]).await;
     let pool = look(&url).await;
     let slug = city_room(&pool, "Crash").await;
-    pool.close().await;
     let alice = MatrixUser::register("alice").await;
     let room_id = alice.join(&alias(&slug)).await.unwrap();
     let mut sent = Vec::new();
     for n in 0..10 {
         sent.push(alice.send_text(&room_id, &format!("before {n}")).await);
+    }
+    // Pushes flow (Synapse's queue to the bridge is settled), and go on while Postgres
+    // crashes under them.
+    all_indexed_in_order(&pool, &sent).await;
+    pool.close().await;
+    for n in 0..3 {
+        sent.push(alice.send_text(&room_id, &format!("racing {n}")).await);
     }
     postgres.stop_immediately().await;
     // Synapse takes these and retries the bridge, which refuses them while Postgres is away.
