@@ -63,8 +63,8 @@ pub struct Shared {
     pub live: Arc<LivePresence>,
     /// Latest presence per room as the bus carries it, and the WebSocket fan-out.
     pub hub: Arc<PresenceHub>,
-    /// The homeserver's people, when the puppet registration is configured.
-    pub puppets: Option<Puppets>,
+    /// Acting in Matrix as people and agents, and indexing what was sent.
+    pub messenger: crate::messaging::Messenger,
     /// The live feed of each watched channel.
     pub channels: Arc<ChannelHub>,
     /// Send rate limits per user and per channel.
@@ -132,11 +132,11 @@ impl AppState {
             workers.clone(),
         );
         let puppets = config.puppet.as_ref().map(|puppet| {
-            Puppets::new(Homeserver::new(
+            Arc::new(Puppets::new(Homeserver::new(
                 &config.synapse_url,
                 puppet.as_token.clone(),
                 RetryPolicy::default(),
-            ))
+            )))
         });
         let limits = RateLimits::new(config.message_rate_per_minute);
         let creations = Arc::new(CreationsInFlight::default());
@@ -179,6 +179,14 @@ impl AppState {
                 ),
             );
         }
+        let messenger = crate::messaging::Messenger {
+            homeserver: homeserver.clone(),
+            puppets,
+            store: store.clone(),
+            indexer: Arc::clone(&indexer),
+            role: config.role,
+            relay_due: Arc::clone(&relay_due),
+        };
         let state = Self(Arc::new(Shared {
             namespaces,
             sender,
@@ -196,7 +204,7 @@ impl AppState {
             bus,
             live,
             hub,
-            puppets,
+            messenger,
             channels: Arc::default(),
             limits,
             search_due,

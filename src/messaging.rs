@@ -16,7 +16,7 @@ pub use self::{
     hub::{ChannelHub, RESYNC},
     limits::RateLimits,
     live::{typing, wake_readers},
-    send::{Actor, Outgoing, Puppets, redact, send},
+    send::{Actor, Messenger, Outgoing, Puppets, redact, send},
 };
 
 pub use crate::domain::events::subjects;

@@ -479,7 +479,7 @@ pub async fn agent_post(
         thread_root.as_deref(),
     );
     let event_id = messaging::send(
-        &state,
+        &state.messenger,
         &actor,
         &state.homeserver,
         &room_id,

@@ -69,11 +69,11 @@ async fn join_if_needed(
     }
     let homeserver = person
         .actor()
-        .homeserver(state)
+        .homeserver(&state.messenger)
         .ok_or_else(puppeting_disabled)?;
     person
         .actor()
-        .ensure_exists(state)
+        .ensure_exists(&state.messenger)
         .await
         .map_err(user_action_error)?;
     homeserver

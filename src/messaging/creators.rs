@@ -7,52 +7,55 @@ use ruma::UserId;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{Actor, subjects};
-use crate::{Result, app::AppState, domain::Slug, store::UnsettledCreator};
+use super::{Actor, Messenger, subjects};
+use crate::{Result, domain::Slug, store::UnsettledCreator};
 
 /// Settles the creators of the channels that have a Matrix room and an unsettled creator
 /// (`slug`: only that channel). Without the puppet registration nothing can be done as the
 /// creator; they stay unsettled until it is configured.
-pub async fn settle_creators(state: &AppState, slug: Option<&Slug>) -> Result<()> {
-    if state.puppets.is_none() {
+pub async fn settle_creators(messenger: &Messenger, slug: Option<&Slug>) -> Result<()> {
+    if messenger.puppets.is_none() {
         return Ok(());
     }
-    for channel in state.store.unsettled_creators(slug).await? {
-        settle(state, &channel).await?;
+    for channel in messenger.store.unsettled_creators(slug).await? {
+        settle(messenger, &channel).await?;
         info!(channel = %channel.id, creator = %channel.user_id, "channel creator is its admin");
     }
     Ok(())
 }
 
-async fn settle(state: &AppState, channel: &UnsettledCreator) -> Result<()> {
+async fn settle(messenger: &Messenger, channel: &UnsettledCreator) -> Result<()> {
     let actor = Actor::Person(channel.user_id.clone());
-    actor.ensure_exists(state).await?;
-    let Some(as_creator) = actor.homeserver(state) else {
+    actor.ensure_exists(messenger).await?;
+    let Some(as_creator) = actor.homeserver(messenger) else {
         return Ok(());
     };
     let room_id = &channel.matrix_room_id;
-    let levels = state.homeserver.power_levels(room_id).await?;
+    let levels = messenger.homeserver.power_levels(room_id).await?;
     if let Some(levels) = with_level(levels, &channel.user_id, 100) {
-        state.homeserver.set_power_levels(room_id, &levels).await?;
+        messenger
+            .homeserver
+            .set_power_levels(room_id, &levels)
+            .await?;
     }
-    let membership = state
+    let membership = messenger
         .homeserver
         .membership(room_id, &channel.user_id)
         .await?;
     if membership.as_deref() != Some("join") {
         if channel.private && membership.as_deref() != Some("invite") {
-            state
+            messenger
                 .homeserver
                 .invite(room_id, channel.user_id.clone(), None)
                 .await?;
         }
         as_creator.join(room_id, &channel.user_id).await?;
     }
-    state
+    messenger
         .store
         .creator_settled(channel, subjects::CHANNEL_CREATED)
         .await?;
-    state.relay_due.notify_one();
+    messenger.relay_due.notify_one();
     Ok(())
 }
 

@@ -7,7 +7,24 @@ use std::{collections::HashSet, sync::Mutex};
 use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId, api::client::room::get_room_event};
 use serde_json::{Value, json};
 
-use crate::{Result, app::AppState, config::Role, matrix::Homeserver};
+use crate::{Result, config::Role, ingest::Indexer, matrix::Homeserver, store::Store};
+
+/// What acting in Matrix and indexing what was sent works with.
+#[derive(Debug, Clone)]
+pub struct Messenger {
+    /// The bridge's own client (agents act through it).
+    pub homeserver: Homeserver,
+    /// People, when the puppet registration is configured.
+    pub puppets: Option<std::sync::Arc<Puppets>>,
+    /// The database.
+    pub store: Store,
+    /// Indexes what was sent (on the receiving instance).
+    pub indexer: std::sync::Arc<Indexer>,
+    /// The instance's role: an API-only one waits for the receiver's index instead.
+    pub role: Role,
+    /// Woken when events were written for the relay.
+    pub relay_due: std::sync::Arc<tokio::sync::Notify>,
+}
 
 /// The homeserver's people, as the puppet registration lets the bridge act for them.
 #[derive(Debug)]
@@ -59,10 +76,10 @@ impl Actor {
     }
 
     /// The client to act through; `None` for a person when puppeting is disabled.
-    pub fn homeserver<'a>(&self, state: &'a AppState) -> Option<&'a Homeserver> {
+    pub fn homeserver<'a>(&self, messenger: &'a Messenger) -> Option<&'a Homeserver> {
         match self {
-            Self::Person(_) => state.puppets.as_ref().map(|p| &p.homeserver),
-            Self::Agent(_) => Some(&state.homeserver),
+            Self::Person(_) => messenger.puppets.as_deref().map(|p| &p.homeserver),
+            Self::Agent(_) => Some(&messenger.homeserver),
         }
     }
 
@@ -92,7 +109,7 @@ impl Actor {
     /// instance: waits for the receiver to index it, at most 10 s).
     pub async fn index_stored(
         &self,
-        state: &AppState,
+        messenger: &Messenger,
         homeserver: &Homeserver,
         room_id: &RoomId,
         event_id: &EventId,
@@ -108,13 +125,13 @@ impl Actor {
         if event["origin_server_ts"].as_i64().is_none() {
             event["origin_server_ts"] = json!(chrono::Utc::now().timestamp_millis());
         }
-        apply_or_wait(state, event_id, event).await
+        apply_or_wait(messenger, event_id, event).await
     }
 
     /// Makes sure the acting user exists in Synapse. (Agents are provisioned by the
     /// agents API.)
-    pub async fn ensure_exists(&self, state: &AppState) -> Result<()> {
-        match (self, &state.puppets) {
+    pub async fn ensure_exists(&self, messenger: &Messenger) -> Result<()> {
+        match (self, messenger.puppets.as_deref()) {
             (Self::Person(user), Some(puppets)) => puppets.ensure(user).await,
             _ => Ok(()),
         }
@@ -188,7 +205,7 @@ impl Outgoing {
 /// Sends `outgoing` to `room_id` as `actor` (Synapse deduplicates `txn_id`), then indexes
 /// the event.
 pub async fn send(
-    state: &AppState,
+    messenger: &Messenger,
     actor: &Actor,
     homeserver: &Homeserver,
     room_id: &RoomId,
@@ -208,13 +225,13 @@ pub async fn send(
         "type": outgoing.event_type,
         "content": outgoing.content,
     });
-    index_sent(state, room_id, &event_id, actor.user(), event).await?;
+    index_sent(messenger, room_id, &event_id, actor.user(), event).await?;
     Ok(event_id)
 }
 
 /// Redacts `target` as `actor`, then indexes the redaction.
 pub async fn redact(
-    state: &AppState,
+    messenger: &Messenger,
     actor: &Actor,
     homeserver: &Homeserver,
     room_id: &RoomId,
@@ -229,7 +246,7 @@ pub async fn redact(
         "redacts": target,
         "content": {"redacts": target},
     });
-    index_sent(state, room_id, &event_id, actor.user(), event).await?;
+    index_sent(messenger, room_id, &event_id, actor.user(), event).await?;
     Ok(event_id)
 }
 
@@ -237,7 +254,7 @@ pub async fn redact(
 /// that follows finds it indexed and changes nothing. (`origin_server_ts` is the bridge's
 /// clock here; Synapse's differs by the send's round trip.)
 async fn index_sent(
-    state: &AppState,
+    messenger: &Messenger,
     room_id: &RoomId,
     event_id: &EventId,
     sender: &UserId,
@@ -247,13 +264,13 @@ async fn index_sent(
     event["room_id"] = json!(room_id);
     event["sender"] = json!(sender);
     event["origin_server_ts"] = json!(chrono::Utc::now().timestamp_millis());
-    apply_or_wait(state, event_id, event).await
+    apply_or_wait(messenger, event_id, event).await
 }
 
 /// Indexes `event` (complete, as Synapse would push it) through the pipeline; on an
 /// API-only instance, waits for the receiver to index a new row instead.
-async fn apply_or_wait(state: &AppState, event_id: &EventId, event: Value) -> Result<()> {
-    if state.config.role == Role::Api {
+async fn apply_or_wait(messenger: &Messenger, event_id: &EventId, event: Value) -> Result<()> {
+    if messenger.role == Role::Api {
         // The index has one writer, the instance Synapse pushes to: wait for its push of
         // a new row (edits and redactions change rows, and show when they are applied).
         let changes_a_row = event["type"] == "m.room.redaction"
@@ -261,20 +278,20 @@ async fn apply_or_wait(state: &AppState, event_id: &EventId, event: Value) -> Re
         if changes_a_row {
             return Ok(());
         }
-        return wait_for_push(state, event_id).await;
+        return wait_for_push(messenger, event_id).await;
     }
     let raw = serde_json::value::to_raw_value(&event).expect("a JSON value serialises");
     let events = [ruma::serde::Raw::from_json(raw)];
-    state.indexer.apply_raw("api", &events).await?;
+    messenger.indexer.apply_raw("api", &events).await?;
     Ok(())
 }
 
 /// On an API-only instance: until the receiver has indexed `event_id` (at most 10 s;
 /// after that the answer goes out without it).
-async fn wait_for_push(state: &AppState, event_id: &EventId) -> Result<()> {
+async fn wait_for_push(messenger: &Messenger, event_id: &EventId) -> Result<()> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
-        if state.store.is_indexed(event_id.as_str()).await? {
+        if messenger.store.is_indexed(event_id.as_str()).await? {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -38,7 +38,7 @@ pub async fn reconcile(state: AppState) {
             }
         }
         // Channels created meanwhile through the API: their creators become their admins.
-        if let Err(e) = crate::messaging::settle_creators(&state, None).await {
+        if let Err(e) = crate::messaging::settle_creators(&state.messenger, None).await {
             warn!(error = %e, "cannot settle the creators of new channels yet");
             failed = true;
         }

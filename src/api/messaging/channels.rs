@@ -135,7 +135,7 @@ pub async fn create_channel(
         // The creator is joined as themself: without the puppet registration, refused.
         person
             .actor()
-            .homeserver(&state)
+            .homeserver(&state.messenger)
             .ok_or_else(puppeting_disabled)?;
     }
     let admin = person.as_ref().is_none_or(|p| p.admin);
@@ -200,7 +200,7 @@ pub async fn create_channel(
     };
     if ready && person.is_some() {
         // Otherwise the reconciler does it, once it has made the Matrix room.
-        messaging::settle_creators(&state, Some(&slug))
+        messaging::settle_creators(&state.messenger, Some(&slug))
             .await
             .map_err(user_action_error)?;
     }

@@ -163,7 +163,9 @@ pub async fn invite(
     ApiJson(body): ApiJson<Invite>,
 ) -> Result<Response, ApiError> {
     let actor = person.actor();
-    let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
+    let homeserver = actor
+        .homeserver(&state.messenger)
+        .ok_or_else(puppeting_disabled)?;
     let role = match body.role.as_deref() {
         None => Role::Member,
         Some(name) => Role::named(name)
@@ -225,7 +227,7 @@ pub async fn invite(
             }
         };
     actor
-        .ensure_exists(&state)
+        .ensure_exists(&state.messenger)
         .await
         .map_err(user_action_error)?;
     if agent {

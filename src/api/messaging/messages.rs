@@ -163,7 +163,9 @@ pub async fn send_message(
     ApiJson(body): ApiJson<SendMessage>,
 ) -> Result<Response, ApiError> {
     let actor = person.actor();
-    let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
+    let homeserver = actor
+        .homeserver(&state.messenger)
+        .ok_or_else(puppeting_disabled)?;
     text_field(&body.text)?;
     let msgtype = match body.msgtype.as_deref() {
         None | Some("m.text") => "m.text",
@@ -294,10 +296,16 @@ async fn send_now(
     join_if_needed(state, channel, person, &room_id).await?;
     let actor = person.actor();
     let Some(key) = key else {
-        let event_id =
-            messaging::send(state, &actor, homeserver, &room_id, &random_txn(), outgoing)
-                .await
-                .map_err(user_action_error)?;
+        let event_id = messaging::send(
+            &state.messenger,
+            &actor,
+            homeserver,
+            &room_id,
+            &random_txn(),
+            outgoing,
+        )
+        .await
+        .map_err(user_action_error)?;
         return Ok(Ok(event_id));
     };
     let txn_id = keyed_txn_id(&person.user_id, key);
@@ -312,7 +320,7 @@ async fn send_now(
         .send_key_sent(person.user_id.as_str(), key, event_id.as_str())
         .await?;
     actor
-        .index_stored(state, homeserver, &room_id, &event_id)
+        .index_stored(&state.messenger, homeserver, &room_id, &event_id)
         .await?;
     Ok(Ok(event_id))
 }
@@ -342,7 +350,9 @@ pub async fn edit_message(
     ApiJson(body): ApiJson<EditMessage>,
 ) -> Result<Json<MessageView>, ApiError> {
     let actor = person.actor();
-    let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
+    let homeserver = actor
+        .homeserver(&state.messenger)
+        .ok_or_else(puppeting_disabled)?;
     text_field(&body.text)?;
     let target = parse_event_id(&event_id)?;
     let channel = person.readable(&state, &id).await?;
@@ -362,7 +372,7 @@ pub async fn edit_message(
     let msgtype = message.msgtype.as_deref().unwrap_or("m.text");
     let outgoing = Outgoing::edit(&target, msgtype, &body.text);
     messaging::send(
-        &state,
+        &state.messenger,
         &actor,
         homeserver,
         &room_id,
@@ -392,16 +402,25 @@ pub async fn delete_message(
     ApiPath((id, event_id)): ApiPath<(String, String)>,
 ) -> Result<Json<MessageView>, ApiError> {
     let actor = person.actor();
-    let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
+    let homeserver = actor
+        .homeserver(&state.messenger)
+        .ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
     let channel = person.readable(&state, &id).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if !message.redacted {
         let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
         limit_action(&state, &person)?;
-        messaging::redact(&state, &actor, homeserver, &room_id, &target, &random_txn())
-            .await
-            .map_err(user_action_error)?;
+        messaging::redact(
+            &state.messenger,
+            &actor,
+            homeserver,
+            &room_id,
+            &target,
+            &random_txn(),
+        )
+        .await
+        .map_err(user_action_error)?;
     }
     Ok(Json(
         view(&state, &channel.room, target.as_str(), &person.user_id).await?,

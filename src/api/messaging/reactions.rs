@@ -42,7 +42,9 @@ pub async fn react(
     ApiJson(body): ApiJson<React>,
 ) -> Result<Json<MessageView>, ApiError> {
     let actor = person.actor();
-    let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
+    let homeserver = actor
+        .homeserver(&state.messenger)
+        .ok_or_else(puppeting_disabled)?;
     let key = body.key.trim();
     if key.is_empty()
         || key.chars().count() > crate::ingest::REACTION_KEY_CHARS
@@ -67,7 +69,7 @@ pub async fn react(
     {
         let outgoing = Outgoing::reaction(&target, key);
         match messaging::send(
-            &state,
+            &state.messenger,
             &actor,
             homeserver,
             &room_id,
@@ -103,7 +105,9 @@ pub async fn unreact(
     ApiPath((id, event_id, key)): ApiPath<(String, String, String)>,
 ) -> Result<Json<MessageView>, ApiError> {
     let actor = person.actor();
-    let homeserver = actor.homeserver(&state).ok_or_else(puppeting_disabled)?;
+    let homeserver = actor
+        .homeserver(&state.messenger)
+        .ok_or_else(puppeting_disabled)?;
     let target = parse_event_id(&event_id)?;
     let channel = person.readable(&state, &id).await?;
     message_in(&state, &channel, target.as_str(), &person).await?;
@@ -119,7 +123,7 @@ pub async fn unreact(
     let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;
     messaging::redact(
-        &state,
+        &state.messenger,
         &actor,
         homeserver,
         &room_id,
