@@ -44,7 +44,7 @@ pub struct Shared {
     /// Room creations under way.
     pub creations: Arc<CreationsInFlight>,
     /// One turn per city room for creation and lifecycle changes.
-    pub room_locks: RoomLocks,
+    pub room_locks: Arc<RoomLocks>,
     /// Rooms pushed to the bridge that it does not know, to look at.
     pub discovery: Arc<Discovery>,
     /// Every background task.
@@ -54,7 +54,7 @@ pub struct Shared {
     /// The ingest journal: pushed transactions appended, handed to the indexer.
     pub journal: Arc<crate::ingest::journal::Journal>,
     /// Wakes the reconciler of pending Matrix rooms.
-    pub reconciler: tokio::sync::Notify,
+    pub reconciler: Arc<tokio::sync::Notify>,
     /// The appservice's own user.
     pub sender: ruma::OwnedUserId,
     /// The bus to the platform.
@@ -63,6 +63,8 @@ pub struct Shared {
     pub live: Arc<LivePresence>,
     /// Latest presence per room as the bus carries it, and the WebSocket fan-out.
     pub hub: Arc<PresenceHub>,
+    /// City rooms and their Matrix rooms.
+    pub rooms: Rooms,
     /// Acting in Matrix as people and agents, and indexing what was sent.
     pub messenger: crate::messaging::Messenger,
     /// The live feed of each watched channel.
@@ -187,6 +189,21 @@ impl AppState {
             role: config.role,
             relay_due: Arc::clone(&relay_due),
         };
+        let room_locks = Arc::new(RoomLocks::default());
+        let reconciler = Arc::new(tokio::sync::Notify::new());
+        let rooms = Rooms {
+            store: store.clone(),
+            homeserver: homeserver.clone(),
+            server_name: config.server_name.clone(),
+            sender: sender.clone(),
+            directory: Arc::clone(&directory),
+            creations: Arc::clone(&creations),
+            locks: Arc::clone(&room_locks),
+            hub: Arc::clone(&hub),
+            reconciler: Arc::clone(&reconciler),
+            workers: workers.clone(),
+            indexer: Arc::clone(&indexer),
+        };
         let state = Self(Arc::new(Shared {
             namespaces,
             sender,
@@ -195,12 +212,13 @@ impl AppState {
             homeserver,
             directory,
             creations,
-            room_locks: RoomLocks::default(),
+            room_locks,
             discovery,
             workers,
             indexer,
             journal,
-            reconciler: tokio::sync::Notify::new(),
+            reconciler,
+            rooms,
             bus,
             live,
             hub,
@@ -212,16 +230,17 @@ impl AppState {
             health: crate::health::Health::default(),
         }));
         if receiving {
-            state
-                .workers
-                .spawn("discovery", Discovery::run(offered, state.clone()));
+            state.workers.spawn(
+                "discovery",
+                Arc::clone(&state.discovery).run(offered, state.rooms.clone()),
+            );
         }
         Ok(state)
     }
 
     /// City rooms and their Matrix rooms.
-    pub fn rooms(&self) -> Rooms<'_> {
-        Rooms::new(self)
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
     }
 
     /// The UI's view of a room, with live presence.
@@ -301,7 +320,10 @@ pub async fn run(
             "homeserver check",
             crate::health::check_homeserver(state.clone()),
         );
-        workers.spawn("reconciler", crate::rooms::reconcile(state.clone()));
+        workers.spawn(
+            "reconciler",
+            crate::rooms::reconcile(state.rooms.clone(), state.messenger.clone()),
+        );
         workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
         workers.spawn(
             "search indexer",

@@ -23,7 +23,7 @@ use tokio::sync::OwnedMutexGuard;
 pub use self::{
     creations::{Creation, CreationsInFlight},
     directory::{MappedRoom, RoomDirectory},
-    discovery::{Discovery, index_history},
+    discovery::Discovery,
     ensure::Ensured,
     lifecycle::{Backfill, RoomPatch},
     power_levels::{
@@ -31,7 +31,13 @@ pub use self::{
     },
     reconciler::reconcile,
 };
-use crate::{app::AppState, domain::Slug};
+use ruma::{OwnedServerName, OwnedUserId};
+use tokio::sync::Notify;
+
+use crate::{
+    domain::Slug, ingest::Indexer, matrix::Homeserver, presence::PresenceHub, store::Store,
+    workers::Workers,
+};
 
 /// One turn per city room: creating its Matrix room and changing its lifecycle never run
 /// at once for the same room on this instance. (Across instances, Synapse's alias is the
@@ -54,15 +60,29 @@ impl RoomLocks {
     }
 }
 
-/// City rooms and their Matrix rooms, on the shared state.
-#[derive(Debug, Clone, Copy)]
-pub struct Rooms<'a> {
-    state: &'a AppState,
-}
-
-impl<'a> Rooms<'a> {
-    /// The rooms of `state`.
-    pub fn new(state: &'a AppState) -> Self {
-        Self { state }
-    }
+/// City rooms and their Matrix rooms: what creating, adopting and changing them works with.
+#[derive(Debug, Clone)]
+pub struct Rooms {
+    /// The database.
+    pub store: Store,
+    /// The bridge's own client.
+    pub homeserver: Homeserver,
+    /// The homeserver's name.
+    pub server_name: OwnedServerName,
+    /// The bridge's own user.
+    pub sender: OwnedUserId,
+    /// Matrix room → city room.
+    pub directory: Arc<RoomDirectory>,
+    /// Creations under way.
+    pub creations: Arc<CreationsInFlight>,
+    /// One turn per city room.
+    pub locks: Arc<RoomLocks>,
+    /// The room catalog of the presence hub, told of changes.
+    pub hub: Arc<PresenceHub>,
+    /// Wakes the reconciler of pending Matrix rooms.
+    pub reconciler: Arc<Notify>,
+    /// Where background work (an adopted room's history) runs.
+    pub workers: Workers,
+    /// Indexes an adopted room's history.
+    pub indexer: Arc<Indexer>,
 }

@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Rooms;
-use crate::{Result, app::AppState, domain::Slug};
+use crate::{Result, domain::Slug};
 
 /// Rooms waiting to be looked at, at most this many.
 const QUEUE: usize = 1024;
@@ -80,18 +80,13 @@ impl Discovery {
     }
 
     /// Looks at offered rooms until the bridge shuts down.
-    pub async fn run(Offered(mut rx): Offered, state: AppState) {
+    pub async fn run(self: Arc<Self>, Offered(mut rx): Offered, rooms: Rooms) {
         while let Some(room_id) = rx.recv().await {
-            if let Err(error) = discover(&state, &room_id).await {
+            if let Err(error) = discover(&rooms, &room_id).await {
                 // Not remembered as "not a city room": the next event tries again.
                 warn!(%room_id, %error, "could not look at an unknown room");
             }
-            state
-                .discovery
-                .queued
-                .lock()
-                .expect("not poisoned")
-                .remove(&room_id);
+            self.queued.lock().expect("not poisoned").remove(&room_id);
         }
     }
 }
@@ -133,29 +128,28 @@ fn city_alias_of(
     alias.filter(|_| created_by_bridge)
 }
 
-async fn discover(state: &AppState, room_id: &RoomId) -> Result<()> {
-    if state.directory.contains(room_id) {
+async fn discover(rooms: &Rooms, room_id: &RoomId) -> Result<()> {
+    if rooms.directory.contains(room_id) {
         return Ok(());
     }
-    let room_state = match state.homeserver.room_state(room_id).await {
+    let room_state = match rooms.homeserver.room_state(room_id).await {
         Ok(room_state) => room_state,
         Err(e) if !e.is_unavailable() => {
             // Not a member (a room an agent was invited to, say): not ours.
             debug!(%room_id, error = %e, "room state not readable; not a city room");
-            state.directory.mark_not_city(room_id.to_owned());
+            rooms.directory.mark_not_city(room_id.to_owned());
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
-    let server = &state.config.server_name;
-    let slug = city_alias_of(&room_state, &state.sender).and_then(|a| Slug::of_alias(&a, server));
+    let server = &rooms.server_name;
+    let slug = city_alias_of(&room_state, &rooms.sender).and_then(|a| Slug::of_alias(&a, server));
     let Some(slug) = slug else {
-        state.directory.mark_not_city(room_id.to_owned());
+        rooms.directory.mark_not_city(room_id.to_owned());
         return Ok(());
     };
-    let rooms = Rooms::new(state);
-    let _turn = state.room_locks.lock(&slug).await;
-    let room = match state.store.room_by_slug(&slug).await? {
+    let _turn = rooms.locks.lock(&slug).await;
+    let room = match rooms.store.room_by_slug(&slug).await? {
         // Unrecorded; or recorded by another instance (an API-only one created it) after
         // this room's first events were routed here: either way those events were not
         // indexed, and the history read after recording finds them.
@@ -169,7 +163,7 @@ async fn discover(state: &AppState, room_id: &RoomId) -> Result<()> {
             room
         }
         _ => {
-            state.directory.mark_not_city(room_id.to_owned());
+            rooms.directory.mark_not_city(room_id.to_owned());
             return Ok(());
         }
     };
@@ -195,8 +189,15 @@ struct TimelineEnvelope {
 /// Reads back what was said in a room the bridge just adopted — its current state and up
 /// to 10,000 timeline events — and indexes it through the ingest pipeline, oldest first.
 /// Idempotent per event, like every ingestion.
-pub async fn index_history(state: &AppState, room_id: &RoomId) -> Result<()> {
-    let homeserver = &state.homeserver;
+impl Rooms {
+    /// Reads back what was said in a room the bridge just adopted (see [`index_history`]).
+    pub async fn index_history(&self, room_id: &RoomId) -> Result<()> {
+        index_history(self, room_id).await
+    }
+}
+
+async fn index_history(rooms: &Rooms, room_id: &RoomId) -> Result<()> {
+    let homeserver = &rooms.homeserver;
     // Membership, name, topic as they are now: the timeline's older state events could
     // otherwise undo newer pushes.
     let current: Vec<Raw<AnyTimelineEvent>> = homeserver
@@ -225,7 +226,7 @@ pub async fn index_history(state: &AppState, room_id: &RoomId) -> Result<()> {
     let mut indexed = 0;
     for batch in [current, timeline] {
         for chunk in batch.chunks(PAGE as usize) {
-            let applied = state.indexer.apply_raw(&txn_id, chunk).await?;
+            let applied = rooms.indexer.apply_raw(&txn_id, chunk).await?;
             indexed += applied.changes;
         }
     }

@@ -26,7 +26,7 @@ pub enum Ensured {
     Archived,
 }
 
-impl Rooms<'_> {
+impl Rooms {
     /// Makes sure the city room `slug` has its Matrix room with its alias, creating it if
     /// needed. Concurrent calls on this instance take turns; on another instance, the
     /// second `createRoom` finds the alias taken and adopts the first room.
@@ -35,35 +35,29 @@ impl Rooms<'_> {
     /// our exclusive namespace Synapse would ask us back, and that query would wait for
     /// this room's turn.
     pub async fn ensure_matrix_room(&self, slug: &Slug) -> Result<Ensured> {
-        let _turn = self.state.room_locks.lock(slug).await;
-        let Some(room) = self.state.store.room_by_slug(slug).await? else {
+        let _turn = self.locks.lock(slug).await;
+        let Some(room) = self.store.room_by_slug(slug).await? else {
             return Ok(Ensured::UnknownSlug);
         };
         if room.archived_at.is_some() {
             return Ok(Ensured::Archived);
         }
-        let alias = slug.alias(&self.state.config.server_name);
+        let alias = slug.alias(&self.server_name);
         if let Some(room_id) = room.matrix_room_id.clone() {
             // Mapped, yet asked for: the alias was removed. Point it back at the room.
-            match self
-                .state
-                .homeserver
-                .set_alias(alias.clone(), &room_id)
-                .await
-            {
+            match self.homeserver.set_alias(alias.clone(), &room_id).await {
                 Ok(()) => info!(%alias, %room_id, "restored the alias of a mapped room"),
                 Err(e) if e.status() == Some(http::StatusCode::CONFLICT) => {}
                 Err(e) => return Err(e.into()),
             }
-            self.state.directory.insert(room_id.clone(), room.mapped());
+            self.directory.insert(room_id.clone(), room.mapped());
             return Ok(Ensured::Existing(room_id));
         }
         // If the bridge stops between createRoom and the record, the claim leaves the
         // room pending: the reconciler adopts what Synapse made.
-        self.state.store.claim_creation(slug).await?;
-        let creation = self.state.creations.start();
+        self.store.claim_creation(slug).await?;
+        let creation = self.creations.start();
         let created = self
-            .state
             .homeserver
             .create_room(NewMatrixRoom {
                 alias_localpart: &slug.alias_localpart(),
@@ -82,7 +76,7 @@ impl Rooms<'_> {
             // another instance): adopt its room. Synapse knows the alias, so resolving it
             // does not ask us back.
             Err(e) if matches!(e.kind(), Some(ErrorKind::RoomInUse)) => {
-                match self.state.homeserver.resolve_alias(&alias).await? {
+                match self.homeserver.resolve_alias(&alias).await? {
                     Some(room_id) => {
                         info!(%alias, %room_id, "adopted the existing room of a city alias");
                         (room_id, false)
@@ -105,26 +99,23 @@ impl Rooms<'_> {
         room_id: &RoomId,
         created: bool,
     ) -> Result<Ensured> {
-        let alias = room.slug.alias(&self.state.config.server_name);
+        let alias = room.slug.alias(&self.server_name);
         match self
-            .state
             .store
             .record_matrix_room(&room.slug, room_id, &alias)
             .await?
         {
             Recorded::Mapped { archived } => {
-                self.state
-                    .directory
-                    .insert(room_id.to_owned(), room.mapped());
+                self.directory.insert(room_id.to_owned(), room.mapped());
                 if archived {
                     // Archived while its room was being created: make it read-only now.
                     warn!(slug = %room.slug, "archived during its creation; applying read-only levels");
                     self.apply_read_only(&room.slug, room_id).await?;
                 }
                 if !created {
-                    let (state, room_id) = (self.state.clone(), room_id.to_owned());
-                    self.state.workers.spawn("history", async move {
-                        if let Err(error) = super::index_history(&state, &room_id).await {
+                    let (rooms, room_id) = (self.clone(), room_id.to_owned());
+                    self.workers.spawn("history", async move {
+                        if let Err(error) = rooms.index_history(&room_id).await {
                             warn!(%room_id, %error, "could not index the history of an adopted room");
                         }
                     });
@@ -137,7 +128,7 @@ impl Rooms<'_> {
             }
             Recorded::Other(other) => {
                 warn!(slug = %room.slug, %room_id, %other, "the city room has another Matrix room; keeping it");
-                self.state.directory.insert(other.clone(), room.mapped());
+                self.directory.insert(other.clone(), room.mapped());
                 Ok(Ensured::Existing(other))
             }
             Recorded::Gone => Ok(Ensured::UnknownSlug),

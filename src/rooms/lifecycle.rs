@@ -41,30 +41,25 @@ pub struct RoomPatch {
     pub archived: Option<bool>,
 }
 
-impl Rooms<'_> {
+impl Rooms {
     /// Stores a new city room and creates its Matrix room at once. `Ok(None)` when the
     /// slug is taken. When the homeserver is unavailable the room is kept pending (the
     /// boolean is false) and the reconciler creates its Matrix room later.
     pub async fn create_city_room(&self, new: &NewRoom<'_>) -> Result<Option<(CityRoom, bool)>> {
-        let Some(room) = self.state.store.insert_room(new).await? else {
+        let Some(room) = self.store.insert_room(new).await? else {
             return Ok(None);
         };
-        self.state.hub.catalog_changed();
+        self.hub.catalog_changed();
         match self.ensure_matrix_room(&room.slug).await {
             Ok(_) => {}
             Err(Error::Homeserver(e)) if e.is_unavailable() => {
                 warn!(slug = %room.slug, error = %e, "homeserver unavailable; Matrix room pending");
-                self.state.reconciler.notify_one();
+                self.reconciler.notify_one();
                 return Ok(Some((room, false)));
             }
             Err(e) => return Err(e),
         }
-        let room = self
-            .state
-            .store
-            .room_by_slug(&room.slug)
-            .await?
-            .unwrap_or(room);
+        let room = self.store.room_by_slug(&room.slug).await?.unwrap_or(room);
         Ok(Some((room, true)))
     }
 
@@ -77,11 +72,11 @@ impl Rooms<'_> {
         slug: &Slug,
         patch: &RoomPatch,
     ) -> Result<Option<CityRoom>> {
-        let _turn = self.state.room_locks.lock(slug).await;
-        let Some(room) = self.state.store.room_by_slug(slug).await? else {
+        let _turn = self.locks.lock(slug).await;
+        let Some(room) = self.store.room_by_slug(slug).await? else {
             return Ok(None);
         };
-        let homeserver = &self.state.homeserver;
+        let homeserver = &self.homeserver;
         if let Some(room_id) = &room.matrix_room_id {
             if let Some(name) = patch.name.as_deref().filter(|n| *n != room.name) {
                 let content = RoomNameEventContent::new(format!("{ROOM_NAME_PREFIX}{name}"));
@@ -99,17 +94,17 @@ impl Rooms<'_> {
                 if let Some(room_id) = &room.matrix_room_id {
                     self.apply_read_only(slug, room_id).await?;
                 }
-                self.state.store.set_archived(slug, true).await?;
+                self.store.set_archived(slug, true).await?;
                 info!(%slug, "city room archived");
             }
             Some(false) => {
                 if let (Some(room_id), Some(levels)) = (
                     &room.matrix_room_id,
-                    self.state.store.saved_power_levels(slug).await?,
+                    self.store.saved_power_levels(slug).await?,
                 ) {
                     homeserver.set_power_levels(room_id, &levels).await?;
                 }
-                self.state.store.set_archived(slug, false).await?;
+                self.store.set_archived(slug, false).await?;
                 if room.archived_at.is_some() {
                     info!(%slug, "city room restored");
                 }
@@ -117,32 +112,31 @@ impl Rooms<'_> {
             None => {}
         }
         if patch.archived.is_some() {
-            self.state.hub.catalog_changed();
+            self.hub.catalog_changed();
         }
         let update = RoomUpdate {
             name: patch.name.as_deref(),
             description: patch.description.as_ref().map(Option::as_deref),
             is_default: patch.is_default,
         };
-        self.state.store.update_room(slug, &update).await
+        self.store.update_room(slug, &update).await
     }
 
     /// Keeps the room's power levels (once: a kept copy is never replaced) and makes the
     /// Matrix room read-only for all but the bridge. Idempotent.
     pub(super) async fn apply_read_only(&self, slug: &Slug, room_id: &RoomId) -> Result<()> {
-        let homeserver = &self.state.homeserver;
-        let original = match self.state.store.saved_power_levels(slug).await? {
+        let homeserver = &self.homeserver;
+        let original = match self.store.saved_power_levels(slug).await? {
             Some(kept) => kept,
             None => {
                 let current = homeserver.power_levels(room_id).await?;
-                self.state
-                    .store
+                self.store
                     .keep_power_levels(slug, &current)
                     .await?
                     .unwrap_or(current)
             }
         };
-        let read_only = read_only_power_levels(original, &self.state.sender);
+        let read_only = read_only_power_levels(original, &self.sender);
         homeserver.set_power_levels(room_id, &read_only).await?;
         Ok(())
     }
@@ -151,7 +145,7 @@ impl Rooms<'_> {
     /// Running it twice changes nothing.
     pub async fn backfill(&self) -> Result<Backfill> {
         let mut summary = Backfill::default();
-        for room in self.state.store.rooms_without_matrix(false).await? {
+        for room in self.store.rooms_without_matrix(false).await? {
             summary.checked += 1;
             match self.ensure_matrix_room(&room.slug).await {
                 Ok(Ensured::Created(_)) => summary.created += 1,

@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::app::AppState;
+use super::Rooms;
+use crate::messaging::Messenger;
 
 /// Runs until the bridge shuts down (it is spawned through [`crate::workers::Workers`]),
 /// with exponential backoff while the homeserver fails. Woken at once by
-/// `state.reconciler.notify_one()`.
-pub async fn reconcile(state: AppState) {
+/// `rooms.reconciler.notify_one()`. Creators are settled through `messenger`.
+pub async fn reconcile(rooms: Rooms, messenger: Messenger) {
     const MIN: Duration = Duration::from_secs(1);
     const MAX: Duration = Duration::from_secs(10);
     let mut delay = MIN;
     loop {
-        let pending = match state.store.rooms_without_matrix(true).await {
+        let pending = match rooms.store.rooms_without_matrix(true).await {
             Ok(pending) => pending,
             Err(e) => {
                 warn!(error = %e, "reconciler cannot read pending rooms");
@@ -29,7 +30,7 @@ pub async fn reconcile(state: AppState) {
             .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
         let mut failed = false;
         for room in &pending {
-            match state.rooms().ensure_matrix_room(&room.slug).await {
+            match rooms.ensure_matrix_room(&room.slug).await {
                 Ok(ensured) => info!(slug = %room.slug, ?ensured, "pending Matrix room reconciled"),
                 Err(e) => {
                     warn!(slug = %room.slug, error = %e, "pending Matrix room still failing");
@@ -38,14 +39,14 @@ pub async fn reconcile(state: AppState) {
             }
         }
         // Channels created meanwhile through the API: their creators become their admins.
-        if let Err(e) = crate::messaging::settle_creators(&state.messenger, None).await {
+        if let Err(e) = crate::messaging::settle_creators(&messenger, None).await {
             warn!(error = %e, "cannot settle the creators of new channels yet");
             failed = true;
         }
         delay = if failed { (delay * 2).min(MAX) } else { MIN };
         let wait = if failed { delay } else { MAX };
         tokio::select! {
-            () = state.reconciler.notified() => {}
+            () = rooms.reconciler.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
