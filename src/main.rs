@@ -224,9 +224,9 @@ async fn dead_letters(config: config::Config, action: DeadLetterAction) -> anyho
                     "{}\t{}\t{}\t{}\t{}",
                     d.id,
                     d.recorded_at.format("%Y-%m-%d %H:%M:%S"),
-                    d.event_type.as_deref().unwrap_or("-"),
-                    d.event_id.as_deref().unwrap_or("-"),
-                    d.reason
+                    d.letter.event_type.as_deref().unwrap_or("-"),
+                    d.letter.event_id.as_deref().unwrap_or("-"),
+                    d.letter.reason
                 );
             }
         }

@@ -362,12 +362,12 @@ pub async fn replay_dead_letters(
         still_failing: Vec::new(),
     };
     for letter in letters {
-        let raw = match serde_json::value::RawValue::from_string(letter.event.clone()) {
+        let raw = match serde_json::value::RawValue::from_string(letter.letter.event.clone()) {
             Ok(raw) => ruma::serde::Raw::from_json(raw),
             Err(_) => {
                 summary.still_failing.push(StillFailing {
                     id: letter.id,
-                    reason: letter.reason,
+                    reason: letter.letter.reason,
                 });
                 continue;
             }
@@ -385,7 +385,7 @@ pub async fn replay_dead_letters(
         } else {
             summary.still_failing.push(StillFailing {
                 id: letter.id,
-                reason: letter.reason,
+                reason: letter.letter.reason,
             });
         }
     }

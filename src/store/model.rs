@@ -219,7 +219,7 @@ pub struct RoomStateChange {
 }
 
 /// An event that could not be applied, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct DeadLetter {
     /// The transaction it came in.
     pub txn_id: String,

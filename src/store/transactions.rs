@@ -737,20 +737,10 @@ pub struct StoredDeadLetter {
     pub id: i64,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
-    /// The transaction it came in.
-    pub txn_id: String,
-    /// The event id, when it could be read.
-    pub event_id: Option<String>,
-    /// The room id, when it could be read.
-    pub room_id: Option<String>,
-    /// The event type, when it could be read.
-    pub event_type: Option<String>,
-    /// The sender, when it could be read.
-    pub sender: Option<String>,
-    /// Why it was skipped.
-    pub reason: String,
-    /// The event as received.
-    pub event: String,
+    /// The dead letter.
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub letter: DeadLetter,
 }
 
 impl Store {
