@@ -61,7 +61,7 @@ pub async fn keep_presence(
             };
             let user = agent.user_id(&server_name);
             if let Err(error) = homeserver
-                .set_presence(&user, status.as_str(), status_msg)
+                .set_presence(&user, status.into(), status_msg)
                 .await
             {
                 tracing::warn!(%user, %error, "cannot refresh an agent's presence");
@@ -72,19 +72,20 @@ pub async fn keep_presence(
     }
 }
 
-/// What invited agents accept with: the bridge joins an invited agent (in the
-/// background; an agent the platform does not know is left invited).
+/// The agents service: registers the Matrix users of the agents the platform knows, and
+/// joins an agent invited to a city room (in the background; an agent the platform does
+/// not know is left invited).
 #[derive(Debug, Clone)]
-pub struct Invitations {
+pub struct Agents {
     store: crate::store::Store,
     homeserver: crate::matrix::Homeserver,
     server_name: ruma::OwnedServerName,
     workers: crate::workers::Workers,
 }
 
-impl Invitations {
-    /// Invitations accepted through `homeserver`, for the agents `store` knows, as
-    /// background tasks of `workers`.
+impl Agents {
+    /// Agents registered and joined through `homeserver`, as `store` knows them, with
+    /// invitations accepted as background tasks of `workers`.
     pub fn new(
         store: crate::store::Store,
         homeserver: crate::matrix::Homeserver,
@@ -99,8 +100,23 @@ impl Invitations {
         }
     }
 
+    /// Registers the Matrix user of a known agent (see [`provision`]).
+    pub async fn provision(&self, user: &UserId) -> Result<bool> {
+        provision(&self.store, &self.homeserver, &self.server_name, user).await
+    }
+
+    /// Follows the index: every agent invited to a mapped room accepts, until the indexer
+    /// is gone.
+    pub async fn follow(self, mut commits: crate::ingest::Subscription) {
+        while let Some(committed) = commits.recv().await {
+            for (room_id, agent) in &committed.invited_agents {
+                self.accept(room_id.clone(), agent.clone());
+            }
+        }
+    }
+
     /// `agent`, invited to the mapped room `room_id`, accepts on its own.
-    pub fn accept(&self, room_id: ruma::OwnedRoomId, agent: ruma::OwnedUserId) {
+    fn accept(&self, room_id: ruma::OwnedRoomId, agent: ruma::OwnedUserId) {
         let this = self.clone();
         self.workers.spawn("agent joins", async move {
             let known = provision(&this.store, &this.homeserver, &this.server_name, &agent).await;

@@ -17,6 +17,7 @@ use crate::{
     bus::Bus,
     config::{CompiledNamespaces, Config, Role},
     error::{ApiError, MatrixError},
+    ingest::Receiving,
     matrix::{Homeserver, RetryPolicy},
     messaging::{ChannelHub, Puppets, RateLimits},
     presence::{LivePresence, PresenceHub},
@@ -45,14 +46,14 @@ pub struct Shared {
     pub creations: Arc<CreationsInFlight>,
     /// One turn per city room for creation and lifecycle changes.
     pub room_locks: Arc<RoomLocks>,
-    /// Rooms pushed to the bridge that it does not know, to look at.
-    pub discovery: Arc<Discovery>,
     /// Every background task.
     pub workers: Workers,
     /// Applies batches of events to the index, one at a time.
     pub indexer: Arc<crate::ingest::Indexer>,
-    /// The ingest journal: pushed transactions appended, handed to the indexer.
-    pub journal: Arc<crate::ingest::journal::Journal>,
+    /// On the instance Synapse pushes to (`BRIDGE_ROLE=all`), and only there: the ingest
+    /// journal (pushed transactions appended, handed to the indexer) and discovery of the
+    /// rooms pushed to the bridge that it does not know.
+    pub receiving: Option<Receiving>,
     /// Wakes the reconciler of pending Matrix rooms.
     pub reconciler: Arc<tokio::sync::Notify>,
     /// The appservice's own user.
@@ -65,6 +66,8 @@ pub struct Shared {
     pub hub: Arc<PresenceHub>,
     /// City rooms and their Matrix rooms.
     pub rooms: Rooms,
+    /// The agents' Matrix users.
+    pub agents: crate::agents::Agents,
     /// Acting in Matrix as people and agents, and indexing what was sent.
     pub messenger: crate::messaging::Messenger,
     /// The live feed of each watched channel.
@@ -142,10 +145,16 @@ impl AppState {
         });
         let limits = RateLimits::new(config.message_rate_per_minute);
         let creations = Arc::new(CreationsInFlight::default());
-        let (discovery, offered) = Discovery::new();
-        let discovery = Arc::new(discovery);
-        let (journal, handed) = crate::ingest::journal::Journal::new();
-        let journal = Arc::new(journal);
+        // What only the receiving instance has, with the ends its workers read.
+        let receiver = (config.role == Role::All).then(|| {
+            let (discovery, offered) = Discovery::new();
+            let (journal, handed) = crate::ingest::journal::Journal::new();
+            let receiving = Receiving {
+                journal: Arc::new(journal),
+                discovery: Arc::new(discovery),
+            };
+            (receiving, offered, handed)
+        });
         let relay_due = Arc::new(tokio::sync::Notify::new());
         let search_due = Arc::new(tokio::sync::Notify::new());
         let namespaces = CompiledNamespaces::new(&config.registration.namespaces);
@@ -153,34 +162,50 @@ impl AppState {
             store: store.clone(),
             directory: Arc::clone(&directory),
             creations: Arc::clone(&creations),
-            discovery: Arc::clone(&discovery),
-            journal: Arc::clone(&journal),
-            live: Arc::clone(&live),
-            invitations: crate::agents::Invitations::new(
-                store.clone(),
-                homeserver.clone(),
-                config.server_name.clone(),
-                workers.clone(),
-            ),
-            relay_due: Arc::clone(&relay_due),
-            search_due: Arc::clone(&search_due),
+            receiving: receiver.as_ref().map(|(receiving, _, _)| receiving.clone()),
             server_name: config.server_name.clone(),
             agents: namespaces.users.clone(),
             sender: sender.clone(),
         }));
-        let receiving = config.role == Role::All;
-        if receiving {
-            // The indexer of what Synapse pushes: only the receiving instance has one.
-            workers.spawn(
-                "indexer",
-                crate::ingest::journal::run_indexer(
-                    handed,
-                    Arc::clone(&journal),
-                    store.clone(),
-                    Arc::clone(&indexer),
-                ),
-            );
-        }
+        // The index's followers.
+        workers.spawn(
+            "index followers: relay and search",
+            crate::messaging::wake_readers(
+                indexer.subscribe(),
+                Arc::clone(&relay_due),
+                Arc::clone(&search_due),
+            ),
+        );
+        workers.spawn(
+            "index followers: presence",
+            Arc::clone(&live).follow(indexer.subscribe(), Arc::clone(&directory)),
+        );
+        let agents = crate::agents::Agents::new(
+            store.clone(),
+            homeserver.clone(),
+            config.server_name.clone(),
+            workers.clone(),
+        );
+        workers.spawn(
+            "index followers: agents' invitations",
+            agents.clone().follow(indexer.subscribe()),
+        );
+        let (receiving, offered) = match receiver {
+            Some((receiving, offered, handed)) => {
+                // The indexer of what Synapse pushes: only the receiving instance has one.
+                workers.spawn(
+                    "indexer",
+                    crate::ingest::journal::run_indexer(
+                        handed,
+                        Arc::clone(&receiving.journal),
+                        store.clone(),
+                        Arc::clone(&indexer),
+                    ),
+                );
+                (Some(receiving), Some(offered))
+            }
+            None => (None, None),
+        };
         let messenger = crate::messaging::Messenger {
             homeserver: homeserver.clone(),
             puppets,
@@ -213,12 +238,12 @@ impl AppState {
             directory,
             creations,
             room_locks,
-            discovery,
             workers,
             indexer,
-            journal,
+            receiving,
             reconciler,
             rooms,
+            agents,
             bus,
             live,
             hub,
@@ -229,10 +254,10 @@ impl AppState {
             relay_due,
             health: crate::health::Health::default(),
         }));
-        if receiving {
+        if let (Some(receiving), Some(offered)) = (&state.receiving, offered) {
             state.workers.spawn(
                 "discovery",
-                Arc::clone(&state.discovery).run(offered, state.rooms.clone()),
+                Arc::clone(&receiving.discovery).run(offered, state.rooms.clone()),
             );
         }
         Ok(state)
@@ -242,19 +267,18 @@ impl AppState {
     pub fn rooms(&self) -> &Rooms {
         &self.rooms
     }
+}
 
-    /// The UI's view of a room, with live presence.
-    pub fn live_view(&self, room: crate::store::CityRoom) -> crate::api::CityRoomView {
-        let live = self.hub.room(room.slug.as_str());
-        let mut view = crate::api::CityRoomView::new(room);
-        // A number for every room: nobody there (or no Matrix room yet) is 0.
-        view.members_online = Some(live.as_ref().map_or(0, |live| live.online_count));
-        if let Some(live) = live {
-            view.last_event = live
-                .last_event_ts
-                .and_then(|ts| chrono::DateTime::from_timestamp_millis(i64::try_from(ts).ok()?));
-        }
-        view
+// Handlers take the service they use: its sub-state of the router's `AppState`.
+impl axum::extract::FromRef<AppState> for Rooms {
+    fn from_ref(state: &AppState) -> Self {
+        state.rooms.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for crate::agents::Agents {
+    fn from_ref(state: &AppState) -> Self {
+        state.agents.clone()
     }
 }
 
@@ -315,7 +339,7 @@ pub async fn run(
             }
         });
     }
-    if state.config.role == Role::All {
+    if let Some(receiving) = &state.receiving {
         workers.spawn(
             "homeserver check",
             crate::health::check_homeserver(state.clone()),
@@ -329,7 +353,7 @@ pub async fn run(
             "search indexer",
             crate::messaging::index_search(
                 state.store.clone(),
-                Arc::clone(&state.journal),
+                Arc::clone(&receiving.journal),
                 Arc::clone(&state.search_due),
             ),
         );

@@ -286,7 +286,10 @@ fn refused_publication(config: &Config) -> Finding {
 async fn presence(homeserver: &Homeserver, config: &Config) -> Finding {
     const CHECK: &str = "presence";
     let sender = config.sender();
-    if let Err(e) = homeserver.set_presence(&sender, "online", None).await {
+    if let Err(e) = homeserver
+        .set_presence(&sender, ruma::presence::PresenceState::Online, None)
+        .await
+    {
         return Finding::wrong(
             CHECK,
             format!("cannot set presence: {e}"),

@@ -31,21 +31,22 @@ pub enum Error {
 
 impl Error {
     /// The status and API error code this error is answered with — the one mapping.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::Homeserver(e) if e.is_unavailable() => {
-                (StatusCode::SERVICE_UNAVAILABLE, "matrix_unavailable")
-            }
-            Self::Homeserver(_) => (StatusCode::BAD_GATEWAY, "matrix_error"),
-            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Homeserver(e) if e.is_unavailable() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::MatrixUnavailable,
+            ),
+            Self::Homeserver(_) => (StatusCode::BAD_GATEWAY, ErrorCode::MatrixError),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy),
             Self::Database(_) | Self::Bus(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
             }
         }
     }
 
     /// The API error code alone.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.status_and_code().1
     }
 }
@@ -112,11 +113,120 @@ impl IntoResponse for MatrixError {
     }
 }
 
+/// Declares [`ErrorCode`] and its wire names.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $code:literal,)*) => {
+        /// Every `error` code the API answers with (`{"error": <code>}`); the OpenAPI
+        /// document lists them.
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+        )]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// Only an admin may do this (a city room channel).
+    AdminRequired = "admin_required",
+    /// The room or channel is archived: read-only.
+    Archived = "archived",
+    /// The body is not the JSON the endpoint takes.
+    BadJson = "bad_json",
+    /// A path segment is unusable.
+    BadPath = "bad_path",
+    /// A bounded resource (search) is taken or timed out: try again shortly.
+    Busy = "busy",
+    /// The caller has made as many channels as allowed.
+    ChannelQuota = "channel_quota",
+    /// The channel is end-to-end encrypted: the bridge cannot write there.
+    EncryptedChannel = "encrypted_channel",
+    /// The caller may not do this.
+    Forbidden = "forbidden",
+    /// A request with this `Idempotency-Key` is still under way.
+    IdempotencyKeyInFlight = "idempotency_key_in_flight",
+    /// This `Idempotency-Key` was used for another request.
+    IdempotencyKeyReused = "idempotency_key_reused",
+    /// Something failed on the bridge's side (the cause is in its log).
+    InternalError = "internal_error",
+    /// A field of the request is unusable (`field` names it).
+    Invalid = "invalid",
+    /// Not a room alias of this homeserver.
+    InvalidAlias = "invalid_alias",
+    /// The token's subject is not a DAARION user or agent.
+    InvalidSubject = "invalid_subject",
+    /// The token is malformed, expired or wrongly signed.
+    InvalidToken = "invalid_token",
+    /// The homeserver refused a request of the bridge's.
+    MatrixError = "matrix_error",
+    /// The homeserver is unavailable: try again.
+    MatrixUnavailable = "matrix_unavailable",
+    /// The caller has no Matrix user on this homeserver.
+    NoMatrixIdentity = "no_matrix_identity",
+    /// Join the channel first (a private one by invitation).
+    NotAMember = "not_a_member",
+    /// Only the message's author may do this.
+    NotAuthor = "not_author",
+    /// The message cannot be edited (not text, or redacted).
+    NotEditable = "not_editable",
+    /// No such thing, or not one the caller may see.
+    NotFound = "not_found",
+    /// Only the instance Synapse pushes to does this.
+    NotTheReceiver = "not_the_receiver",
+    /// The bridge cannot act as users (no puppet registration).
+    PuppetingDisabled = "puppeting_disabled",
+    /// Too many requests: see `Retry-After`.
+    RateLimited = "rate_limited",
+    /// The message was deleted.
+    Redacted = "redacted",
+    /// A room with this slug exists.
+    SlugTaken = "slug_taken",
+    /// No credentials, or not the right ones.
+    Unauthorized = "unauthorized",
+    /// No such agent.
+    UnknownAgent = "unknown_agent",
+    /// No such channel.
+    UnknownChannel = "unknown_channel",
+    /// The body's content type is not JSON.
+    UnsupportedMediaType = "unsupported_media_type",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The body of every API error, for the OpenAPI document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// What went wrong.
+    pub error: ErrorCode,
+    /// The request field (or token claim) it is about, when one is.
+    pub field: Option<&'static str>,
+    /// A human-readable detail.
+    pub detail: Option<String>,
+}
+
 /// An error answered in the API shape, for `/api/*`, `/internal/*` and `/healthz`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     field: Option<&'static str>,
     detail: Option<String>,
     retry_after: Option<u64>,
@@ -124,7 +234,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with the given status and code.
-    pub fn new(status: StatusCode, code: &'static str) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode) -> Self {
         Self {
             status,
             code,
@@ -138,7 +248,7 @@ impl ApiError {
     /// `wait` (rounded up to whole seconds, at least 1).
     pub fn rate_limited(wait: std::time::Duration, what: &str) -> Self {
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited)
             .with_detail(format!("too many {what}; try again in {secs} s"))
             .with_retry_after(secs)
     }
@@ -154,7 +264,7 @@ impl ApiError {
     pub fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
         Self {
             field: Some(field),
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::Invalid)
         }
         .with_detail(detail)
     }
@@ -175,7 +285,7 @@ impl ApiError {
 
     /// `404 {"error":"not_found"}`.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found")
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound)
     }
 }
 
@@ -220,7 +330,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.code });
+        let mut body = json!({ "error": self.code.as_str() });
         if let Some(field) = self.field {
             body["field"] = json!(field);
         }
@@ -234,5 +344,17 @@ impl IntoResponse for ApiError {
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn error_codes_are_written_as_their_wire_names() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }

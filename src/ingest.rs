@@ -1,9 +1,11 @@
 //! Applying pushed events. [`Indexer::apply`] (`pipeline.rs`) is the pipeline: envelopes → route
 //! each event to its city room → read it into a row change or a [`DeadLetter`] → one
-//! Postgres transaction → live presence. The readers (`messages.rs`, `membership.rs`,
+//! Postgres transaction → what was committed, published to the index's followers
+//! (`committed.rs`). The readers (`messages.rs`, `membership.rs`,
 //! `rooms.rs`) are pure: they turn one event of a mapped room into a [`Change`],
 //! leniently — an event that cannot be understood becomes a dead letter and the rest goes on.
 
+mod committed;
 pub mod journal;
 mod membership;
 mod messages;
@@ -19,8 +21,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use self::{
+    committed::{Committed, Subscription},
     messages::{REACTION_KEY_CHARS, preview},
-    pipeline::{Indexer, IndexerParts},
+    pipeline::{Indexer, IndexerParts, Receiving},
 };
 pub use crate::store::model::{
     Change, DeadLetter, Incoming, MappedRoom, MembershipChange, MessageEdit, NewMessage,

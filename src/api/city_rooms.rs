@@ -12,10 +12,10 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath, Caller, MaybeCaller};
 use crate::{
-    app::AppState,
     domain::{Slug, Visibility, slugify},
     error::ApiError,
     rooms::RoomPatch,
+    rooms::Rooms,
     store::{CityRoom, NewRoom},
 };
 
@@ -146,6 +146,20 @@ pub(super) fn check_description(description: Option<&str>) -> Result<(), ApiErro
     Ok(())
 }
 
+/// The UI's view of a room, with live presence.
+pub fn live_view(rooms: &Rooms, room: crate::store::CityRoom) -> CityRoomView {
+    let live = rooms.hub.room(room.slug.as_str());
+    let mut view = CityRoomView::new(room);
+    // A number for every room: nobody there (or no Matrix room yet) is 0.
+    view.members_online = Some(live.as_ref().map_or(0, |live| live.online_count));
+    if let Some(live) = live {
+        view.last_event = live
+            .last_event_ts
+            .and_then(|ts| chrono::DateTime::from_timestamp_millis(i64::try_from(ts).ok()?));
+    }
+    view
+}
+
 /// # `GET /api/city/rooms`
 ///
 /// Every city room, the default first, then by name. Private rooms are listed only to
@@ -153,14 +167,14 @@ pub(super) fn check_description(description: Option<&str>) -> Result<(), ApiErro
 #[utoipa::path(get, path = "/api/city/rooms", tag = "city rooms",
     responses((status = 200, body = [CityRoomView])))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     MaybeCaller(caller): MaybeCaller,
 ) -> Result<Json<Vec<CityRoomView>>, ApiError> {
-    let rooms = state.store.list_rooms(caller.is_some()).await?;
+    let listed = rooms.store.list_rooms(caller.is_some()).await?;
     Ok(Json(
-        rooms
+        listed
             .into_iter()
-            .map(|room| state.live_view(room))
+            .map(|room| live_view(&rooms, room))
             .collect(),
     ))
 }
@@ -170,15 +184,15 @@ pub async fn list(
     params(("slug" = String, Path, description = "the room's slug")),
     responses((status = 200, body = CityRoomView), (status = 404, description = "no such room")))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     MaybeCaller(caller): MaybeCaller,
     ApiPath(slug): ApiPath<String>,
 ) -> Result<Json<CityRoomView>, ApiError> {
     // A value that is no slug (a NUL byte, say) names no room; it never reaches SQL.
     let slug = Slug::parse(slug).map_err(|_| ApiError::not_found())?;
-    match state.store.room_by_slug(&slug).await? {
+    match rooms.store.room_by_slug(&slug).await? {
         Some(room) if room.visibility == Visibility::Public || caller.is_some() => {
-            Ok(Json(state.live_view(room)))
+            Ok(Json(live_view(&rooms, room)))
         }
         _ => Err(ApiError::not_found()),
     }
@@ -196,7 +210,7 @@ pub async fn get(
         (status = 403, description = "not an admin"), (status = 409, description = "slug taken"),
         (status = 422, description = "invalid field")))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateCityRoom>,
 ) -> Result<Response, ApiError> {
@@ -213,9 +227,10 @@ pub async fn create(
         encrypted: false,
         creator: None,
     };
-    let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
+    let Some((room, ready)) = rooms.create_city_room(&new).await? else {
         return Err(
-            ApiError::new(StatusCode::CONFLICT, "slug_taken").with_detail(format!("{slug} exists"))
+            ApiError::new(StatusCode::CONFLICT, crate::error::ErrorCode::SlugTaken)
+                .with_detail(format!("{slug} exists")),
         );
     };
     tracing::info!(%slug, by = caller.name(), ready, "city room created");
@@ -235,7 +250,7 @@ pub async fn create(
         (status = 422, description = "invalid field"),
         (status = 503, description = "Synapse unavailable; try again")))]
 pub async fn update(
-    State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     _caller: Caller,
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateCityRoom>,
@@ -249,8 +264,8 @@ pub async fn update(
         is_default: body.is_default,
         archived: body.archived,
     };
-    match state.rooms().update_city_room(&slug, &patch).await? {
-        Some(room) => Ok(Json(state.live_view(room))),
+    match rooms.update_city_room(&slug, &patch).await? {
+        Some(room) => Ok(Json(live_view(&rooms, room))),
         None => Err(ApiError::not_found()),
     }
 }

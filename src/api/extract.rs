@@ -26,16 +26,18 @@ where
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                crate::error::ErrorCode::UnsupportedMediaType,
             )
             .with_detail("send Content-Type: application/json")),
-            Err(JsonRejection::JsonDataError(e)) => {
-                Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
-                    .with_detail(e.body_text()))
-            }
-            Err(e) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_json").with_detail(e.body_text()))
-            }
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                crate::error::ErrorCode::Invalid,
+            )
+            .with_detail(e.body_text())),
+            Err(e) => Err(
+                ApiError::new(StatusCode::BAD_REQUEST, crate::error::ErrorCode::BadJson)
+                    .with_detail(e.body_text()),
+            ),
         }
     }
 }
@@ -55,9 +57,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(e) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_path").with_detail(e.body_text()))
-            }
+            Err(e) => Err(
+                ApiError::new(StatusCode::BAD_REQUEST, crate::error::ErrorCode::BadPath)
+                    .with_detail(e.body_text()),
+            ),
         }
     }
 }
@@ -86,8 +89,11 @@ impl Caller {
 }
 
 fn unauthorized() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
-        .with_detail("a bearer token is required")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        crate::error::ErrorCode::Unauthorized,
+    )
+    .with_detail("a bearer token is required")
 }
 
 /// The claims of a user JWT (`Authorization: Bearer`, or `?token=` on a WebSocket): the one
@@ -95,15 +101,23 @@ fn unauthorized() -> ApiError {
 /// token, 401 `invalid_token` for one that does not verify (or when no `JWT_SECRET` is set).
 pub fn user_claims(token: Option<&str>, state: &AppState) -> Result<Claims, ApiError> {
     let Some(token) = token else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
-            .with_detail("a user JWT is required"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            crate::error::ErrorCode::Unauthorized,
+        )
+        .with_detail("a user JWT is required"));
     };
     state
         .config
         .jwt_secret
         .as_ref()
         .and_then(|secret| verify_jwt(token, secret.expose()))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token"))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                crate::error::ErrorCode::InvalidToken,
+            )
+        })
 }
 
 /// The caller, if the request carries credentials; `Err` for credentials that are wrong.
@@ -118,8 +132,10 @@ pub fn identify(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiEr
     if claims.is_admin() {
         Ok(Some(Caller::Admin { sub: claims.sub }))
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
-            .with_detail("the admin role is required"))
+        Err(
+            ApiError::new(StatusCode::FORBIDDEN, crate::error::ErrorCode::Forbidden)
+                .with_detail("the admin role is required"),
+        )
     }
 }
 
@@ -169,7 +185,10 @@ where
         match bearer_token(&parts.headers) {
             None => Err(unauthorized()),
             Some(token) if state.config.gateway_secret.matches(token) => Ok(Self),
-            Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")),
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                crate::error::ErrorCode::Forbidden,
+            )),
         }
     }
 }

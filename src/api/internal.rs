@@ -8,6 +8,7 @@ use axum::{
     response::Response,
 };
 use ruma::RoomAliasId;
+use ruma::events::room::member::MembershipState;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -49,8 +50,11 @@ pub struct CreateMatrixRoom {
 }
 
 fn matrix_unavailable() -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "matrix_unavailable")
-        .with_detail("Failed to create Matrix room")
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        crate::error::ErrorCode::MatrixUnavailable,
+    )
+    .with_detail("Failed to create Matrix room")
 }
 
 /// # `POST /internal/matrix/rooms/create`
@@ -67,7 +71,11 @@ pub async fn create_matrix_room(
     ApiJson(body): ApiJson<CreateMatrixRoom>,
 ) -> Result<Json<MatrixRoomRef>, ApiError> {
     let slug = Slug::parse(body.slug).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias").with_detail(format!("slug {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::InvalidAlias,
+        )
+        .with_detail(format!("slug {e}"))
     })?;
     let name = super::city_rooms::check_name(&body.name)?;
     if state.store.room_by_slug(&slug).await?.is_none() {
@@ -89,7 +97,10 @@ pub async fn create_matrix_room(
             matrix_room_id: room_id.to_string(),
             matrix_room_alias: slug.alias(&state.config.server_name).to_string(),
         })),
-        Ok(Ensured::Archived) => Err(ApiError::new(StatusCode::CONFLICT, "archived")),
+        Ok(Ensured::Archived) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorCode::Archived,
+        )),
         Ok(Ensured::UnknownSlug) => Err(ApiError::not_found()),
         // The old gateway's contract: 500 `matrix_unavailable` when Matrix fails. A
         // database failure is an internal error like anywhere else.
@@ -122,7 +133,11 @@ pub async fn find_by_alias(
     query: Result<Query<AliasQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MatrixRoomRef>, ApiError> {
     let Query(query) = query.map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias").with_detail("?alias= is required")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::InvalidAlias,
+        )
+        .with_detail("?alias= is required")
     })?;
     let alias = RoomAliasId::parse(&query.alias).map_err(|_| invalid_alias())?;
     let slug = Slug::of_alias(&alias, &state.config.server_name).ok_or_else(invalid_alias)?;
@@ -137,8 +152,11 @@ pub async fn find_by_alias(
 }
 
 fn invalid_alias() -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_alias")
-        .with_detail("expected #city_<slug>:<server>")
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        crate::error::ErrorCode::InvalidAlias,
+    )
+    .with_detail("expected #city_<slug>:<server>")
 }
 
 /// A room that failed in a backfill.
@@ -147,7 +165,7 @@ pub struct BackfillFailure {
     /// The room.
     pub slug: String,
     /// Why.
-    pub error: String,
+    pub error: crate::error::ErrorCode,
 }
 
 /// What a backfill did.
@@ -180,7 +198,7 @@ pub async fn backfill(
             .into_iter()
             .map(|(slug, error)| BackfillFailure {
                 slug: slug.to_string(),
-                error: error.to_owned(),
+                error,
             })
             .collect(),
     }))
@@ -295,7 +313,7 @@ pub async fn agent_presence(
         .await?;
     state
         .homeserver
-        .set_presence(&user, status.as_str(), body.status_msg.clone())
+        .set_presence(&user, status.into(), body.status_msg.clone())
         .await
         .map_err(crate::Error::from)?;
     state.live.set_presence(&user, status);
@@ -345,9 +363,12 @@ pub async fn replay_dead_letters(
     _service: Service,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<Json<ReplaySummary>, ApiError> {
-    if state.config.role == crate::config::Role::Api {
-        return Err(ApiError::new(StatusCode::CONFLICT, "not_the_receiver")
-            .with_detail("replay on the instance Synapse pushes to (BRIDGE_ROLE=all)"));
+    if state.receiving.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorCode::NotTheReceiver,
+        )
+        .with_detail("replay on the instance Synapse pushes to (BRIDGE_ROLE=all)"));
     }
     let ids = match (&body.ids, body.all) {
         (Some(ids), false) if !ids.is_empty() => Some(ids.as_slice()),
@@ -431,28 +452,36 @@ pub async fn agent_post(
     let thread_root = event_id_field("thread_root", body.thread_root.as_deref())?;
     let agent = AgentId::parse(agent_id).map_err(|_| ApiError::not_found())?;
     if state.store.agent(agent.as_str()).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_agent"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            crate::error::ErrorCode::UnknownAgent,
+        ));
     }
     let room = state
         .store
         .channel_room(&body.channel_id)
         .await?
         .filter(|_| channel_id(&body.channel_id).is_some())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_channel"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                crate::error::ErrorCode::UnknownChannel,
+            )
+        })?;
     let user = agent.user_id(&state.config.server_name);
-    let joined = state
-        .store
-        .membership(&room.id, user.as_str())
-        .await?
-        .is_some_and(|m| m == "join");
+    let joined =
+        state.store.membership(&room.id, user.as_str()).await? == Some(MembershipState::Join);
     if !joined {
         return Err(forbidden(
-            "not_a_member",
+            crate::error::ErrorCode::NotAMember,
             "the agent has not joined the channel",
         ));
     }
     if room.encrypted {
-        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorCode::EncryptedChannel,
+        ));
     }
     related_in_channel(
         &state,

@@ -35,7 +35,11 @@ use crate::{
 const MAX_PAGE: i64 = 100;
 
 fn puppeting_disabled() -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "puppeting_disabled").with_detail(
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        crate::error::ErrorCode::PuppetingDisabled,
+    )
+    .with_detail(
         "the bridge cannot act as users: set PUPPET_REGISTRATION (see README, Double puppeting)",
     )
 }
@@ -46,7 +50,10 @@ fn user_action_error(error: Error) -> ApiError {
     if let Error::Homeserver(e) = &error
         && e.status() == Some(StatusCode::FORBIDDEN)
     {
-        return forbidden("forbidden", "the homeserver refused this to the user");
+        return forbidden(
+            crate::error::ErrorCode::Forbidden,
+            "the homeserver refused this to the user",
+        );
     }
     error.into()
 }
@@ -63,7 +70,7 @@ async fn join_if_needed(
     }
     if channel.room.visibility == Visibility::Private {
         return Err(forbidden(
-            "not_a_member",
+            crate::error::ErrorCode::NotAMember,
             "join the private channel (by invitation) first",
         ));
     }
@@ -153,7 +160,10 @@ async fn view(
         .await?
         .ok_or_else(|| {
             tracing::error!(event_id, "an event accepted by Synapse is not in the index");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::error::ErrorCode::InternalError,
+            )
         })
 }
 
@@ -262,7 +272,10 @@ pub(crate) async fn writable_room(
     channel: &crate::messaging::access::Readable,
 ) -> Result<ruma::OwnedRoomId, ApiError> {
     if channel.room.archived_at.is_some() {
-        return Err(forbidden("archived", "the channel is archived"));
+        return Err(forbidden(
+            crate::error::ErrorCode::Archived,
+            "the channel is archived",
+        ));
     }
     if let Some(room_id) = &channel.matrix_room_id {
         return Ok(room_id.clone());
@@ -271,7 +284,10 @@ pub(crate) async fn writable_room(
         crate::rooms::Ensured::Created(room_id) | crate::rooms::Ensured::Existing(room_id) => {
             Ok(room_id)
         }
-        crate::rooms::Ensured::Archived => Err(forbidden("archived", "the channel is archived")),
+        crate::rooms::Ensured::Archived => Err(forbidden(
+            crate::error::ErrorCode::Archived,
+            "the channel is archived",
+        )),
         crate::rooms::Ensured::UnknownSlug => Err(ApiError::not_found()),
     }
 }

@@ -31,7 +31,7 @@ use super::{
         messages::EditMessage, reactions::React, members::Member, members::MemberList,
         members::Invite, internal::AgentPost, search::SearchResults,
         crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
-        crate::store::SearchHit,
+        crate::store::SearchHit, crate::error::ApiErrorBody, crate::error::ErrorCode,
     )),
     modifiers(&BearerAuth),
 )]
@@ -52,4 +52,29 @@ impl Modify for BearerAuth {
 /// The document.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn the_document_lists_the_error_codes() {
+        let document = serde_json::to_value(super::document()).unwrap();
+        let schemas = &document["components"]["schemas"];
+        let codes: Vec<&str> = schemas["ErrorCode"]["enum"]
+            .as_array()
+            .expect("ErrorCode is a string enum")
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            assert!(codes.contains(&code.as_str()), "{code} in {codes:?}");
+        }
+        assert_eq!(
+            schemas["ApiErrorBody"]["properties"]["error"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+    }
 }

@@ -154,8 +154,11 @@ pub async fn presence(
 ) -> Result<Response, ApiError> {
     // Any valid JWT, with or without a Matrix identity here; every refusal is the same 401.
     let claims = user_claims(socket_token(&query, &headers), &state).map_err(|_| {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized")
-            .with_detail("a valid JWT is required")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            crate::error::ErrorCode::Unauthorized,
+        )
+        .with_detail("a valid JWT is required")
     })?;
     let viewer = Viewer {
         admin: claims.is_admin(),
@@ -259,8 +262,10 @@ pub async fn messaging(
         )
         .await?
     {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden")
-            .with_detail("a private channel: only its members may watch it"));
+        return Err(
+            ApiError::new(StatusCode::FORBIDDEN, crate::error::ErrorCode::Forbidden)
+                .with_detail("a private channel: only its members may watch it"),
+        );
     }
     // Subscribed before the upgrade completes: nothing indexed after this answer is missed.
     let frames = state.channels.subscribe(room.id.as_str());

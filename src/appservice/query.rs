@@ -8,7 +8,11 @@ use tracing::{info, warn};
 
 use super::{Ruma, RumaResponse};
 use crate::{
-    agents, app::AppState, domain::Slug, error::MatrixError, metrics::OutcomeLabel, rooms::Ensured,
+    agents::Agents,
+    domain::Slug,
+    error::MatrixError,
+    metrics::OutcomeLabel,
+    rooms::{Ensured, Rooms},
 };
 
 /// A request that did not parse (a malformed id) is simply not one of ours; auth errors stay.
@@ -27,7 +31,7 @@ fn unparsable_is_unknown<T>(request: Result<Ruma<T>, MatrixError>) -> Result<Rum
 /// `@agent_<name>:<server>` with `agent:<name>` in `agents` is registered and answered 200;
 /// anything else is 404 and nothing is registered.
 pub async fn query_user(
-    State(state): State<AppState>,
+    State(agents): State<Agents>,
     request: Result<Ruma<query_user_id::v1::Request>, MatrixError>,
 ) -> Result<RumaResponse<query_user_id::v1::Response>, MatrixError> {
     let queries = &crate::metrics::metrics().user_queries;
@@ -38,14 +42,7 @@ pub async fn query_user(
         .inspect_err(|_| count("refused"))?
         .request
         .user_id;
-    match agents::provision(
-        &state.store,
-        &state.homeserver,
-        &state.config.server_name,
-        &user,
-    )
-    .await
-    {
+    match agents.provision(&user).await {
         Ok(true) => {
             count("registered");
             Ok(RumaResponse(query_user_id::v1::Response::new()))
@@ -66,7 +63,7 @@ pub async fn query_user(
 /// `#city_<slug>:<server>` of a city room that is not archived: its Matrix room is created
 /// (or its alias restored) and the answer is 200. Anything else is 404, nothing created.
 pub async fn query_room_alias(
-    State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     request: Result<Ruma<query_room_alias::v1::Request>, MatrixError>,
 ) -> Result<RumaResponse<query_room_alias::v1::Response>, MatrixError> {
     let queries = &crate::metrics::metrics().alias_queries;
@@ -77,12 +74,11 @@ pub async fn query_room_alias(
         .inspect_err(|_| count("refused"))?
         .request
         .room_alias;
-    let Some(slug) = Slug::of_alias(&alias, &state.config.server_name) else {
+    let Some(slug) = Slug::of_alias(&alias, &rooms.server_name) else {
         count("unknown");
         return Err(MatrixError::not_found("Not a city room alias"));
     };
-    let ensured = state
-        .rooms()
+    let ensured = rooms
         .ensure_matrix_room(&slug)
         .await
         .inspect_err(|_| count("failed"))?;

@@ -26,8 +26,12 @@ pub async fn push_events(
     metrics.transactions.inc();
     let body = body.0;
     let pushed = read(&body)?;
+    // Only the receiving instance routes Synapse's pushes here.
+    let Some(receiving) = &state.receiving else {
+        return Err(MatrixError::unrecognized());
+    };
     if !pushed.events.is_empty() {
-        state
+        receiving
             .journal
             .append(&state.store, &txn_id, &body, &pushed.events)
             .await?;

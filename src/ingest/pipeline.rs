@@ -1,9 +1,10 @@
 //! The ingest pipeline of one batch of timeline events (a pushed transaction, or a page
 //! of an adopted room's history): envelopes → route to city rooms → read → one Postgres
-//! transaction → room upgrades and encryption → live messaging feeds and `messaging.*`
-//! events → agents accept invites → live presence. [`Indexer::apply`] takes the ingest
-//! turn for the whole batch, so batches apply one at a time, in the order they take it; no
-//! caller can forget it, and the indexer holds what it works with.
+//! transaction → room upgrades and encryption in the room directory → what was committed
+//! published to the index's followers ([`Commits`]: the relay and search wake-ups, live
+//! presence, agents accepting invites). [`Indexer::apply`] takes the ingest turn for the
+//! whole batch, so batches apply one at a time, in the order they take it; no caller can
+//! forget it, and the indexer holds what it works with.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -12,19 +13,18 @@ use ruma::{
     events::{AnyTimelineEvent, room::member::MembershipState},
     serde::Raw,
 };
-use tokio::sync::Notify;
 use tracing::warn;
 
 use super::{
-    Change, Context, DeadLetter, Envelope, Incoming, Read, RoomStateField, Turn, journal::Journal,
+    Change, Context, DeadLetter, Envelope, Incoming, Read, RoomStateField, Turn,
+    committed::{Commits, Committed, Subscription},
+    journal::Journal,
     read_event,
 };
 use crate::{
     Result,
-    agents::Invitations,
     config::NamespaceSet,
     domain::Slug,
-    presence::LivePresence,
     rooms::{CreationsInFlight, Discovery, RoomDirectory},
     store::{Applied, Batch, Store},
 };
@@ -41,15 +41,21 @@ pub struct Indexer {
     store: Store,
     directory: Arc<RoomDirectory>,
     creations: Arc<CreationsInFlight>,
-    discovery: Arc<Discovery>,
-    journal: Arc<Journal>,
-    live: Arc<LivePresence>,
-    invitations: Invitations,
-    relay_due: Arc<Notify>,
-    search_due: Arc<Notify>,
+    receiving: Option<Receiving>,
+    commits: Commits,
     server_name: OwnedServerName,
     agents: NamespaceSet,
     sender: OwnedUserId,
+}
+
+/// What only the instance Synapse pushes to has: the journal of pushed transactions, and
+/// discovery of rooms it does not know. An API-only instance has neither.
+#[derive(Debug, Clone)]
+pub struct Receiving {
+    /// The ingest journal (what was indexed outside it).
+    pub journal: Arc<Journal>,
+    /// Rooms to look at.
+    pub discovery: Arc<Discovery>,
 }
 
 /// What the [`Indexer`] is built from.
@@ -61,18 +67,8 @@ pub struct IndexerParts {
     pub directory: Arc<RoomDirectory>,
     /// Room creations under way.
     pub creations: Arc<CreationsInFlight>,
-    /// Rooms to look at.
-    pub discovery: Arc<Discovery>,
-    /// The ingest journal (what was indexed outside it).
-    pub journal: Arc<Journal>,
-    /// Live presence, told of memberships and activity.
-    pub live: Arc<LivePresence>,
-    /// Invited agents accept through these.
-    pub invitations: Invitations,
-    /// Woken when events were written for the relay.
-    pub relay_due: Arc<Notify>,
-    /// Woken when messages were indexed.
-    pub search_due: Arc<Notify>,
+    /// On the instance Synapse pushes to: the journal and discovery.
+    pub receiving: Option<Receiving>,
     /// The homeserver's name.
     pub server_name: OwnedServerName,
     /// The appservice's user namespace (agents).
@@ -89,16 +85,17 @@ impl Indexer {
             store: parts.store,
             directory: parts.directory,
             creations: parts.creations,
-            discovery: parts.discovery,
-            journal: parts.journal,
-            live: parts.live,
-            invitations: parts.invitations,
-            relay_due: parts.relay_due,
-            search_due: parts.search_due,
+            receiving: parts.receiving,
+            commits: Commits::default(),
             server_name: parts.server_name,
             agents: parts.agents,
             sender: parts.sender,
         }
+    }
+
+    /// Every batch committed from now on: what it changed.
+    pub fn subscribe(&self) -> Subscription {
+        self.commits.subscribe()
     }
 
     /// Reads and applies the events of one transaction, all named `txn_id` in dead letters.
@@ -215,17 +212,23 @@ impl Indexer {
                 _ => None,
             })
             .collect();
-        if journal_pos.is_some() {
-            batch.may_repeat = self
-                .journal
-                .indexed_directly_any(batch.changes.iter().filter_map(|(_, c)| match c {
-                    Change::Message(m) => Some(m.event_id.as_str()),
-                    _ => None,
-                }));
+        if journal_pos.is_some()
+            && let Some(receiving) = &self.receiving
+        {
+            batch.may_repeat =
+                receiving
+                    .journal
+                    .indexed_directly_any(batch.changes.iter().filter_map(|(_, c)| match c {
+                        Change::Message(m) => Some(m.event_id.as_str()),
+                        _ => None,
+                    }));
         }
         let applied = self.store.apply_transaction(events, &batch).await?;
-        if journal_pos.is_none() {
-            self.journal
+        if journal_pos.is_none()
+            && let Some(receiving) = &self.receiving
+        {
+            receiving
+                .journal
                 .note_indexed_directly(applied.effects.created.iter().map(|(id, _)| id.as_str()));
         }
         metrics
@@ -247,13 +250,14 @@ impl Indexer {
                 })
                 .inc_by(u64::try_from(duplicates).unwrap_or(0));
         }
+        let mut replaced_rooms = Vec::new();
         for (old, new, room) in upgrades {
             // Only if the tombstone was applied (it may have been dead-lettered).
             let applied = self.store.rooms_by_matrix_ids(&[&new]).await?;
             if applied.iter().any(|(_, mapped)| mapped.id == room.id) {
                 self.directory.remove(&old);
-                self.live.unmap_room(&old);
                 self.directory.insert(new, room);
+                replaced_rooms.push(old);
             }
         }
         for room_id in encrypted {
@@ -262,14 +266,13 @@ impl Indexer {
                 self.directory.insert(room_id, room);
             }
         }
-        crate::messaging::wake_readers(&self.relay_due, &self.search_due, &applied.effects);
-        for (room_id, agent) in invited_agents {
-            self.invitations.accept(room_id, agent);
-        }
-        if !memberships.is_empty() || !activity.is_empty() {
-            self.live
-                .apply_room_events(&memberships, &activity, &self.directory);
-        }
+        self.commits.publish(Committed {
+            effects: applied.effects.clone(),
+            memberships,
+            activity,
+            invited_agents,
+            replaced_rooms,
+        });
         Ok(applied)
     }
 
@@ -316,7 +319,9 @@ impl Indexer {
             if self.directory.is_not_city(room_id) {
                 continue;
             }
-            self.discovery.offer(room_id, seen.events);
+            if let Some(receiving) = &self.receiving {
+                receiving.discovery.offer(room_id, seen.events);
+            }
         }
         Ok(())
     }

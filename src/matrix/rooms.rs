@@ -1,5 +1,6 @@
 //! Rooms as the appservice's sender: creation, aliases, state, power levels, history.
 
+use ruma::events::room::member::MembershipState;
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UInt,
     api::{
@@ -123,7 +124,7 @@ impl Homeserver {
         &self,
         room_id: &RoomId,
         user: &ruma::UserId,
-    ) -> Result<Option<String>, HomeserverError> {
+    ) -> Result<Option<MembershipState>, HomeserverError> {
         let request = state::get_state_event_for_key::v3::Request::new(
             room_id.to_owned(),
             StateEventType::RoomMember,
@@ -134,7 +135,7 @@ impl Homeserver {
                 let content: serde_json::Value =
                     serde_json::from_str(response.event_or_content.get())
                         .map_err(|e| HomeserverError::InvalidResponse(e.to_string()))?;
-                Ok(content["membership"].as_str().map(ToOwned::to_owned))
+                Ok(content["membership"].as_str().map(MembershipState::from))
             }
             Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => Ok(None),
             Err(e) => Err(e),

@@ -13,13 +13,11 @@ impl Homeserver {
     pub async fn set_presence(
         &self,
         user: &UserId,
-        presence: &str,
+        presence: ruma::presence::PresenceState,
         status_msg: Option<String>,
     ) -> Result<(), HomeserverError> {
-        let mut request = ruma::api::client::presence::set_presence::v3::Request::new(
-            user.to_owned(),
-            ruma::presence::PresenceState::from(presence),
-        );
+        let mut request =
+            ruma::api::client::presence::set_presence::v3::Request::new(user.to_owned(), presence);
         request.status_msg = status_msg;
         self.send(request, Some(user)).await?;
         Ok(())

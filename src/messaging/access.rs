@@ -3,6 +3,7 @@
 //! power levels). The API asks these before it acts; Synapse checks the rest as the user.
 
 use http::StatusCode;
+use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, UserId, events::room::power_levels::RoomPowerLevelsEventContent};
 
 use crate::{
@@ -15,7 +16,7 @@ use crate::{
 };
 
 /// 403 with `code`: a rule refusing.
-pub fn forbidden(code: &'static str, detail: &str) -> ApiError {
+pub fn forbidden(code: crate::error::ErrorCode, detail: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, code).with_detail(detail.to_owned())
 }
 
@@ -43,13 +44,13 @@ pub async fn readable(
         .await?
         .ok_or_else(ApiError::not_found)?;
     // The index first; the homeserver only for a private channel it says is not joined.
-    let mut joined = membership.is_some_and(|m| m == "join");
+    let mut joined = membership == Some(MembershipState::Join);
     if room.visibility == Visibility::Private && !joined {
         joined = is_joined(store, homeserver, &room, reader).await?;
     }
     if room.visibility == Visibility::Private && !joined && !admin {
         return Err(forbidden(
-            "forbidden",
+            crate::error::ErrorCode::Forbidden,
             "a private channel: only its members may read it",
         ));
     }
@@ -68,20 +69,13 @@ pub async fn is_joined(
     room: &CityRoom,
     user: &UserId,
 ) -> Result<bool> {
-    if store
-        .membership(&room.id, user.as_str())
-        .await?
-        .is_some_and(|m| m == "join")
-    {
+    if store.membership(&room.id, user.as_str()).await? == Some(MembershipState::Join) {
         return Ok(true);
     }
     let Some(room_id) = &room.matrix_room_id else {
         return Ok(false);
     };
-    Ok(homeserver
-        .membership(room_id, user)
-        .await?
-        .is_some_and(|m| m == "join"))
+    Ok(homeserver.membership(room_id, user).await? == Some(MembershipState::Join))
 }
 
 /// Whether `user` may give `member` the `level` under the room's power levels `levels`

@@ -4,6 +4,7 @@
 //! step is safe to repeat, so a failure half-way is retried as a whole.
 
 use ruma::UserId;
+use ruma::events::room::member::MembershipState;
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -42,8 +43,8 @@ async fn settle(messenger: &Messenger, channel: &UnsettledCreator) -> Result<()>
         .homeserver
         .membership(room_id, &channel.user_id)
         .await?;
-    if membership.as_deref() != Some("join") {
-        if channel.private && membership.as_deref() != Some("invite") {
+    if membership != Some(MembershipState::Join) {
+        if channel.private && membership != Some(MembershipState::Invite) {
             messenger
                 .homeserver
                 .invite(room_id, channel.user_id.clone(), None)

@@ -8,6 +8,7 @@
 //! membership events are not on the bus, and every instance, API-only ones too, reads the
 //! same index.
 
+use ruma::events::room::member::MembershipState;
 use std::{
     collections::HashMap,
     future::Future,
@@ -224,7 +225,7 @@ async fn still_joined(homeserver: &crate::matrix::Homeserver, room: &str, user: 
         return false;
     };
     match homeserver.membership(&room, &user).await {
-        Ok(membership) => membership.as_deref() == Some("join"),
+        Ok(membership) => membership == Some(MembershipState::Join),
         Err(error) => {
             warn!(%error, "cannot confirm a membership with the homeserver; the index's word stands");
             false

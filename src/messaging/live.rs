@@ -1,6 +1,9 @@
 //! After a committed batch: the relay is woken for what it changed in the message index
 //! (the outbox rows were written in the same transaction; new messages are read from the
-//! index itself), and typing goes on the bus for every instance's channel listeners.
+//! index itself) and the search indexer for new messages; typing goes on the bus for every
+//! instance's channel listeners.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -9,11 +12,19 @@ use tokio::sync::Notify;
 use crate::{
     bus::Bus,
     domain::events::{Typing, subjects::TYPING_PREFIX},
+    ingest::Subscription,
     store::Effects,
 };
 
-/// Wakes the relay and the search indexer for `effects` of a committed batch.
-pub fn wake_readers(relay: &Notify, search: &Notify, effects: &Effects) {
+/// Follows the index: wakes the relay and the search indexer for what each committed
+/// batch changed, until the indexer is gone.
+pub async fn wake_readers(mut commits: Subscription, relay: Arc<Notify>, search: Arc<Notify>) {
+    while let Some(committed) = commits.recv().await {
+        wake_for(&relay, &search, &committed.effects);
+    }
+}
+
+fn wake_for(relay: &Notify, search: &Notify, effects: &Effects) {
     if effects.is_empty() {
         return;
     }

@@ -4,7 +4,15 @@
 
 use std::{collections::HashSet, sync::Mutex};
 
-use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId, api::client::room::get_room_event};
+use ruma::{
+    EventId, OwnedEventId, OwnedUserId, RoomId, UserId,
+    api::client::room::get_room_event,
+    events::{
+        reaction::ReactionEventContent,
+        relation::{Annotation, InReplyTo, Reply, Thread},
+        room::message::{Relation, ReplacementMetadata, RoomMessageEventContent},
+    },
+};
 use serde_json::{Value, json};
 
 use crate::{Result, config::Role, ingest::Indexer, matrix::Homeserver, store::Store};
@@ -138,7 +146,9 @@ impl Actor {
     }
 }
 
-/// A message-like event to send.
+/// A message-like event to send: its content built from ruma's typed content
+/// ([`RoomMessageEventContent`] with its [`Relation`], [`ReactionEventContent`]), held
+/// serialized for the send and the index.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     /// `m.room.message` or `m.reaction`.
@@ -148,6 +158,14 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// An `m.room.message` of `content`.
+    pub fn message(content: &RoomMessageEventContent) -> Self {
+        Self {
+            event_type: "m.room.message",
+            content: serde_json::to_value(content).expect("message content serializes"),
+        }
+    }
+
     /// A text (`m.text`, `m.emote`, `m.notice`), maybe a reply, maybe in a thread.
     pub fn text(
         msgtype: &str,
@@ -155,50 +173,50 @@ impl Outgoing {
         reply_to: Option<&EventId>,
         thread_root: Option<&EventId>,
     ) -> Self {
-        let mut content = json!({"msgtype": msgtype, "body": text});
-        match (thread_root, reply_to) {
-            (Some(root), reply) => {
-                // In a thread, `m.in_reply_to` is the reply, or a fallback to the root
-                // for clients without threads.
-                content["m.relates_to"] = json!({
-                    "rel_type": "m.thread",
-                    "event_id": root,
-                    "is_falling_back": reply.is_none(),
-                    "m.in_reply_to": {"event_id": reply.unwrap_or(root)},
-                });
-            }
-            (None, Some(reply)) => {
-                content["m.relates_to"] = json!({"m.in_reply_to": {"event_id": reply}});
-            }
-            (None, None) => {}
-        }
-        Self {
-            event_type: "m.room.message",
-            content,
-        }
+        let mut content = plain(msgtype, text);
+        content.relates_to = match (thread_root, reply_to) {
+            // In a thread, `m.in_reply_to` is the reply, or a fallback to the root for
+            // clients without threads.
+            (Some(root), Some(reply)) => Some(Relation::Thread(Thread::reply(
+                root.to_owned(),
+                reply.to_owned(),
+            ))),
+            (Some(root), None) => Some(Relation::Thread(Thread::plain(
+                root.to_owned(),
+                root.to_owned(),
+            ))),
+            (None, Some(reply)) => Some(Relation::Reply(Reply::new(InReplyTo::new(
+                reply.to_owned(),
+            )))),
+            (None, None) => None,
+        };
+        Self::message(&content)
     }
 
-    /// An `m.replace` edit of `target`.
+    /// An `m.replace` edit of `target` (the body carries the `* ` fallback).
     pub fn edit(target: &EventId, msgtype: &str, text: &str) -> Self {
-        Self {
-            event_type: "m.room.message",
-            content: json!({
-                "msgtype": msgtype,
-                "body": format!("* {text}"),
-                "m.new_content": {"msgtype": msgtype, "body": text},
-                "m.relates_to": {"rel_type": "m.replace", "event_id": target},
-            }),
-        }
+        Self::message(
+            &plain(msgtype, text)
+                .make_replacement(ReplacementMetadata::new(target.to_owned(), None)),
+        )
     }
 
     /// An `m.annotation` of `target` with `key`.
     pub fn reaction(target: &EventId, key: &str) -> Self {
+        let content = ReactionEventContent::new(Annotation::new(target.to_owned(), key.to_owned()));
         Self {
             event_type: "m.reaction",
-            content: json!({
-                "m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}
-            }),
+            content: serde_json::to_value(&content).expect("reaction content serializes"),
         }
+    }
+}
+
+/// A plain-text message of `msgtype` (`m.emote`, `m.notice`, else `m.text`).
+fn plain(msgtype: &str, text: &str) -> RoomMessageEventContent {
+    match msgtype {
+        "m.emote" => RoomMessageEventContent::emote_plain(text),
+        "m.notice" => RoomMessageEventContent::notice_plain(text),
+        _ => RoomMessageEventContent::text_plain(text),
     }
 }
 
@@ -298,4 +316,47 @@ async fn wait_for_push(messenger: &Messenger, event_id: &EventId) -> Result<()> 
     }
     tracing::warn!(%event_id, "the receiver has not indexed an event sent 10 s ago");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::event_id;
+    use serde_json::json;
+
+    use super::Outgoing;
+
+    #[test]
+    fn outgoing_content_is_what_matrix_clients_read() {
+        let root = event_id!("$root:example.org");
+        let reply = event_id!("$reply:example.org");
+        assert_eq!(
+            Outgoing::text("m.text", "hi", None, Some(root)).content,
+            json!({"msgtype": "m.text", "body": "hi", "m.relates_to": {
+                "rel_type": "m.thread", "event_id": root, "is_falling_back": true,
+                "m.in_reply_to": {"event_id": root}}})
+        );
+        assert_eq!(
+            Outgoing::text("m.emote", "waves", Some(reply), Some(root)).content,
+            json!({"msgtype": "m.emote", "body": "waves", "m.relates_to": {
+                "rel_type": "m.thread", "event_id": root,
+                "m.in_reply_to": {"event_id": reply}}})
+        );
+        assert_eq!(
+            Outgoing::text("m.notice", "ok", Some(reply), None).content,
+            json!({"msgtype": "m.notice", "body": "ok",
+                "m.relates_to": {"m.in_reply_to": {"event_id": reply}}})
+        );
+        assert_eq!(
+            Outgoing::edit(root, "m.text", "fixed").content,
+            json!({"msgtype": "m.text", "body": "* fixed",
+                "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": root}})
+        );
+        let reaction = Outgoing::reaction(root, "👍");
+        assert_eq!(reaction.event_type, "m.reaction");
+        assert_eq!(
+            reaction.content,
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}})
+        );
+    }
 }

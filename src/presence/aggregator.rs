@@ -6,11 +6,17 @@
 
 use std::collections::{HashMap, HashSet};
 
+use ruma::events::room::member::MembershipState;
 use serde::{Deserialize, Serialize};
 
 pub use super::wire::{RoomPresence, RoomSummary, UserPresenceEvent};
 
-/// A user's presence as Matrix reports it.
+/// A user's presence as Matrix reports it: the three states of ruma's [`PresenceState`]
+/// that the spec defines, as a closed, `Copy` set (the aggregator keeps one per user). A
+/// state outside them ([`PresenceState`]'s custom values) is not one of ours: see
+/// [`PresenceStatus::of`].
+///
+/// [`PresenceState`]: ruma::presence::PresenceState
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PresenceStatus {
@@ -23,6 +29,11 @@ pub enum PresenceStatus {
 }
 
 impl PresenceStatus {
+    /// The status of a state Matrix reports; `None` for a state the spec does not define.
+    pub fn of(state: &ruma::presence::PresenceState) -> Option<Self> {
+        Self::parse(state.as_str())
+    }
+
     /// Parses the `presence` field of an `m.presence` event; unknown values give `None`
     /// so that a future status is not silently taken for one of ours.
     pub fn parse(value: &str) -> Option<Self> {
@@ -34,12 +45,24 @@ impl PresenceStatus {
         }
     }
 
-    /// The wire name, as in `m.presence` events.
+    /// The wire name, as in `m.presence` events (and [`PresenceState::as_str`]).
+    ///
+    /// [`PresenceState::as_str`]: ruma::presence::PresenceState::as_str
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Online => "online",
             Self::Unavailable => "unavailable",
             Self::Offline => "offline",
+        }
+    }
+}
+
+impl From<PresenceStatus> for ruma::presence::PresenceState {
+    fn from(status: PresenceStatus) -> Self {
+        match status {
+            PresenceStatus::Online => Self::Online,
+            PresenceStatus::Unavailable => Self::Unavailable,
+            PresenceStatus::Offline => Self::Offline,
         }
     }
 }
@@ -206,7 +229,7 @@ impl PresenceAggregator {
             .then(|| room.presence(matrix_room_id))
     }
 
-    /// Applies an `m.room.member` event: `"join"` adds the user, any other membership
+    /// Applies an `m.room.member` event: `join` adds the user, any other membership
     /// removes them and their typing notice.
     ///
     /// Returns the new state if the online count or the typing set changed.
@@ -214,12 +237,12 @@ impl PresenceAggregator {
         &mut self,
         matrix_room_id: &str,
         user_id: &str,
-        membership: &str,
+        membership: &MembershipState,
     ) -> Option<RoomPresence> {
         let room = self.rooms.get_mut(matrix_room_id)?;
         let online = counts_online(&self.users, &self.sender, user_id);
 
-        if membership == "join" {
+        if *membership == MembershipState::Join {
             if !room.members.insert(user_id.to_owned()) {
                 return None;
             }
@@ -530,10 +553,13 @@ mod tests {
         let mut agg = city();
         agg.apply_presence("@c:srv", PresenceStatus::Online, 1);
         let p = agg
-            .apply_membership("!g:srv", "@c:srv", "join")
+            .apply_membership("!g:srv", "@c:srv", &MembershipState::Join)
             .expect("online user joined");
         assert_eq!(p.online_count, 1);
-        assert_eq!(agg.apply_membership("!g:srv", "@c:srv", "join"), None);
+        assert_eq!(
+            agg.apply_membership("!g:srv", "@c:srv", &MembershipState::Join),
+            None
+        );
 
         // Presence now reaches the newly joined room through the reverse index.
         let change = agg.apply_presence("@c:srv", PresenceStatus::Offline, 2);
@@ -542,7 +568,7 @@ mod tests {
 
         agg.apply_typing("!g:srv", strings(&["@c:srv", "@a:srv"]));
         let p = agg
-            .apply_membership("!g:srv", "@c:srv", "leave")
+            .apply_membership("!g:srv", "@c:srv", &MembershipState::Leave)
             .expect("count and typing changed");
         assert_eq!(p.online_count, 0);
         assert_eq!(p.typing_users, strings(&["@a:srv"]));
@@ -557,15 +583,21 @@ mod tests {
     #[test]
     fn leave_of_offline_user_reports_only_typing_change() {
         let mut agg = city();
-        assert_eq!(agg.apply_membership("!e:srv", "@b:srv", "ban"), None);
+        assert_eq!(
+            agg.apply_membership("!e:srv", "@b:srv", &MembershipState::Ban),
+            None
+        );
         agg.apply_typing("!e:srv", strings(&["@a:srv"]));
         let p = agg
-            .apply_membership("!e:srv", "@a:srv", "leave")
+            .apply_membership("!e:srv", "@a:srv", &MembershipState::Leave)
             .expect("typing changed");
         assert_eq!(p.typing_count, 0);
         assert_eq!(p.online_count, 0);
         // Joining offline changes nothing visible.
-        assert_eq!(agg.apply_membership("!e:srv", "@a:srv", "join"), None);
+        assert_eq!(
+            agg.apply_membership("!e:srv", "@a:srv", &MembershipState::Join),
+            None
+        );
     }
 
     #[test]
@@ -598,7 +630,10 @@ mod tests {
     #[test]
     fn unknown_rooms_are_ignored() {
         let mut agg = city();
-        assert_eq!(agg.apply_membership("!x:srv", "@z:srv", "join"), None);
+        assert_eq!(
+            agg.apply_membership("!x:srv", "@z:srv", &MembershipState::Join),
+            None
+        );
         assert_eq!(agg.apply_typing("!x:srv", strings(&["@a:srv"])), None);
         assert_eq!(agg.set_members("!x:srv", strings(&["@a:srv"])), None);
         agg.touch("!x:srv", 5);

@@ -185,8 +185,7 @@ impl LivePresence {
                 };
                 match event {
                     EphemeralData::Presence(event) => {
-                        let Some(status) = PresenceStatus::parse(event.content.presence.as_str())
-                        else {
+                        let Some(status) = PresenceStatus::of(&event.content.presence) else {
                             continue;
                         };
                         let ago = event.content.last_active_ago.map_or(0, u64::from);
@@ -230,8 +229,25 @@ impl LivePresence {
         typing
     }
 
+    /// Follows the index: what each committed batch did to membership and activity, and
+    /// the rooms its upgrades replaced, until the indexer is gone.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut commits: crate::ingest::Subscription,
+        directory: Arc<RoomDirectory>,
+    ) {
+        while let Some(committed) = commits.recv().await {
+            for old in &committed.replaced_rooms {
+                self.unmap_room(old);
+            }
+            if !committed.memberships.is_empty() || !committed.activity.is_empty() {
+                self.apply_room_events(&committed.memberships, &committed.activity, &directory);
+            }
+        }
+    }
+
     /// Applies what a committed transaction did to membership and activity.
-    pub fn apply_room_events(
+    fn apply_room_events(
         self: &Arc<Self>,
         memberships: &[(OwnedRoomId, OwnedUserId, MembershipState)],
         activity: &[(OwnedRoomId, u64)],
@@ -255,11 +271,11 @@ impl LivePresence {
                 {
                     unknown.push(user.to_string());
                 }
-                if let Some(changed) = state.aggregator.apply_membership(
-                    room.as_str(),
-                    user.as_str(),
-                    membership.as_str(),
-                ) {
+                if let Some(changed) =
+                    state
+                        .aggregator
+                        .apply_membership(room.as_str(), user.as_str(), membership)
+                {
                     self.offer(&mut state, vec![changed], &mut out);
                 }
             }
@@ -299,7 +315,7 @@ impl LivePresence {
             for (user, response) in results {
                 match response {
                     Ok(p) => {
-                        if let Some(status) = PresenceStatus::parse(p.presence.as_str()) {
+                        if let Some(status) = PresenceStatus::of(&p.presence) {
                             let ago = p
                                 .last_active_ago
                                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));

@@ -25,7 +25,7 @@ pub struct Backfill {
     /// Matrix rooms created.
     pub created: usize,
     /// Rooms that failed, with the error code.
-    pub failed: Vec<(Slug, &'static str)>,
+    pub failed: Vec<(Slug, crate::error::ErrorCode)>,
 }
 
 /// Changes asked of a city room.

@@ -2,6 +2,7 @@
 //! members, search, and the `Idempotency-Key`s of sends.
 
 use chrono::{DateTime, Utc};
+use ruma::events::room::member::MembershipState;
 use serde::Serialize;
 use sqlx::{Row as _, postgres::PgRow};
 
@@ -292,15 +293,20 @@ impl Store {
     }
 
     /// The membership of `user` in the channel, as the last member event said.
-    pub async fn membership(&self, channel: &CityRoomId, user: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
+    pub async fn membership(
+        &self,
+        channel: &CityRoomId,
+        user: &str,
+    ) -> Result<Option<MembershipState>> {
+        let membership: Option<String> = sqlx::query_scalar(
             "SELECT membership FROM room_members WHERE room_id = $1 AND user_id = $2 \
              ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(channel.as_str())
         .bind(user)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        Ok(membership.as_deref().map(MembershipState::from))
     }
 
     /// One page of a channel's history, newest first, and whether there is more beyond
@@ -543,7 +549,7 @@ impl Store {
         &self,
         id_or_slug: &str,
         user: &str,
-    ) -> Result<Option<(CityRoom, Option<String>)>> {
+    ) -> Result<Option<(CityRoom, Option<MembershipState>)>> {
         let Some(id) = channel_id(id_or_slug) else {
             return Ok(None);
         };
@@ -559,7 +565,8 @@ impl Store {
         .await?;
         row.map(|row| -> Result<_, sqlx::Error> {
             let room = <CityRoom as sqlx::FromRow<PgRow>>::from_row(&row)?;
-            Ok((room, row.try_get("membership")?))
+            let membership: Option<String> = row.try_get("membership")?;
+            Ok((room, membership.as_deref().map(MembershipState::from)))
         })
         .transpose()
         .map_err(Into::into)

@@ -316,7 +316,13 @@ async fn events_of_unmapped_rooms_are_ignored() {
     let elsewhere = format!("!{}:elsewhere", unique("unmapped"));
     let event_id = format!("${}", unique("elsewhere"));
     let beside = format!("${}", unique("beside"));
-    let counted = bridge.state.discovery.unmapped_events();
+    let counted = bridge
+        .state
+        .receiving
+        .as_ref()
+        .expect("the bridge receives")
+        .discovery
+        .unmapped_events();
     // One transaction: a message of a room the bridge does not know, one of a city room.
     let body = json!({ "events": [
         message_event(&elsewhere, &event_id, "@x:elsewhere", "hi"),
@@ -336,7 +342,14 @@ async fn events_of_unmapped_rooms_are_ignored() {
         "the city room's message beside it is indexed"
     );
     assert_eq!(
-        bridge.state.discovery.unmapped_events() - counted,
+        bridge
+            .state
+            .receiving
+            .as_ref()
+            .expect("the bridge receives")
+            .discovery
+            .unmapped_events()
+            - counted,
         1,
         "the event of the unknown room is counted"
     );

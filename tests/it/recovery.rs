@@ -68,7 +68,14 @@ async fn a_city_room_created_in_synapse_but_never_recorded_is_found_and_its_mess
         assert_eq!(channel, format!("room_city_{slug}"));
     }
     assert!(
-        bridge.state.discovery.unmapped_events() >= 2,
+        bridge
+            .state
+            .receiving
+            .as_ref()
+            .expect("the bridge receives")
+            .discovery
+            .unmapped_events()
+            >= 2,
         "events of the unknown room were counted"
     );
     // And from now on the room is an ordinary city room.

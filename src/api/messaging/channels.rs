@@ -141,7 +141,7 @@ pub async fn create_channel(
     let admin = person.as_ref().is_none_or(|p| p.admin);
     if !admin && body.visibility == Visibility::Public && body.microdao_id.is_none() {
         return Err(forbidden(
-            "admin_required",
+            crate::error::ErrorCode::AdminRequired,
             "a public channel without a microdao_id is one of the city's rooms: only admins \
              make those; give a microdao_id, or make it private",
         ));
@@ -155,7 +155,7 @@ pub async fn create_channel(
             >= i64::from(quota)
         {
             return Err(forbidden(
-                "channel_quota",
+                crate::error::ErrorCode::ChannelQuota,
                 &format!("a user may create at most {quota} channels"),
             ));
         }
@@ -195,7 +195,8 @@ pub async fn create_channel(
     };
     let Some((room, ready)) = state.rooms().create_city_room(&new).await? else {
         return Err(
-            ApiError::new(StatusCode::CONFLICT, "slug_taken").with_detail(format!("{slug} exists"))
+            ApiError::new(StatusCode::CONFLICT, crate::error::ErrorCode::SlugTaken)
+                .with_detail(format!("{slug} exists")),
         );
     };
     if ready && person.is_some() {

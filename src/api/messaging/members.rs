@@ -174,7 +174,10 @@ pub async fn invite(
     let server = &state.config.server_name;
     let (invitee, agent) = if let Ok(agent) = AgentId::parse(body.member_id.as_str()) {
         if state.store.agent(agent.as_str()).await?.is_none() {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_agent"));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                crate::error::ErrorCode::UnknownAgent,
+            ));
         }
         (agent.user_id(server), true)
     } else if let Some(name) = body.member_id.strip_prefix(USER_ID_PREFIX) {
@@ -212,20 +215,23 @@ pub async fn invite(
     // The bridge's own user sets the power level, so the caller's right to give it is
     // checked here, as Synapse would check it for the caller: a role above member only
     // from someone whose own level is at least that role and who may change power levels.
-    let levels =
-        match role {
-            Role::Member => None,
-            role => {
-                let (content, levels) = power_levels(&state, &room_id).await?;
-                if !person.admin && !may_grant(&levels, &person.user_id, &invitee, role.level()) {
-                    return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden").with_detail(
+    let levels = match role {
+        Role::Member => None,
+        role => {
+            let (content, levels) = power_levels(&state, &room_id).await?;
+            if !person.admin && !may_grant(&levels, &person.user_id, &invitee, role.level()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    crate::error::ErrorCode::Forbidden,
+                )
+                .with_detail(
                     "giving this role needs a power level at least as high, above the member's \
                      own, and the right to change power levels",
                 ));
-                }
-                Some(content)
             }
-        };
+            Some(content)
+        }
+    };
     actor
         .ensure_exists(&state.messenger)
         .await

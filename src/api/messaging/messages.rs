@@ -244,8 +244,11 @@ async fn replay(
     (held_channel, event_id): (Option<String>, Option<String>),
 ) -> Result<Response, ApiError> {
     let reused = || {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
-            .with_detail("this Idempotency-Key was used for a message to another channel")
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            crate::error::ErrorCode::IdempotencyKeyReused,
+        )
+        .with_detail("this Idempotency-Key was used for a message to another channel")
     };
     if held_channel
         .as_deref()
@@ -254,11 +257,12 @@ async fn replay(
         return Err(reused());
     }
     let Some(event_id) = event_id else {
-        return Err(
-            ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight")
-                .with_detail("a request with this Idempotency-Key is being sent; retry shortly")
-                .with_retry_after(1),
-        );
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorCode::IdempotencyKeyInFlight,
+        )
+        .with_detail("a request with this Idempotency-Key is being sent; retry shortly")
+        .with_retry_after(1));
     };
     let event_id = EventId::parse(&event_id).map_err(|_| reused())?;
     if held_channel.is_none()
@@ -286,8 +290,11 @@ async fn send_now(
     outgoing: &Outgoing,
 ) -> Result<Result<OwnedEventId, Response>, ApiError> {
     if channel.room.encrypted {
-        return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
-            .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorCode::EncryptedChannel,
+        )
+        .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
     }
     let room_id = crate::api::messaging::writable_room(state, channel).await?;
     if let Err(limited) = limit_message(state, &person.user_id, &channel.room) {
@@ -359,13 +366,15 @@ pub async fn edit_message(
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.sender_matrix_id != person.user_id.as_str() {
         return Err(forbidden(
-            "not_author",
+            crate::error::ErrorCode::NotAuthor,
             "only the author may edit a message",
         ));
     }
     if message.redacted || message.msgtype.is_none() || channel.room.encrypted {
-        return Err(ApiError::new(StatusCode::CONFLICT, "not_editable")
-            .with_detail("the message was deleted, or the channel is encrypted"));
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, crate::error::ErrorCode::NotEditable)
+                .with_detail("the message was deleted, or the channel is encrypted"),
+        );
     }
     let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;

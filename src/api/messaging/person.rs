@@ -55,13 +55,19 @@ impl Person {
     fn of_claims(claims: Claims, state: &AppState) -> Result<Self, ApiError> {
         let server = &state.config.server_name;
         let no_identity = |detail: &str| {
-            ApiError::new(StatusCode::FORBIDDEN, "no_matrix_identity")
-                .with_detail(detail.to_owned())
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                crate::error::ErrorCode::NoMatrixIdentity,
+            )
+            .with_detail(detail.to_owned())
         };
         let invalid_subject = |field: &'static str, rule: Invalid| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_subject")
-                .with_field(field)
-                .with_detail(rule.0)
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                crate::error::ErrorCode::InvalidSubject,
+            )
+            .with_field(field)
+            .with_detail(rule.0)
         };
         let user_id = match (
             &claims.matrix_user_id,

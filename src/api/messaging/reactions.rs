@@ -56,7 +56,10 @@ pub async fn react(
     let channel = person.readable(&state, &id).await?;
     let message = message_in(&state, &channel, target.as_str(), &person).await?;
     if message.redacted {
-        return Err(ApiError::new(StatusCode::CONFLICT, "redacted"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            crate::error::ErrorCode::Redacted,
+        ));
     }
     let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;
