@@ -58,6 +58,18 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
             "/api/messaging/channels/{id}/members",
             get(messaging::members::members).post(messaging::members::invite),
         )
+        .route(
+            "/api/messaging/channels/{id}/members/{member_id}",
+            axum::routing::delete(messaging::members::remove),
+        )
+        .route(
+            "/api/messaging/channels/{id}/pins",
+            get(messaging::pins::pins),
+        )
+        .route(
+            "/api/messaging/channels/{id}/pins/{event_id}",
+            axum::routing::put(messaging::pins::pin).delete(messaging::pins::unpin),
+        )
         .route("/api/messaging/search", get(messaging::search::search))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }));
     let allow = match cors_origins {

@@ -169,6 +169,8 @@ error_codes! {
     InvalidAlias = "invalid_alias",
     /// The token's subject is not a DAARION user or agent.
     InvalidSubject = "invalid_subject",
+    /// A channel keeps at most 100 pins.
+    TooManyPins = "too_many_pins",
     /// The token is malformed, expired or wrongly signed.
     InvalidToken = "invalid_token",
     /// The homeserver refused a request of the bridge's.

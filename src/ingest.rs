@@ -144,7 +144,8 @@ pub fn read_event(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>)
         | "m.room.topic"
         | "m.room.canonical_alias"
         | "m.room.tombstone"
-        | "m.room.encryption" => rooms::read_state(envelope, room),
+        | "m.room.encryption"
+        | "m.room.pinned_events" => rooms::read_state(envelope, room),
         _ => Read::Ignored,
     }
 }

@@ -423,6 +423,7 @@ pub async fn feed_channels(bus: Bus, channels: Arc<ChannelHub>) {
                 | "message.updated"
                 | "message.deleted"
                 | "reaction.updated"
+                | "pins.updated"
                 | "typing"
         ) || !channels.is_watched(&channel)
         {

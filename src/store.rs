@@ -5,6 +5,7 @@ mod journal;
 mod messages;
 pub mod model;
 mod outbox;
+mod pins;
 mod rooms;
 mod transactions;
 
@@ -22,7 +23,9 @@ pub use self::{
         ChannelView, Cursor, MAX_REACTION_KEYS, MIN_PREFIX_CHARS, MemberRow, MessageView, Page,
         ReactionCount, SearchHit, channel_id, searchable,
     },
+    model::MAX_PINS,
     outbox::{OutboxRow, Pending},
+    pins::Pins,
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
     transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };

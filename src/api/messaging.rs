@@ -7,6 +7,7 @@ pub(super) mod channels;
 pub(super) mod members;
 pub(super) mod messages;
 mod person;
+pub(super) mod pins;
 pub(super) mod reactions;
 pub(super) mod search;
 

@@ -20,6 +20,12 @@ pub mod subjects {
     pub const CHANNEL_CREATED: &str = "messaging.channel.created";
     /// A member was invited through the API.
     pub const MEMBER_INVITED: &str = "messaging.member.invited";
+    /// A member left a channel through the API.
+    pub const MEMBER_LEFT: &str = "messaging.member.left";
+    /// A member was removed (kicked or banned) through the API.
+    pub const MEMBER_REMOVED: &str = "messaging.member.removed";
+    /// A channel's pinned messages changed (in the API or in Matrix).
+    pub const PINS_UPDATED: &str = "messaging.pins.updated";
     /// Every messaging event (the channel feeds read them).
     pub const MESSAGING: &str = "messaging.>";
     /// A city room was created.

@@ -1,8 +1,10 @@
-//! Room state of mapped rooms: name, topic, canonical alias, tombstone and encryption.
+//! Room state of mapped rooms: name, topic, canonical alias, tombstone, encryption and
+//! pinned events.
 
 use ruma::events::room::{
     canonical_alias::RoomCanonicalAliasEventContent, name::RoomNameEventContent,
-    tombstone::RoomTombstoneEventContent, topic::RoomTopicEventContent,
+    pinned_events::RoomPinnedEventsEventContent, tombstone::RoomTombstoneEventContent,
+    topic::RoomTopicEventContent,
 };
 use serde::de::DeserializeOwned;
 
@@ -44,6 +46,19 @@ fn field(envelope: &Envelope<'_>) -> Result<Option<(&'static str, RoomStateField
             Some(("m.room.tombstone", RoomStateField::Tombstone(replacement)))
         }
         "m.room.encryption" => Some(("m.room.encryption", RoomStateField::Encryption)),
+        "m.room.pinned_events" => {
+            let pinned = content::<RoomPinnedEventsEventContent>(envelope)?.pinned;
+            let mut kept: Vec<String> = Vec::new();
+            for event_id in pinned {
+                if kept.len() == crate::store::model::MAX_PINS {
+                    break;
+                }
+                if !kept.iter().any(|e| e == event_id.as_str()) {
+                    kept.push(event_id.to_string());
+                }
+            }
+            Some(("m.room.pinned_events", RoomStateField::Pinned(kept)))
+        }
         _ => None,
     })
 }
@@ -104,5 +119,29 @@ mod tests {
         assert!(
             matches!(long, Read::Change(Change::RoomState(RoomStateChange { field: RoomStateField::Name(n), .. })) if n.len() == 100)
         );
+    }
+
+    #[test]
+    fn pinned_events_are_kept_once_each_in_order_and_bounded() {
+        let many: Vec<String> = (0..150).map(|n| format!("$e{n}:example.org")).collect();
+        let mut pinned = vec!["$b:example.org".to_owned(), "$a:example.org".to_owned()];
+        pinned.push("$b:example.org".to_owned());
+        pinned.extend(many);
+        let Read::Change(Change::RoomState(RoomStateChange {
+            field: RoomStateField::Pinned(kept),
+            ..
+        })) = state("m.room.pinned_events", json!({"pinned": pinned}))
+        else {
+            panic!("pinned events read")
+        };
+        assert_eq!(kept.len(), crate::store::model::MAX_PINS);
+        assert_eq!(
+            kept[..3],
+            ["$b:example.org", "$a:example.org", "$e0:example.org"]
+        );
+        assert!(matches!(
+            state("m.room.pinned_events", json!({"pinned": "$a:example.org"})),
+            Read::Invalid(_)
+        ));
     }
 }

@@ -4,11 +4,15 @@
 use ruma::{
     OwnedEventId, OwnedTransactionId, OwnedUserId, RoomId, UserId,
     api::client::{
-        membership::{invite_user, join_room_by_id},
+        membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room},
         message::send_message_event,
         redact::redact_event,
+        state::{get_state_event_for_key, send_state_event},
     },
-    events::{AnyMessageLikeEventContent, MessageLikeEventType},
+    events::{
+        AnyMessageLikeEventContent, EmptyStateKey, MessageLikeEventType, StateEventType,
+        room::pinned_events::RoomPinnedEventsEventContent,
+    },
     serde::Raw,
 };
 
@@ -77,6 +81,78 @@ impl Homeserver {
             user,
         )
         .await?;
+        Ok(())
+    }
+
+    /// Leaves `room_id` as `user` (or declines an invitation).
+    pub async fn leave(&self, room_id: &RoomId, user: &UserId) -> Result<(), HomeserverError> {
+        self.send(leave_room::v3::Request::new(room_id.to_owned()), Some(user))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `target` from `room_id` as `user`: a kick, or with `ban` a ban. Synapse
+    /// decides whether `user` may.
+    pub async fn remove(
+        &self,
+        room_id: &RoomId,
+        target: OwnedUserId,
+        ban: bool,
+        reason: Option<String>,
+        user: &UserId,
+    ) -> Result<(), HomeserverError> {
+        if ban {
+            let mut request = ban_user::v3::Request::new(room_id.to_owned(), target);
+            request.reason = reason;
+            self.send(request, Some(user)).await?;
+        } else {
+            let mut request = kick_user::v3::Request::new(room_id.to_owned(), target);
+            request.reason = reason;
+            self.send(request, Some(user)).await?;
+        }
+        Ok(())
+    }
+
+    /// The room's pinned events (`m.room.pinned_events`), read as `user`; none when the
+    /// room has never had any.
+    pub async fn pinned_events(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<OwnedEventId>, HomeserverError> {
+        let request = get_state_event_for_key::v3::Request::new(
+            room_id.to_owned(),
+            StateEventType::RoomPinnedEvents,
+            String::new(),
+        );
+        match self.send(request, Some(user)).await {
+            Ok(response) => {
+                let content: RoomPinnedEventsEventContent =
+                    serde_json::from_str(response.event_or_content.get())
+                        .map_err(|e| HomeserverError::InvalidResponse(e.to_string()))?;
+                Ok(content.pinned)
+            }
+            Err(e) if matches!(e.kind(), Some(ruma::api::error::ErrorKind::NotFound)) => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the room's pinned events as `user` (Synapse's power levels decide).
+    pub async fn set_pinned_events(
+        &self,
+        room_id: &RoomId,
+        pinned: Vec<OwnedEventId>,
+        user: &UserId,
+    ) -> Result<(), HomeserverError> {
+        let request = send_state_event::v3::Request::new(
+            room_id.to_owned(),
+            &EmptyStateKey,
+            &RoomPinnedEventsEventContent::new(pinned),
+        )
+        .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        self.send(request, Some(user)).await?;
         Ok(())
     }
 }

@@ -76,6 +76,8 @@ pub struct MessageView {
     pub reply_to: Option<String>,
     /// The root of its thread.
     pub thread_root: Option<String>,
+    /// Whether it is pinned in its channel.
+    pub pinned: bool,
     /// Reactions, most frequent first: at most [`MAX_REACTION_KEYS`] keys, so that no view
     /// grows with what users do (the totals below count them all).
     pub reactions: Vec<ReactionCount>,
@@ -105,6 +107,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for MessageView {
             redacted: row.try_get("redacted")?,
             reply_to: row.try_get("reply_to")?,
             thread_root: row.try_get("thread_root")?,
+            pinned: row.try_get("pinned")?,
             reactions: reactions.0.top,
             reaction_count: reactions.0.total,
             reaction_keys: reactions.0.keys,
@@ -118,7 +121,9 @@ macro_rules! view_fields {
     () => {
         "m.channel_id, m.matrix_event_id, m.sender_id, m.sender_matrix_id, \
          m.sender_type, m.msgtype, m.content_preview, m.created_at, m.edited_at, \
-         m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq"
+         m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq, \
+         EXISTS (SELECT 1 FROM city_rooms pc WHERE pc.id = m.channel_id \
+                 AND m.matrix_event_id = ANY(pc.pinned_events)) AS pinned"
     };
 }
 /// The most reaction keys a message view lists.

@@ -199,7 +199,13 @@ pub enum RoomStateField {
     /// `m.room.encryption` → `encrypted`: from this event on, metadata only. (Encryption
     /// cannot be turned off in Matrix.)
     Encryption,
+    /// `m.room.pinned_events` → `pinned_events`: the pinned messages, in pin order, at
+    /// most [`MAX_PINS`].
+    Pinned(Vec<String>),
 }
+
+/// The most pinned events kept of a room.
+pub const MAX_PINS: usize = 100;
 
 /// A state change of a mapped room.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,6 +53,8 @@ pub struct Effects {
     pub deleted: Vec<String>,
     /// Reactions counted or uncounted: the message and the key.
     pub reactions: Vec<(String, String)>,
+    /// Channels whose pinned events changed (their `messaging.pins.updated` is written).
+    pub pins: Vec<String>,
 }
 
 impl Effects {
@@ -62,6 +64,7 @@ impl Effects {
             && self.updated.is_empty()
             && self.deleted.is_empty()
             && self.reactions.is_empty()
+            && self.pins.is_empty()
     }
 
     /// The outbox rows these changes make: (subject, message, reaction key).
@@ -88,6 +91,7 @@ impl Effects {
         self.updated.extend(other.updated);
         self.deleted.extend(other.deleted);
         self.reactions.extend(other.reactions);
+        self.pins.extend(other.pins);
     }
 }
 
@@ -263,7 +267,7 @@ async fn apply_grouped(
     effects.extend(apply_redactions(conn, &redactions).await?);
     upsert_members(conn, &members).await?;
     for state in states {
-        apply_room_state(conn, state).await?;
+        effects.extend(apply_room_state(conn, state).await?);
     }
     Ok(effects)
 }
@@ -293,7 +297,7 @@ async fn apply_one_by_one(
                 ..Effects::default()
             }),
             Change::Membership(m) => upsert_members(tx, &[m]).await.map(|()| Effects::default()),
-            Change::RoomState(s) => apply_room_state(tx, s).await.map(|()| Effects::default()),
+            Change::RoomState(s) => apply_room_state(tx, s).await,
         };
         match result {
             Ok(done) => {
@@ -630,17 +634,25 @@ async fn upsert_members(
 async fn apply_room_state(
     conn: &mut PgConnection,
     state: &RoomStateChange,
-) -> Result<(), sqlx::Error> {
+) -> Result<Effects, sqlx::Error> {
+    let pinned;
     let (set, value): (&str, Option<&str>) = match &state.field {
         RoomStateField::Name(name) => ("name = $5", Some(name)),
         RoomStateField::Topic(topic) => ("description = $5", topic.as_deref()),
         RoomStateField::CanonicalAlias(alias) => ("matrix_room_alias = $5", Some(alias.as_str())),
         RoomStateField::Tombstone(room) => ("matrix_room_id = $5", Some(room.as_str())),
         RoomStateField::Encryption => ("encrypted = true", None),
+        RoomStateField::Pinned(events) => {
+            pinned = serde_json::to_string(events).expect("event ids serialize");
+            (
+                "pinned_events = ARRAY(SELECT jsonb_array_elements_text($5::jsonb))",
+                Some(pinned.as_str()),
+            )
+        }
     };
     // Events apply in the order Synapse sends them (senders' clocks may be skewed, so
     // origin_server_ts is no order); the same event again changes nothing.
-    sqlx::query(&format!(
+    let applied = sqlx::query(&format!(
         "WITH newer AS ( \
              INSERT INTO matrix_room_state (matrix_room_id, event_type, event_id, origin_server_ts) \
              VALUES ($1, $2, $3, $4) \
@@ -657,9 +669,25 @@ async fn apply_room_state(
     .bind(state.event_ts)
     .bind(value)
     .bind(state.room_id.as_str())
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    if let RoomStateField::Pinned(events) = &state.field
+        && applied.rows_affected() > 0
+    {
+        let channel = state.room_id.as_str();
+        super::outbox::record_event(
+            conn,
+            crate::domain::events::subjects::PINS_UPDATED,
+            channel,
+            &serde_json::json!({"type": "pins.updated", "channel_id": channel, "pinned": events}),
+        )
+        .await?;
+        return Ok(Effects {
+            pins: vec![channel.to_owned()],
+            ..Effects::default()
+        });
+    }
+    Ok(Effects::default())
 }
 
 /// Records dead letters. They must never stall the stream: a dead letter the database

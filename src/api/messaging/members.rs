@@ -1,16 +1,19 @@
-//! `/api/messaging/channels/{id}/members`: who is in a channel and with what role, and
-//! inviting people and agents (with a role).
+//! `/api/messaging/channels/{id}/members`: who is in a channel and with what role,
+//! inviting people and agents (with a role), leaving, and removing (kicking or banning).
 
 use axum::{
     Json,
-    extract::State,
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use ruma::{OwnedRoomId, RoomId, UserId, events::room::power_levels::RoomPowerLevelsEventContent};
+use ruma::{
+    OwnedRoomId, OwnedUserId, RoomId, UserId,
+    events::room::power_levels::RoomPowerLevelsEventContent,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{Person, puppeting_disabled, rate_limit, user_action_error};
 use crate::{
@@ -172,36 +175,21 @@ pub async fn invite(
             .ok_or_else(|| ApiError::invalid("role", "must be member, moderator or admin"))?,
     };
     let server = &state.config.server_name;
-    let (invitee, agent) = if let Ok(agent) = AgentId::parse(body.member_id.as_str()) {
-        if state.store.agent(agent.as_str()).await?.is_none() {
+    let (invitee, agent) = member_user(&state, &body.member_id)?;
+    if agent {
+        let id = AgentId::of_user(&invitee, server).expect("an agent's user");
+        if state.store.agent(id.as_str()).await?.is_none() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 crate::error::ErrorCode::UnknownAgent,
             ));
         }
-        (agent.user_id(server), true)
-    } else if let Some(name) = body.member_id.strip_prefix(USER_ID_PREFIX) {
-        let user =
-            local_user_id(name, server).map_err(|rule| ApiError::invalid("member_id", rule.0))?;
-        if state.namespaces.users.is_exclusive_match(user.as_str()) {
-            return Err(ApiError::invalid(
-                "member_id",
-                "agents are invited as agent:<name>",
-            ));
-        }
-        if user == state.sender {
-            return Err(ApiError::invalid(
-                "member_id",
-                "the bridge's own user is not invited",
-            ));
-        }
-        (user, false)
-    } else {
+    } else if invitee == state.sender {
         return Err(ApiError::invalid(
             "member_id",
-            "must be user:<name> or agent:<name>",
+            "the bridge's own user is not invited",
         ));
-    };
+    }
     let channel = person.readable(&state, &id).await?;
     let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     rate_limit(
@@ -294,4 +282,154 @@ pub async fn invite(
         StatusCode::OK
     };
     Ok((status, Json(member)).into_response())
+}
+
+/// The Matrix user a `member_id` names, and whether it is an agent: `agent:<name>`, or
+/// `user:<name>` (a person of this homeserver; an agent's user is named as an agent).
+fn member_user(state: &AppState, member_id: &str) -> Result<(OwnedUserId, bool), ApiError> {
+    let server = &state.config.server_name;
+    if let Ok(agent) = AgentId::parse(member_id) {
+        return Ok((agent.user_id(server), true));
+    }
+    let Some(name) = member_id.strip_prefix(USER_ID_PREFIX) else {
+        return Err(ApiError::invalid(
+            "member_id",
+            "must be user:<name> or agent:<name>",
+        ));
+    };
+    let user =
+        local_user_id(name, server).map_err(|rule| ApiError::invalid("member_id", rule.0))?;
+    if state.namespaces.users.is_exclusive_match(user.as_str()) {
+        return Err(ApiError::invalid(
+            "member_id",
+            "agents are named as agent:<name>",
+        ));
+    }
+    Ok((user, false))
+}
+
+/// How a member is removed.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RemoveQuery {
+    /// Ban rather than kick: they cannot come back until unbanned.
+    #[serde(default)]
+    pub ban: bool,
+    /// Why (shown in Matrix clients); at most 500 characters.
+    pub reason: Option<String>,
+}
+
+/// A member who left or was removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Removed {
+    /// As in the request.
+    pub member_id: String,
+    /// The Matrix user.
+    pub matrix_user_id: String,
+    /// `leave` (left, or kicked) or `ban`.
+    pub membership: String,
+}
+
+/// # `DELETE /api/messaging/channels/{id}/members/{member_id}`
+///
+/// The caller themself: leaves the channel. Anyone else (a person or an agent): removed
+/// as the caller — kicked, or with `?ban=true` banned; Synapse's power levels decide
+/// whether the caller may (403 otherwise). `messaging.member.left` or
+/// `messaging.member.removed` follows on the bus; the members list follows Synapse's push.
+#[utoipa::path(delete, path = "/api/messaging/channels/{id}/members/{member_id}", tag = "messaging",
+    params(("id" = String, Path, description = "room_city_<slug>, or the slug"),
+        ("member_id" = String, Path, description = "user:<name> or agent:<name>"), RemoveQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = Removed),
+        (status = 403, description = "the caller may not remove this member"),
+        (status = 404, description = "no such channel"), (status = 422, description = "invalid member_id, ban or reason"),
+        (status = 429, description = "rate limited; see Retry-After")))]
+pub async fn remove(
+    State(state): State<AppState>,
+    person: Person,
+    ApiPath((id, member_id)): ApiPath<(String, String)>,
+    query: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Removed>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    if query
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 500 || r.contains('\0'))
+    {
+        return Err(ApiError::invalid(
+            "reason",
+            "must be at most 500 characters",
+        ));
+    }
+    let actor = person.actor();
+    let homeserver = actor
+        .homeserver(&state.messenger)
+        .ok_or_else(puppeting_disabled)?;
+    let (target, _) = member_user(&state, &member_id)?;
+    let leaving = target == person.user_id;
+    if leaving && query.ban {
+        return Err(ApiError::invalid(
+            "ban",
+            "one leaves a channel, one is not banned from it",
+        ));
+    }
+    let channel = person.readable(&state, &id).await?;
+    // A channel without its Matrix room yet has no members to remove.
+    let room_id = channel
+        .matrix_room_id
+        .clone()
+        .ok_or_else(ApiError::not_found)?;
+    rate_limit(
+        &state,
+        "removals",
+        &[(
+            &format!("remove:u:{}", person.user_id),
+            state.config.rates.invitations_per_user,
+        )],
+    )?;
+    actor
+        .ensure_exists(&state.messenger)
+        .await
+        .map_err(user_action_error)?;
+    let done = if leaving {
+        homeserver.leave(&room_id, &person.user_id).await
+    } else {
+        homeserver
+            .remove(
+                &room_id,
+                target.clone(),
+                query.ban,
+                query.reason,
+                &person.user_id,
+            )
+            .await
+    };
+    done.map_err(|e| user_action_error(e.into()))?;
+    let (subject, payload) = if leaving {
+        (
+            subjects::MEMBER_LEFT,
+            json!({"type": "member.left", "channel_id": channel.room.id, "member_id": member_id}),
+        )
+    } else {
+        (
+            subjects::MEMBER_REMOVED,
+            json!({
+                "type": "member.removed",
+                "channel_id": channel.room.id,
+                "member_id": member_id,
+                "removed_by": person.sub,
+                "ban": query.ban,
+            }),
+        )
+    };
+    state
+        .store
+        .record_event(subject, channel.room.id.as_str(), &payload)
+        .await?;
+    state.relay_due.notify_one();
+    tracing::info!(channel = %channel.room.id, %member_id, leaving, ban = query.ban, "member removed");
+    Ok(Json(Removed {
+        member_id,
+        matrix_user_id: target.to_string(),
+        membership: if query.ban { "ban" } else { "leave" }.to_owned(),
+    }))
 }
