@@ -6,6 +6,7 @@ mod messages;
 pub mod model;
 mod outbox;
 mod pins;
+mod room_state;
 mod rooms;
 mod transactions;
 
