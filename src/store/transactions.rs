@@ -389,8 +389,11 @@ async fn apply_edits(
     if !updated.is_empty() {
         // Searchable already (or soon, with the new text by the indexer): search the new text.
         sqlx::query(
-            "UPDATE message_search s SET tsv = to_tsvector('simple', m.content_preview) \
-             FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)",
+            concat!(
+                "UPDATE message_search s SET tsv = ",
+                searchable_text!(),
+                " FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)"
+            ),
         )
         .bind(&updated)
         .execute(conn)
@@ -414,7 +417,7 @@ async fn apply_redactions(
     let rooms = col(|r| r.matrix_room_id.as_str());
     let senders = col(|r| r.sender_matrix_id.as_str());
     let deleted: Vec<String> = sqlx::query_scalar(
-        "UPDATE messages m SET content_preview = '', redacted_at = u.ts \
+        "UPDATE messages m SET content_preview = '', media = NULL, redacted_at = u.ts \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
               AS u(target, room, sender, local, ts) \
          WHERE m.matrix_event_id = u.target AND m.matrix_room_id = u.room \

@@ -19,6 +19,8 @@ struct MessageColumns<'a> {
     created_at: Vec<DateTime<Utc>>,
     reply_to: Vec<Option<&'a str>>,
     thread_root: Vec<Option<&'a str>>,
+    /// JSON text, cast to `jsonb` in the statement.
+    media: Vec<Option<String>>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -42,6 +44,14 @@ impl<'a> MessageColumns<'a> {
             thread_root: messages
                 .iter()
                 .map(|m| m.thread_root.as_ref().map(|e| e.as_str()))
+                .collect(),
+            media: messages
+                .iter()
+                .map(|m| {
+                    m.media
+                        .as_ref()
+                        .map(|f| serde_json::to_string(f).expect("media serialises"))
+                })
                 .collect(),
         }
     }
@@ -74,7 +84,7 @@ pub(super) async fn insert_messages_at(
     };
     let sql = format!(
         "WITH inserted AS ({insert}), \
-              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $12)) \
+              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $13)) \
          SELECT matrix_event_id, seq FROM inserted ORDER BY seq"
     );
     bind_messages(sqlx::query_as(&sql), messages)
@@ -101,11 +111,12 @@ macro_rules! insert_messages_sql {
     () => {
         "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
                            sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
-                           reply_to, thread_root) \
-     SELECT c, r, e, s, sm, st, mt, p, t, rt, th \
+                           reply_to, thread_root, media) \
+     SELECT c, r, e, s, sm, st, mt, p, t, rt, th, md::jsonb \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[]) \
-          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, n) \
+                 $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], \
+                 $12::text[]) \
+          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, md, n) \
      ORDER BY n"
     };
 }
@@ -133,4 +144,5 @@ fn bind_messages<'q>(query: MessagesQuery<'q>, messages: &[&'q NewMessage]) -> M
         .bind(columns.created_at)
         .bind(columns.reply_to)
         .bind(columns.thread_root)
+        .bind(columns.media)
 }
