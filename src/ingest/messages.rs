@@ -115,7 +115,9 @@ fn media_of(content: &MessageContent<'_>) -> Result<Media, String> {
         mxc: url.to_owned(),
         mimetype: info.and_then(|i| i.mimetype.as_deref()).map(media_text),
         size: number(info.and_then(|i| i.size)),
-        name: Some(media_text(content.filename.as_deref().unwrap_or(&content.body))),
+        name: Some(media_text(
+            content.filename.as_deref().unwrap_or(&content.body),
+        )),
         width: number(info.and_then(|i| i.w)),
         height: number(info.and_then(|i| i.h)),
         duration: number(info.and_then(|i| i.duration)),
@@ -433,10 +435,17 @@ mod tests {
         );
         match read(captioned) {
             Read::Change(Change::Message(m)) => {
-                assert_eq!((m.msgtype, m.preview.as_str()), (Some("m.file"), "the minutes"));
+                assert_eq!(
+                    (m.msgtype, m.preview.as_str()),
+                    (Some("m.file"), "the minutes")
+                );
                 let media = m.media.unwrap();
                 assert_eq!(media.name.as_deref(), Some("minutes.pdf"));
-                assert_eq!((media.size, media.mimetype), (None, None), "odd info is absent");
+                assert_eq!(
+                    (media.size, media.mimetype),
+                    (None, None),
+                    "odd info is absent"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -453,7 +462,12 @@ mod tests {
             );
         }
         // Without a usable mxc URI: malformed, recorded (a dead letter), never indexed.
-        for url in [json!(null), json!(5), json!("https://example.org/x.png"), json!("mxc://")] {
+        for url in [
+            json!(null),
+            json!(5),
+            json!("https://example.org/x.png"),
+            json!("mxc://"),
+        ] {
             let bad = event(
                 "m.room.message",
                 "@a:example.org",

@@ -155,7 +155,19 @@ impl Outgoing {
         reply_to: Option<&EventId>,
         thread_root: Option<&EventId>,
     ) -> Self {
-        let mut content = json!({"msgtype": msgtype, "body": text});
+        Self::message(
+            json!({"msgtype": msgtype, "body": text}),
+            reply_to,
+            thread_root,
+        )
+    }
+
+    /// An `m.room.message` of `content` (a text, a file), maybe a reply, maybe in a thread.
+    pub fn message(
+        mut content: Value,
+        reply_to: Option<&EventId>,
+        thread_root: Option<&EventId>,
+    ) -> Self {
         match (thread_root, reply_to) {
             (Some(root), reply) => {
                 // In a thread, `m.in_reply_to` is the reply, or a fallback to the root

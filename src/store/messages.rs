@@ -503,24 +503,22 @@ impl Store {
     /// were looked at (fewer than `limit`: caught up). (Naming every channel lets the
     /// `(channel_id, seq)` index find the new rows instead of scanning the table.)
     pub async fn index_search(&self, limit: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            concat!(
-                "WITH todo AS ( \
+        Ok(sqlx::query_scalar(concat!(
+            "WITH todo AS ( \
                      SELECT matrix_event_id, seq, content_preview, msgtype, redacted_at, media \
                      FROM messages \
                      WHERE seq > (SELECT seq FROM search_progress) ORDER BY seq LIMIT $1), \
                  indexed AS ( \
                      INSERT INTO message_search (event_id, tsv) \
                      SELECT m.matrix_event_id, ",
-                searchable_text!(),
-                " FROM todo m \
+            searchable_text!(),
+            " FROM todo m \
                      WHERE m.msgtype IS NOT NULL AND m.redacted_at IS NULL \
                        AND m.content_preview <> '' \
                      ON CONFLICT (event_id) DO UPDATE SET tsv = EXCLUDED.tsv) \
                  UPDATE search_progress SET seq = GREATEST(seq, (SELECT max(seq) FROM todo)) \
                  RETURNING (SELECT count(*) FROM todo)"
-            ),
-        )
+        ))
         .bind(limit)
         .fetch_one(&self.pool)
         .await?)

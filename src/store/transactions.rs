@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tracing::warn;
 
+use self::inserts::{Conflicts, insert_messages, insert_messages_at, is_unique_violation};
 use super::model::{
     Change, DeadLetter, Incoming, MembershipChange, MessageEdit, NewMessage, NewReaction,
     Redaction, RoomStateChange, RoomStateField,
 };
-use self::inserts::{Conflicts, insert_messages, insert_messages_at, is_unique_violation};
 use super::{Store, is_data_error};
 
 mod inserts;
@@ -388,13 +388,11 @@ async fn apply_edits(
     .await?;
     if !updated.is_empty() {
         // Searchable already (or soon, with the new text by the indexer): search the new text.
-        sqlx::query(
-            concat!(
-                "UPDATE message_search s SET tsv = ",
-                searchable_text!(),
-                " FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)"
-            ),
-        )
+        sqlx::query(concat!(
+            "UPDATE message_search s SET tsv = ",
+            searchable_text!(),
+            " FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)"
+        ))
         .bind(&updated)
         .execute(conn)
         .await?;
