@@ -54,6 +54,7 @@ pub fn router(config: &crate::config::Config) -> Router<AppState> {
             post(messaging::media::upload)
                 .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
         )
+        .route("/api/messaging/media/config", get(messaging::media::config))
         .route(
             "/api/messaging/media/{server_name}/{media_id}",
             get(messaging::media::download),

@@ -20,7 +20,7 @@ use super::{
         channels::list_channels, channels::get_channel, channels::create_channel,
         messages::history, messages::send_message, messages::edit_message,
         messages::delete_message, reactions::react, reactions::unreact, members::members,
-        members::invite, internal::agent_post, search::search, media::upload, media::download,
+        members::invite, internal::agent_post, search::search, media::upload, media::download, media::config,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
@@ -31,7 +31,7 @@ use super::{
         messages::EditMessage, reactions::React, members::Member, members::MemberList,
         members::Invite, internal::AgentPost, search::SearchResults,
         crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
-        crate::store::SearchHit, crate::store::model::Media, media::UploadForm,
+        crate::store::SearchHit, crate::store::model::Media, media::UploadForm, media::MediaConfig,
     )),
     modifiers(&BearerAuth),
 )]

@@ -380,6 +380,27 @@ async fn upload_now(
     Ok(Ok(event_id))
 }
 
+/// What a client needs to know before it uploads.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct MediaConfig {
+    /// The largest file accepted, in bytes (`MEDIA_MAX_BYTES`).
+    pub max_bytes: u64,
+    /// Uploads a user may make per minute (`MEDIA_UPLOADS_PER_MINUTE`).
+    pub uploads_per_minute: u32,
+}
+
+/// # `GET /api/messaging/media/config`
+///
+/// The upload limits, so that a client can refuse a file too large before sending it.
+#[utoipa::path(get, path = "/api/messaging/media/config", tag = "messaging",
+    responses((status = 200, body = MediaConfig)))]
+pub async fn config(State(state): State<AppState>) -> axum::Json<MediaConfig> {
+    axum::Json(MediaConfig {
+        max_bytes: state.config.media_max_bytes,
+        uploads_per_minute: state.config.rates.uploads_per_user,
+    })
+}
+
 /// `?thumbnail=<w>x<h>&method=scale|crop&token=`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct DownloadQuery {
