@@ -530,7 +530,11 @@ async fn declared_too_large(token: &str, slug: &str, length: u64) -> String {
 
 #[tokio::test]
 async fn limits_bad_forms_and_dangerous_files() {
-    let bridge = Bridge::start_with(&[("MEDIA_MAX_BYTES", "65536")]).await;
+    let bridge = Bridge::start_with(&[
+        ("MEDIA_MAX_BYTES", "65536"),
+        ("MEDIA_UPLOADS_PER_MINUTE", "4"),
+    ])
+    .await;
     let slug = city_room(bridge.pool(), "Limits").await;
     let alice = MatrixUser::register("alice").await;
     let token = token_of(&alice);
@@ -631,4 +635,42 @@ async fn limits_bad_forms_and_dangerous_files() {
         "{headers:?}"
     );
     assert_guarded(&headers);
+
+    // Four uploads were counted (the refused ones too: the limit is taken before the file
+    // is read); the fifth waits.
+    let (status, body) = upload(
+        &token,
+        &slug,
+        &[("file", Some(("a.txt", "text/plain")), b"a")],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+
+    // An encrypted channel takes no file: the bridge holds no keys.
+    let secret = unique("enc");
+    let (status, created) = api(
+        Method::POST,
+        "/api/messaging/channels",
+        Some(&token),
+        Some(json!({"slug": secret, "name": "Sealed", "visibility": "private", "encrypted": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, body) = upload(
+        &token,
+        &secret,
+        &[("file", Some(("a.txt", "text/plain")), b"a")],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("encrypted_channel")),
+        "{body}"
+    );
 }

@@ -182,8 +182,7 @@ async fn read_form(multipart: &mut Multipart, max: u64) -> Result<Form, ApiError
     Ok(form)
 }
 
-/// What is left of a refused form, read and dropped (within the route's body limit), so
-/// that the client, still sending, reads the answer instead of a reset connection.
+/// What is left of a form, read and dropped.
 async fn drain(multipart: &mut Multipart) {
     while let Ok(Some(mut field)) = multipart.next_field().await {
         while let Ok(Some(_)) = field.chunk().await {}
@@ -249,8 +248,25 @@ pub async fn upload(
             e.body_text()
         ))
     })?;
-    let key = idempotency_key(&headers)?;
-    let channel = person.readable(&state, &id).await?;
+    let answer = upload_form(&state, &person, &id, &headers, &mut multipart).await;
+    // What is left of the body (all of it, for a refusal or a replay) is read and dropped,
+    // within the route's body limit, so that a client still sending reads the answer
+    // rather than a reset connection.
+    drain(&mut multipart).await;
+    answer
+}
+
+/// An upload whose body is a form: the channel's checks, the `Idempotency-Key`, then the
+/// upload itself.
+async fn upload_form(
+    state: &AppState,
+    person: &Person,
+    id: &str,
+    headers: &HeaderMap,
+    multipart: &mut Multipart,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(headers)?;
+    let channel = person.readable(state, id).await?;
     if channel.room.encrypted {
         return Err(ApiError::new(StatusCode::CONFLICT, "encrypted_channel")
             .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
@@ -262,19 +278,16 @@ pub async fn upload(
             .reserve_send_key(user, key, channel.room.id.as_str(), KEY_TAKEN_OVER_AFTER)
             .await?
     {
-        return replay(&state, &channel.room, &person, held).await;
+        return replay(state, &channel.room, person, held).await;
     }
-    let outcome = upload_now(&state, &channel, &person, &mut multipart, key.as_deref()).await;
-    if outcome.is_err() {
-        drain(&mut multipart).await;
-    }
+    let outcome = upload_now(state, &channel, person, multipart, key.as_deref()).await;
     if let Some(key) = &key
         && !matches!(outcome, Ok(Ok(_)))
     {
         state.store.release_send_key(user, key).await?;
     }
     match outcome? {
-        Ok(event_id) => sent(&state, &channel.room, &event_id, &person.user_id).await,
+        Ok(event_id) => sent(state, &channel.room, &event_id, &person.user_id).await,
         Err(refused) => Ok(refused),
     }
 }
