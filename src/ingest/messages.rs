@@ -309,7 +309,7 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
     let (media, preview) = if is_media(msgtype) {
         match media_of(&content) {
             Ok(media) => (
-                Some(media),
+                Some(Box::new(media)),
                 media_preview(&content.body, content.filename.as_deref()),
             ),
             Err(reason) => return Read::Invalid(reason),

@@ -108,8 +108,8 @@ pub struct NewMessage {
     /// The body, cut to [`PREVIEW_CHARS`] (a file's caption, else its name); empty in an
     /// encrypted room.
     pub preview: String,
-    /// The file of a media message.
-    pub media: Option<Media>,
+    /// The file of a media message (boxed: most messages are text).
+    pub media: Option<Box<Media>>,
     /// `origin_server_ts`.
     pub created_at: DateTime<Utc>,
     /// The message this one replies to (`m.in_reply_to`).
