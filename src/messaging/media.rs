@@ -184,6 +184,29 @@ pub fn content(
     })
 }
 
+/// The content of a file message as an edit makes it: the same file, a new caption.
+pub fn recaptioned(msgtype: &str, media: &crate::store::model::Media, caption: &str) -> Value {
+    let mut info = serde_json::Map::new();
+    for (key, value) in [
+        ("mimetype", media.mimetype.as_ref().map(|m| json!(m))),
+        ("size", media.size.map(|n| json!(n))),
+        ("w", media.width.map(|n| json!(n))),
+        ("h", media.height.map(|n| json!(n))),
+        ("duration", media.duration.map(|n| json!(n))),
+    ] {
+        if let Some(value) = value {
+            info.insert(key.to_owned(), value);
+        }
+    }
+    json!({
+        "msgtype": msgtype,
+        "body": caption,
+        "filename": media.name.as_deref().unwrap_or(caption),
+        "url": media.mxc,
+        "info": info,
+    })
+}
+
 fn le16(b: &[u8], at: usize) -> u32 {
     u32::from(u16::from_le_bytes([b[at], b[at + 1]]))
 }
@@ -370,6 +393,20 @@ mod tests {
         assert_eq!(
             content(&png, "mxc://s/m", "a.png", 99, None)["body"],
             "a.png"
+        );
+        let media = crate::store::model::Media {
+            mxc: "mxc://s/m".into(),
+            mimetype: Some("image/png".into()),
+            size: Some(99),
+            name: Some("a.png".into()),
+            width: Some(3),
+            height: Some(2),
+            duration: None,
+        };
+        assert_eq!(
+            recaptioned("m.image", &media, "new"),
+            json!({"msgtype": "m.image", "body": "new", "filename": "a.png", "url": "mxc://s/m",
+                   "info": {"mimetype": "image/png", "size": 99, "w": 3, "h": 2}})
         );
     }
 }

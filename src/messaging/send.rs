@@ -192,14 +192,19 @@ impl Outgoing {
 
     /// An `m.replace` edit of `target`.
     pub fn edit(target: &EventId, msgtype: &str, text: &str) -> Self {
+        Self::replace(target, json!({"msgtype": msgtype, "body": text}))
+    }
+
+    /// An `m.replace` edit of `target` whose new content is `new_content` (a file's keeps
+    /// its `url` and `info`: only the caption changes).
+    pub fn replace(target: &EventId, new_content: Value) -> Self {
+        let mut content = new_content.clone();
+        content["body"] = json!(format!("* {}", new_content["body"].as_str().unwrap_or("")));
+        content["m.new_content"] = new_content;
+        content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": target});
         Self {
             event_type: "m.room.message",
-            content: json!({
-                "msgtype": msgtype,
-                "body": format!("* {text}"),
-                "m.new_content": {"msgtype": msgtype, "body": text},
-                "m.relates_to": {"rel_type": "m.replace", "event_id": target},
-            }),
+            content,
         }
     }
 

@@ -288,6 +288,21 @@ async fn a_png_and_a_pdf_uploaded_through_the_api_reach_matrix_clients_byte_for_
         json!({"mimetype": "image/png", "size": image.len(), "w": 64, "h": 48})
     );
 
+    // A new caption: the same file, edited as Element would.
+    let (status, edited) = api(
+        Method::PATCH,
+        &format!(
+            "/api/messaging/channels/{slug}/messages/{}",
+            encode(sent["matrix_event_id"].as_str().unwrap())
+        ),
+        Some(&token),
+        Some(json!({"text": "the new square"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["content_preview"], "the new square");
+    assert_eq!(edited["media"], sent["media"], "the file is unchanged");
+
     // Through the bridge: the image as itself, the PDF as an attachment.
     let (status, headers, served) = download(&media_path(&png_mxc), Some(&token)).await;
     assert_eq!(status, 200);
@@ -334,10 +349,10 @@ async fn a_png_and_a_pdf_uploaded_through_the_api_reach_matrix_clients_byte_for_
     let (status, _, _) = download(&media_path(&png_mxc), None).await;
     assert_eq!(status, 401, "no token, no file");
 
-    // Search finds the PDF by its name and the photo by its caption.
+    // Search finds the PDF by its name and the photo by its (new) caption.
     for (q, event_id) in [
         ("minutes", &sent_pdf["matrix_event_id"]),
-        (caption.as_str(), &sent["matrix_event_id"]),
+        ("square", &sent["matrix_event_id"]),
     ] {
         eventually("the file searchable", || async {
             let (status, body) = api(

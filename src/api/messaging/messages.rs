@@ -370,7 +370,13 @@ pub async fn edit_message(
     let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;
     let msgtype = message.msgtype.as_deref().unwrap_or("m.text");
-    let outgoing = Outgoing::edit(&target, msgtype, &body.text);
+    let outgoing = match &message.media {
+        Some(media) => Outgoing::replace(
+            &target,
+            crate::messaging::media::recaptioned(msgtype, media, &body.text),
+        ),
+        None => Outgoing::edit(&target, msgtype, &body.text),
+    };
     messaging::send(
         &state.messenger,
         &actor,
