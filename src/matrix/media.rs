@@ -150,3 +150,24 @@ impl Homeserver {
 pub fn is_too_large(error: &HomeserverError) -> bool {
     error.status() == Some(StatusCode::PAYLOAD_TOO_LARGE)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn the_homeservers_413_is_too_large_and_nothing_else_is() {
+        let too_large = classify_refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Bytes::from_static(
+                br#"{"errcode":"M_TOO_LARGE","error":"Upload request body is too large"}"#,
+            ),
+        );
+        assert!(is_too_large(&too_large), "{too_large}");
+        for status in [StatusCode::BAD_REQUEST, StatusCode::BAD_GATEWAY] {
+            assert!(!is_too_large(&classify_refusal(status, &Bytes::new())));
+        }
+    }
+}
