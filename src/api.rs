@@ -19,7 +19,15 @@ pub use self::{city_rooms::CityRoomView, extract::ApiJson};
 use crate::{app::AppState, config::CorsOrigins};
 
 /// The REST routes.
-pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
+pub fn router(config: &crate::config::Config) -> Router<AppState> {
+    let cors_origins = &config.cors_origins;
+    // An upload's body may hold the largest file and a little more (its other fields).
+    let upload_limit = usize::try_from(
+        config
+            .media_max_bytes
+            .saturating_add(messaging::media::FORM_SLACK_BYTES),
+    )
+    .unwrap_or(usize::MAX);
     let public = Router::new()
         .route(
             "/api/city/rooms",
@@ -40,6 +48,16 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
         .route(
             "/api/messaging/channels/{id}/messages",
             get(messaging::messages::history).post(messaging::messages::send_message),
+        )
+        .route(
+            "/api/messaging/channels/{id}/media",
+            post(messaging::media::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/api/messaging/media/config", get(messaging::media::config))
+        .route(
+            "/api/messaging/media/{server_name}/{media_id}",
+            get(messaging::media::download),
         )
         .route(
             "/api/messaging/channels/{id}/messages/{event_id}",

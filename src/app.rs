@@ -296,7 +296,7 @@ pub fn router(state: AppState) -> Router {
         routes
     };
     routes
-        .merge(api::router(&state.config.cors_origins))
+        .merge(api::router(&state.config))
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(crate::health::readyz))
         .fallback(not_found)

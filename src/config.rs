@@ -130,6 +130,8 @@ pub struct Config {
     pub message_rate_per_minute: u32,
     /// The API's other rate limits, per minute.
     pub rates: Rates,
+    /// The largest file a user may upload, in bytes (`MEDIA_MAX_BYTES`).
+    pub media_max_bytes: u64,
     /// Channels a user (not an admin) may create through the messaging API: private ones
     /// and microDAO ones (`CHANNELS_PER_USER`).
     pub channels_per_user: u32,
@@ -162,6 +164,9 @@ pub struct Rates {
     pub channels_per_user: u32,
     /// Searches of a user (`SEARCH_RATE_PER_MINUTE`).
     pub searches_per_user: u32,
+    /// Files a user may upload (`MEDIA_UPLOADS_PER_MINUTE`); each is a message too, and
+    /// counts against the message limits as well.
+    pub uploads_per_user: u32,
 }
 
 /// What an instance does.
@@ -354,7 +359,9 @@ impl Config {
             invitations_per_user: rate("INVITE_RATE_PER_MINUTE", 30)?,
             channels_per_user: rate("CHANNEL_CREATE_RATE_PER_MINUTE", 5)?,
             searches_per_user: rate("SEARCH_RATE_PER_MINUTE", 30)?,
+            uploads_per_user: rate("MEDIA_UPLOADS_PER_MINUTE", 10)?,
         };
+        let media_max_bytes = number("MEDIA_MAX_BYTES", 20 * 1024 * 1024)?;
         let role = match get("BRIDGE_ROLE") {
             Some(role) => Role::parse(&role).ok_or_else(|| ConfigError::Invalid {
                 name: "BRIDGE_ROLE",
@@ -395,6 +402,7 @@ impl Config {
             puppet,
             message_rate_per_minute,
             rates,
+            media_max_bytes,
             channels_per_user,
             role,
             stream,

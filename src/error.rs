@@ -20,6 +20,9 @@ pub enum Error {
     /// A call to the homeserver failed.
     #[error("homeserver: {0}")]
     Homeserver(#[from] HomeserverError),
+    /// A fault of the bridge's own (what it built cannot be used): answered as a 500.
+    #[error("internal: {0}")]
+    Internal(String),
     /// The bus (NATS) could not be reached.
     #[error("bus: {0}")]
     Bus(String),
@@ -39,7 +42,7 @@ impl Error {
             ),
             Self::Homeserver(_) => (StatusCode::BAD_GATEWAY, ErrorCode::MatrixError),
             Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy),
-            Self::Database(_) | Self::Bus(_) => {
+            Self::Database(_) | Self::Bus(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
             }
         }
@@ -149,6 +152,8 @@ error_codes! {
     BadJson = "bad_json",
     /// A path segment is unusable.
     BadPath = "bad_path",
+    /// A `multipart/form-data` body that cannot be read.
+    BadMultipart = "bad_multipart",
     /// A bounded resource (search) is taken or timed out: try again shortly.
     Busy = "busy",
     /// The caller has made as many channels as allowed.
@@ -171,6 +176,8 @@ error_codes! {
     InvalidSubject = "invalid_subject",
     /// A channel keeps at most 100 pins.
     TooManyPins = "too_many_pins",
+    /// A file over the bridge's or the homeserver's size limit.
+    TooLarge = "too_large",
     /// The token is malformed, expired or wrongly signed.
     InvalidToken = "invalid_token",
     /// The homeserver refused a request of the bridge's.
@@ -185,6 +192,8 @@ error_codes! {
     NotAuthor = "not_author",
     /// The message cannot be edited (not text, or redacted).
     NotEditable = "not_editable",
+    /// The body is not `multipart/form-data` (an upload).
+    NotMultipart = "not_multipart",
     /// No such thing, or not one the caller may see.
     NotFound = "not_found",
     /// Only the instance Synapse pushes to does this.
@@ -289,6 +298,11 @@ impl ApiError {
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound)
     }
+
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl From<Error> for ApiError {
@@ -310,7 +324,7 @@ impl From<Error> for ApiError {
                     "the {what} is busy or took too long; try again shortly"
                 ))
             }
-            Error::Database(_) | Error::Bus(_) => {
+            Error::Database(_) | Error::Bus(_) | Error::Internal(_) => {
                 tracing::error!(%error, "request failed");
                 Self::new(status, code)
             }

@@ -26,7 +26,7 @@ pub use self::{
     pipeline::{Indexer, IndexerParts, Receiving},
 };
 pub use crate::store::model::{
-    Change, DeadLetter, Incoming, MappedRoom, MembershipChange, MessageEdit, NewMessage,
+    Change, DeadLetter, Incoming, MappedRoom, Media, MembershipChange, MessageEdit, NewMessage,
     NewReaction, PREVIEW_CHARS, Redaction, RoomStateChange, RoomStateField, SenderType, pg_text,
 };
 use crate::{

@@ -3,11 +3,13 @@
 //! files add the calls of one concern each.
 
 mod client;
+mod media;
 mod messages;
 mod rooms;
 mod users;
 
 pub use self::{
     client::{Homeserver, HomeserverError, RetryPolicy},
+    media::{Thumbnail, is_too_large},
     rooms::NewMatrixRoom,
 };

@@ -9,6 +9,7 @@ mod creators;
 mod hub;
 mod limits;
 mod live;
+pub mod media;
 mod send;
 
 pub use self::{

@@ -328,7 +328,7 @@ fn to_bytes(payload: &impl Serialize) -> Bytes {
 }
 
 /// `messaging.message.created` of `view`.
-fn created(view: &MessageView) -> MessageCreated<'_, MessageView> {
+fn created(view: &MessageView) -> MessageCreated<'_, MessageView, crate::store::model::Media> {
     MessageCreated {
         kind: "message.created",
         channel_id: &view.channel_id,
@@ -340,6 +340,7 @@ fn created(view: &MessageView) -> MessageCreated<'_, MessageView> {
         msgtype: view.msgtype.as_deref(),
         reply_to: view.reply_to.as_deref(),
         thread_root: view.thread_root.as_deref(),
+        media: view.media.as_ref(),
         message: view,
     }
 }

@@ -1,5 +1,14 @@
 //! Postgres via sqlx — the only place SQL lives.
 
+/// What search finds a message of the row `m` by: its preview and, for a file, its name
+/// with `.`, `_` and `-` as spaces (so `city_plan.pdf` is found by `plan`).
+macro_rules! searchable_text {
+    () => {
+        "to_tsvector('simple', m.content_preview || ' ' || \
+         translate(COALESCE(m.media->>'name', ''), '._-', '   '))"
+    };
+}
+
 mod agents;
 mod journal;
 mod messages;

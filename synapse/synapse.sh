@@ -5,7 +5,8 @@
 #   synapse/synapse.sh start DATA_DIR          # write config from the template, start, wait
 #   synapse/synapse.sh stop DATA_DIR
 #
-# start reads SERVER_NAME (default localhost), SYNAPSE_PORT (default 8008) and
+# start reads SERVER_NAME (default localhost), SYNAPSE_PORT (default 8008), MAX_UPLOAD_SIZE
+# (default 50M, Synapse's own) and
 # REGISTRATION (the appservice registration file, required) and PUPPET_REGISTRATION (the
 # registration through which the bridge sends as the homeserver's users; optional).
 set -euo pipefail
@@ -31,6 +32,8 @@ start() {
   local data_dir="$1"
   : "${REGISTRATION:?REGISTRATION must name the appservice registration file}"
   export SERVER_NAME="${SERVER_NAME:-localhost}" SYNAPSE_PORT="${SYNAPSE_PORT:-8008}"
+  # Synapse's own default; the media benchmark raises it.
+  export MAX_UPLOAD_SIZE="${MAX_UPLOAD_SIZE:-50M}"
   export DATA_DIR REGISTRATION APP_SERVICE_FILES PUBLICATION_RULES
   # Anyone may publish rooms to the directory (the bridge lists public city rooms), unless
   # SYNAPSE_STOCK_DIRECTORY=1 asks for Synapse's default rules (the check's test).

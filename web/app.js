@@ -3,6 +3,7 @@
 
 import { ApiError, LiveSocket, api, claims, setToken, token } from './api.js';
 import { LANGUAGES, language, setLanguage, t, translateDocument } from './i18n.js';
+import { formatSize, mediaConfig, mediaUrl, upload } from './media.js';
 
 const PAGE = 50;
 const ACTIVE_FOR_MS = 5 * 60 * 1000;
@@ -316,7 +317,9 @@ function messageItem(message) {
       : null,
     message.redacted
       ? el('p', { class: 'body deleted' }, t('deleted'))
-      : el('p', { class: `body${message.msgtype === 'm.emote' ? ' emote' : ''}` }, message.content_preview),
+      : message.media
+        ? mediaBody(message)
+        : el('p', { class: `body${message.msgtype === 'm.emote' ? ' emote' : ''}` }, message.content_preview),
     message.reactions?.length && !message.redacted
       ? el(
           'ul',
@@ -345,6 +348,35 @@ function messageItem(message) {
     replies ? el('p', { class: 'thread-count' }, t('threadReplies', replies)) : null,
     actions.length ? el('div', { class: 'actions' }, actions) : null,
   );
+}
+
+/** A file message: an image as a thumbnail opening the full size, any other file as a link
+ * with its name, type and size; the caption (when it is not just the name) below. */
+function mediaBody(message) {
+  const media = message.media;
+  const name = media.name || message.content_preview || 'file';
+  const caption = message.content_preview && message.content_preview !== name ? message.content_preview : null;
+  const shown =
+    message.msgtype === 'm.image'
+      ? el(
+          'a',
+          { href: mediaUrl(media), target: '_blank', rel: 'noopener noreferrer', 'aria-label': t('openImage', name) },
+          el('img', {
+            class: 'thumbnail',
+            src: mediaUrl(media, 320),
+            alt: name,
+            loading: 'lazy',
+            width: media.width ?? undefined,
+            height: media.height ?? undefined,
+          }),
+        )
+      : el(
+          'a',
+          { class: 'file', href: mediaUrl(media), download: name, 'aria-label': t('downloadFile', name) },
+          name,
+          el('span', { class: 'file-meta' }, [media.mimetype, formatSize(media.size)].filter(Boolean).join(', ')),
+        );
+  return el('div', { class: 'body media' }, shown, caption ? el('p', { class: 'caption' }, caption) : null);
 }
 
 function renderMessage(eventId) {
@@ -558,6 +590,52 @@ async function submitComposer() {
   }
 }
 
+/** Sends `file` to the room (the composer's text as its caption), showing its progress; a
+ * file over the bridge's limit is refused here, before a byte is sent. */
+async function sendFile(file) {
+  if (!room || !me || !file) return;
+  const current = room;
+  const name = file.name || 'file';
+  try {
+    const { max_bytes: max } = await mediaConfig();
+    if (file.size > max) {
+      showError(new Error(t('fileTooLarge', name, formatSize(max))));
+      return;
+    }
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  const textarea = $('message');
+  const context = current.context?.mode === 'edit' ? null : current.context;
+  const fields = { text: textarea.value.trim() ? textarea.value : undefined };
+  if (context?.mode === 'reply') {
+    fields.reply_to = context.message.matrix_event_id;
+    fields.thread_root = context.message.thread_root ?? undefined;
+  }
+  if (context?.mode === 'thread') fields.thread_root = context.message.thread_root ?? context.message.matrix_event_id;
+  const progress = $('upload-progress');
+  progress.value = 0;
+  $('upload-label').textContent = t('uploading', name);
+  $('upload').hidden = false;
+  try {
+    const message = await upload(current.slug, file, fields, (fraction) => {
+      progress.value = fraction;
+    });
+    if (room === current && message?.matrix_event_id) {
+      upsert(message);
+      if (fields.text) textarea.value = '';
+      if (context) clearContext();
+      scrollToBottom();
+    }
+    clearError();
+  } catch (error) {
+    showError(error);
+  } finally {
+    $('upload').hidden = true;
+  }
+}
+
 async function toggleReaction(message, key) {
   const current = room.messages.get(message.matrix_event_id) ?? message;
   const mine = current.reactions?.find((r) => r.key === key)?.mine;
@@ -728,6 +806,32 @@ function start() {
       clearContext();
       if (wasEdit) textarea.value = '';
     }
+  });
+  $('attach-input').addEventListener('change', (event) => {
+    const [file] = event.target.files;
+    event.target.value = '';
+    sendFile(file);
+  });
+  textarea.addEventListener('paste', (event) => {
+    const [file] = event.clipboardData?.files ?? [];
+    if (file) {
+      event.preventDefault();
+      sendFile(file);
+    }
+  });
+  const composer = $('composer');
+  composer.addEventListener('dragover', (event) => {
+    if (!event.dataTransfer?.types.includes('Files')) return;
+    event.preventDefault();
+    composer.classList.add('dragging');
+  });
+  composer.addEventListener('dragleave', () => composer.classList.remove('dragging'));
+  composer.addEventListener('drop', (event) => {
+    composer.classList.remove('dragging');
+    const [file] = event.dataTransfer?.files ?? [];
+    if (!file) return;
+    event.preventDefault();
+    sendFile(file);
   });
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault();

@@ -4,6 +4,7 @@
 //! a path names, the checks and limits of a write, and the answers to a send.
 
 pub(super) mod channels;
+pub(super) mod media;
 pub(super) mod members;
 pub(super) mod messages;
 mod person;

@@ -7,7 +7,7 @@ use utoipa::{
 
 use super::{
     city_rooms, internal,
-    messaging::{channels, members, messages, pins, reactions, search},
+    messaging::{channels, media, members, messages, pins, reactions, search},
 };
 
 #[derive(OpenApi)]
@@ -21,7 +21,7 @@ use super::{
         messages::history, messages::send_message, messages::edit_message,
         messages::delete_message, reactions::react, reactions::unreact, members::members,
         members::invite, members::remove, pins::pins, pins::pin, pins::unpin,
-        internal::agent_post, search::search,
+        internal::agent_post, search::search, media::upload, media::download, media::config,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
@@ -32,7 +32,8 @@ use super::{
         messages::EditMessage, reactions::React, members::Member, members::MemberList,
         members::Invite, internal::AgentPost, search::SearchResults,
         crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
-        crate::store::SearchHit, crate::store::Pins, members::Removed, crate::error::ApiErrorBody, crate::error::ErrorCode,
+        crate::store::SearchHit, crate::store::Pins, members::Removed, crate::error::ApiErrorBody,
+        crate::error::ErrorCode, crate::store::model::Media, media::UploadForm, media::MediaConfig,
     )),
     modifiers(&BearerAuth),
 )]

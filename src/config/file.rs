@@ -179,6 +179,20 @@ const KEYS: &[Key] = &[
     },
     Key {
         section: "messaging",
+        name: "media_uploads_per_minute",
+        env: "MEDIA_UPLOADS_PER_MINUTE",
+        example: "10",
+        doc: "Files a user may upload per minute (each counts as a message too).",
+    },
+    Key {
+        section: "messaging",
+        name: "media_max_bytes",
+        env: "MEDIA_MAX_BYTES",
+        example: "20971520",
+        doc: "The largest file a user may upload, in bytes (20 MiB).",
+    },
+    Key {
+        section: "messaging",
         name: "channels_per_user",
         env: "CHANNELS_PER_USER",
         example: "20",

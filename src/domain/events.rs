@@ -47,7 +47,7 @@ pub mod subjects {
 /// `messaging.message.created`: the seed's fields, plus the whole message (`V`, as the
 /// history API shows it) for live views.
 #[derive(Serialize)]
-pub struct MessageCreated<'a, V> {
+pub struct MessageCreated<'a, V, M> {
     /// `message.created`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -69,6 +69,9 @@ pub struct MessageCreated<'a, V> {
     pub reply_to: Option<&'a str>,
     /// Its thread's root.
     pub thread_root: Option<&'a str>,
+    /// The file of a media message (`M`: mxc, mimetype, size, name, width, height,
+    /// duration); null for text.
+    pub media: Option<&'a M>,
     /// The message.
     pub message: &'a V,
 }

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use ruma::{OwnedEventId, events::room::redaction::RoomRedactionEventContent};
 
 use super::{
-    Change, Context, Envelope, MappedRoom, MessageEdit, NewMessage, NewReaction, PREVIEW_CHARS,
-    Read, Redaction, pg_text,
+    Change, Context, Envelope, MappedRoom, Media, MessageEdit, NewMessage, NewReaction,
+    PREVIEW_CHARS, Read, Redaction, pg_text,
 };
 
 /// The body cut to at most [`PREVIEW_CHARS`] characters, never inside a character.
@@ -26,13 +26,24 @@ fn time(envelope: &Envelope<'_>) -> DateTime<Utc> {
 }
 
 /// The parts of `m.room.message` content the index keeps, read by borrowing (no typed
-/// tree of every message type: the index keeps text, notices and emotes only).
+/// tree of every message type: the index keeps texts, notices, emotes and files).
 #[derive(Debug, serde::Deserialize)]
 struct MessageContent<'a> {
     #[serde(borrow)]
     msgtype: Cow<'a, str>,
     #[serde(borrow)]
     body: Cow<'a, str>,
+    /// A file's name, when the body is its caption.
+    #[serde(default, deserialize_with = "lenient")]
+    filename: Option<String>,
+    /// A file's mxc URI (unencrypted).
+    #[serde(default, deserialize_with = "lenient")]
+    url: Option<String>,
+    /// An encrypted file (its `url` is the mxc URI).
+    #[serde(default, deserialize_with = "lenient")]
+    file: Option<EncryptedFile>,
+    #[serde(default, deserialize_with = "lenient")]
+    info: Option<FileInfo>,
     #[serde(rename = "m.relates_to", default, deserialize_with = "lenient")]
     relates_to: Option<RelatesTo>,
     #[serde(rename = "m.new_content", default, deserialize_with = "lenient")]
@@ -44,6 +55,73 @@ struct MessageContent<'a> {
 struct NewContent {
     msgtype: String,
     body: String,
+    #[serde(default, deserialize_with = "lenient")]
+    filename: Option<String>,
+}
+
+/// The `file` of an encrypted attachment: only its URI is of use to the index.
+#[derive(Debug, serde::Deserialize)]
+struct EncryptedFile {
+    url: String,
+}
+
+/// `info` of a file, each field read leniently (clients disagree on its shapes).
+#[derive(Debug, Default, serde::Deserialize)]
+struct FileInfo {
+    #[serde(default, deserialize_with = "lenient")]
+    mimetype: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    size: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    w: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    h: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    duration: Option<u64>,
+}
+
+/// Longest file name or type kept, in characters.
+const MEDIA_TEXT_CHARS: usize = 255;
+
+fn media_text(text: &str) -> String {
+    pg_text(text).chars().take(MEDIA_TEXT_CHARS).collect()
+}
+
+/// The caption of a file message: its body, when a `filename` is given apart and differs
+/// (Matrix 1.10); otherwise the body is the file name.
+fn caption<'a>(body: &'a str, filename: Option<&str>) -> Option<&'a str> {
+    filename.filter(|name| *name != body).map(|_| body)
+}
+
+/// A file message's preview: its caption, else its name.
+fn media_preview(body: &str, filename: Option<&str>) -> String {
+    preview(caption(body, filename).unwrap_or_else(|| filename.unwrap_or(body)))
+}
+
+/// The file of a media message; `Err` when it names no usable mxc URI.
+fn media_of(content: &MessageContent<'_>) -> Result<Media, String> {
+    let url = content
+        .url
+        .as_deref()
+        .or(content.file.as_ref().map(|f| f.url.as_str()))
+        .ok_or_else(|| format!("{} without an mxc url", content.msgtype))?;
+    let mxc = <&ruma::MxcUri>::from(url);
+    if mxc.validate().is_err() || url.contains('\0') || url.len() > 512 {
+        return Err(format!("{} with an invalid mxc url", content.msgtype));
+    }
+    let info = content.info.as_ref();
+    let number = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
+    Ok(Media {
+        mxc: url.to_owned(),
+        mimetype: info.and_then(|i| i.mimetype.as_deref()).map(media_text),
+        size: number(info.and_then(|i| i.size)),
+        name: Some(media_text(
+            content.filename.as_deref().unwrap_or(&content.body),
+        )),
+        width: number(info.and_then(|i| i.w)),
+        height: number(info.and_then(|i| i.h)),
+        duration: number(info.and_then(|i| i.duration)),
+    })
 }
 
 /// `m.relates_to`: a reply (`m.in_reply_to`), a thread, or an edit. Read leniently: a
@@ -88,8 +166,17 @@ fn indexed_msgtype(msgtype: &str) -> Option<&'static str> {
         "m.text" => Some("m.text"),
         "m.notice" => Some("m.notice"),
         "m.emote" => Some("m.emote"),
+        "m.image" => Some("m.image"),
+        "m.video" => Some("m.video"),
+        "m.audio" => Some("m.audio"),
+        "m.file" => Some("m.file"),
         _ => None,
     }
+}
+
+/// Whether messages of `msgtype` carry a file.
+pub fn is_media(msgtype: &str) -> bool {
+    matches!(msgtype, "m.image" | "m.video" | "m.audio" | "m.file")
 }
 
 /// The reply target and thread root of a message's relation.
@@ -130,6 +217,7 @@ fn metadata_only(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) 
         created_at: time(envelope),
         reply_to: None,
         thread_root: None,
+        media: None,
     }))
 }
 
@@ -199,11 +287,16 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
         if indexed_msgtype(&new.msgtype).is_none() {
             return Read::Ignored;
         }
+        let preview = if is_media(&new.msgtype) {
+            media_preview(&new.body, new.filename.as_deref())
+        } else {
+            preview(&new.body)
+        };
         return Read::Change(Change::Edit(MessageEdit {
             target: target.clone(),
             matrix_room_id: envelope.room_id.clone(),
             sender_matrix_id: envelope.sender.clone(),
-            preview: preview(&new.body),
+            preview,
             edited_at: time(envelope),
         }));
     }
@@ -213,6 +306,17 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
     if room.encrypted {
         return metadata_only(envelope, room, ctx);
     }
+    let (media, preview) = if is_media(msgtype) {
+        match media_of(&content) {
+            Ok(media) => (
+                Some(Box::new(media)),
+                media_preview(&content.body, content.filename.as_deref()),
+            ),
+            Err(reason) => return Read::Invalid(reason),
+        }
+    } else {
+        (None, preview(&content.body))
+    };
     let (sender_id, sender_type) = ctx.classify_sender(&envelope.sender);
     let (reply_to, thread_root) = reply_and_thread(content.relates_to);
     Read::Change(Change::Message(NewMessage {
@@ -223,10 +327,11 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
         sender_matrix_id: envelope.sender.clone(),
         sender_type,
         msgtype: Some(msgtype),
-        preview: preview(&content.body),
+        preview,
         created_at: time(envelope),
         reply_to,
         thread_root,
+        media,
     }))
 }
 
@@ -290,12 +395,86 @@ mod tests {
                 other => panic!("{msgtype}: {other:?}"),
             }
         }
+        let location = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.location", "body": "here", "geo_uri": "geo:1,2"}),
+        );
+        assert!(matches!(read(location), Read::Ignored));
+    }
+
+    #[test]
+    fn media_messages_are_indexed_with_their_file() {
         let image = event(
             "m.room.message",
             "@a:example.org",
-            json!({"msgtype": "m.image", "body": "x.png", "url": "mxc://a/b"}),
+            json!({"msgtype": "m.image", "body": "city-plan.png", "url": "mxc://example.org/abc",
+                   "info": {"mimetype": "image/png", "size": 1234, "w": 640, "h": 480}}),
         );
-        assert!(matches!(read(image), Read::Ignored));
+        match read(image) {
+            Read::Change(Change::Message(m)) => {
+                assert_eq!(m.msgtype, Some("m.image"));
+                assert_eq!(m.preview, "city-plan.png");
+                let media = m.media.expect("an image has media");
+                assert_eq!(media.mxc, "mxc://example.org/abc");
+                assert_eq!(media.mimetype.as_deref(), Some("image/png"));
+                assert_eq!(
+                    (media.size, media.width, media.height, media.duration),
+                    (Some(1234), Some(640), Some(480), None)
+                );
+                assert_eq!(media.name.as_deref(), Some("city-plan.png"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A caption (the body, when a filename is given apart) is the preview.
+        let captioned = event(
+            "m.room.message",
+            "@a:example.org",
+            json!({"msgtype": "m.file", "body": "the minutes", "filename": "minutes.pdf",
+                   "url": "mxc://example.org/pdf", "info": {"size": "big", "mimetype": 5}}),
+        );
+        match read(captioned) {
+            Read::Change(Change::Message(m)) => {
+                assert_eq!(
+                    (m.msgtype, m.preview.as_str()),
+                    (Some("m.file"), "the minutes")
+                );
+                let media = m.media.unwrap();
+                assert_eq!(media.name.as_deref(), Some("minutes.pdf"));
+                assert_eq!(
+                    (media.size, media.mimetype),
+                    (None, None),
+                    "odd info is absent"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for msgtype in ["m.video", "m.audio"] {
+            let e = event(
+                "m.room.message",
+                "@a:example.org",
+                json!({"msgtype": msgtype, "body": "clip", "url": "mxc://example.org/v",
+                       "info": {"duration": 3000}}),
+            );
+            assert!(
+                matches!(read(e), Read::Change(Change::Message(m)) if m.media.as_ref().and_then(|f| f.duration) == Some(3000)),
+                "{msgtype}"
+            );
+        }
+        // Without a usable mxc URI: malformed, recorded (a dead letter), never indexed.
+        for url in [
+            json!(null),
+            json!(5),
+            json!("https://example.org/x.png"),
+            json!("mxc://"),
+        ] {
+            let bad = event(
+                "m.room.message",
+                "@a:example.org",
+                json!({"msgtype": "m.image", "body": "x.png", "url": url}),
+            );
+            assert!(matches!(read(bad), Read::Invalid(_)), "{url}");
+        }
     }
 
     #[test]

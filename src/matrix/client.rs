@@ -173,13 +173,26 @@ fn classify(result: Result<http::Response<Bytes>, reqwest::Error>) -> Outcome {
     })
 }
 
+/// The error of a homeserver's answer that is not a success (the call is not retried).
+pub(super) fn classify_refusal(status: StatusCode, body: &Bytes) -> HomeserverError {
+    let mut response = http::Response::new(body.clone());
+    *response.status_mut() = status;
+    match classify(Ok(response)) {
+        Outcome::Retry { error, .. } | Outcome::Fail(error) => error,
+        Outcome::Done(_) => HomeserverError::InvalidResponse(format!("HTTP {status}")),
+    }
+}
+
 /// The homeserver, seen from the appservice.
 #[derive(Debug, Clone)]
 pub struct Homeserver {
     http: reqwest::Client,
-    base_url: String,
-    as_token: Secret,
-    versions: SupportedVersions,
+    /// For streamed media: no total timeout (a large file takes as long as it takes), a
+    /// read timeout instead.
+    pub(super) media_http: reqwest::Client,
+    pub(super) base_url: String,
+    pub(super) as_token: Secret,
+    pub(super) versions: SupportedVersions,
     retry: RetryPolicy,
 }
 
@@ -191,8 +204,14 @@ impl Homeserver {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("the TLS backend initialises");
+        let media_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .expect("the TLS backend initialises");
         Self {
             http,
+            media_http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             as_token,
             versions: SupportedVersions {

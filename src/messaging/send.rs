@@ -10,7 +10,10 @@ use ruma::{
     events::{
         reaction::ReactionEventContent,
         relation::{Annotation, InReplyTo, Reply, Thread},
-        room::message::{Relation, ReplacementMetadata, RoomMessageEventContent},
+        room::message::{
+            Relation, ReplacementMetadata, RoomMessageEventContent,
+            RoomMessageEventContentWithoutRelation,
+        },
     },
 };
 use serde_json::{Value, json};
@@ -174,23 +177,21 @@ impl Outgoing {
         thread_root: Option<&EventId>,
     ) -> Self {
         let mut content = plain(msgtype, text);
-        content.relates_to = match (thread_root, reply_to) {
-            // In a thread, `m.in_reply_to` is the reply, or a fallback to the root for
-            // clients without threads.
-            (Some(root), Some(reply)) => Some(Relation::Thread(Thread::reply(
-                root.to_owned(),
-                reply.to_owned(),
-            ))),
-            (Some(root), None) => Some(Relation::Thread(Thread::plain(
-                root.to_owned(),
-                root.to_owned(),
-            ))),
-            (None, Some(reply)) => Some(Relation::Reply(Reply::new(InReplyTo::new(
-                reply.to_owned(),
-            )))),
-            (None, None) => None,
-        };
+        content.relates_to = relation(reply_to, thread_root);
         Self::message(&content)
+    }
+
+    /// A file message (`m.image`, `m.video`, `m.audio`, `m.file`) of `content` as
+    /// `messaging::media` writes it, read as ruma's typed content; maybe a reply, maybe in
+    /// a thread.
+    pub fn file(
+        content: Value,
+        reply_to: Option<&EventId>,
+        thread_root: Option<&EventId>,
+    ) -> Result<Self> {
+        let mut content = typed(content)?;
+        content.relates_to = relation(reply_to, thread_root);
+        Ok(Self::message(&content))
     }
 
     /// An `m.replace` edit of `target` (the body carries the `* ` fallback).
@@ -201,6 +202,14 @@ impl Outgoing {
         )
     }
 
+    /// An `m.replace` edit of `target` whose new content is `new_content` (a file's keeps
+    /// its `url` and `info`: only the caption changes).
+    pub fn replace(target: &EventId, new_content: Value) -> Result<Self> {
+        Ok(Self::message(&typed(new_content)?.make_replacement(
+            ReplacementMetadata::new(target.to_owned(), None),
+        )))
+    }
+
     /// An `m.annotation` of `target` with `key`.
     pub fn reaction(target: &EventId, key: &str) -> Self {
         let content = ReactionEventContent::new(Annotation::new(target.to_owned(), key.to_owned()));
@@ -209,6 +218,35 @@ impl Outgoing {
             content: serde_json::to_value(&content).expect("reaction content serializes"),
         }
     }
+}
+
+/// The relation of a message that replies to `reply_to` and/or is in the thread of
+/// `thread_root`: in a thread, `m.in_reply_to` is the reply, or a fallback to the root for
+/// clients without threads.
+fn relation(
+    reply_to: Option<&EventId>,
+    thread_root: Option<&EventId>,
+) -> Option<Relation<RoomMessageEventContentWithoutRelation>> {
+    match (thread_root, reply_to) {
+        (Some(root), Some(reply)) => Some(Relation::Thread(Thread::reply(
+            root.to_owned(),
+            reply.to_owned(),
+        ))),
+        (Some(root), None) => Some(Relation::Thread(Thread::plain(
+            root.to_owned(),
+            root.to_owned(),
+        ))),
+        (None, Some(reply)) => Some(Relation::Reply(Reply::new(InReplyTo::new(
+            reply.to_owned(),
+        )))),
+        (None, None) => None,
+    }
+}
+
+/// Message content built as JSON (a file's), read as ruma's typed content.
+fn typed(content: Value) -> Result<RoomMessageEventContent> {
+    serde_json::from_value(content)
+        .map_err(|e| crate::Error::Internal(format!("message content: {e}")))
 }
 
 /// A plain-text message of `msgtype` (`m.emote`, `m.notice`, else `m.text`).
@@ -358,5 +396,41 @@ mod tests {
             reaction.content,
             json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}})
         );
+    }
+
+    #[test]
+    fn a_file_keeps_every_field_through_rumas_typed_content() {
+        let root = event_id!("$root:example.org");
+        let image = json!({"msgtype": "m.image", "body": "a cat", "filename": "cat.png",
+            "url": "mxc://example.org/abc",
+            "info": {"mimetype": "image/png", "size": 1234, "w": 640, "h": 480}});
+        let mut expected = image.clone();
+        expected["m.relates_to"] = json!({"m.in_reply_to": {"event_id": root}});
+        assert_eq!(
+            Outgoing::file(image.clone(), Some(root), None)
+                .unwrap()
+                .content,
+            expected
+        );
+        let audio = json!({"msgtype": "m.audio", "body": "voice.ogg", "filename": "voice.ogg",
+            "url": "mxc://example.org/def",
+            "info": {"mimetype": "audio/ogg", "size": 99, "duration": 4200}});
+        assert_eq!(
+            Outgoing::file(audio.clone(), None, None).unwrap().content,
+            audio
+        );
+        let mut recaptioned = image.clone();
+        recaptioned["body"] = json!("a new caption");
+        let edit = Outgoing::replace(root, recaptioned.clone())
+            .unwrap()
+            .content;
+        assert_eq!(edit["body"], "* a new caption");
+        assert_eq!(edit["url"], image["url"]);
+        assert_eq!(edit["m.new_content"], recaptioned);
+        assert_eq!(
+            edit["m.relates_to"],
+            json!({"rel_type": "m.replace", "event_id": root})
+        );
+        assert!(Outgoing::file(json!({"msgtype": "m.image"}), None, None).is_err());
     }
 }

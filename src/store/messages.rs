@@ -10,7 +10,7 @@ use super::{Store, rooms::COLUMNS};
 use crate::{
     Result,
     domain::{CityRoomId, Slug},
-    store::CityRoom,
+    store::{CityRoom, model::Media},
 };
 
 /// A position in a channel's stream, opaque to clients.
@@ -62,10 +62,15 @@ pub struct MessageView {
     pub sender_matrix_id: String,
     /// `human` or `agent`.
     pub sender_type: String,
-    /// `m.text`, `m.notice` or `m.emote`; absent (null) in an encrypted channel.
+    /// `m.text`, `m.notice`, `m.emote`, `m.image`, `m.video`, `m.audio` or `m.file`;
+    /// absent (null) in an encrypted channel.
     pub msgtype: Option<String>,
-    /// The body's first 500 characters; empty once redacted and in encrypted channels.
+    /// The body's first 500 characters (a file's caption, else its name); empty once
+    /// redacted and in encrypted channels.
     pub content_preview: String,
+    /// The file of `m.image`, `m.video`, `m.audio` and `m.file` (download it from
+    /// `/api/messaging/media/{server_name}/{media_id}`); null for text and once redacted.
+    pub media: Option<Media>,
     /// When the sender's server received it.
     pub created_at: DateTime<Utc>,
     /// When it was last edited.
@@ -102,6 +107,9 @@ impl<'r> sqlx::FromRow<'r, PgRow> for MessageView {
             sender_type: row.try_get("sender_type")?,
             msgtype: row.try_get("msgtype")?,
             content_preview: row.try_get("content_preview")?,
+            media: row
+                .try_get::<Option<sqlx::types::Json<Media>>, _>("media")?
+                .map(|m| m.0),
             created_at: row.try_get("created_at")?,
             edited_at: row.try_get("edited_at")?,
             redacted: row.try_get("redacted")?,
@@ -121,7 +129,7 @@ macro_rules! view_fields {
     () => {
         "m.channel_id, m.matrix_event_id, m.sender_id, m.sender_matrix_id, \
          m.sender_type, m.msgtype, m.content_preview, m.created_at, m.edited_at, \
-         m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq, \
+         m.redacted_at IS NOT NULL AS redacted, m.reply_to, m.thread_root, m.seq, m.media, \
          EXISTS (SELECT 1 FROM city_rooms pc WHERE pc.id = m.channel_id \
                  AND m.matrix_event_id = ANY(pc.pinned_events)) AS pinned"
     };
@@ -434,6 +442,18 @@ impl Store {
         .await?)
     }
 
+    /// The channels where the file `mxc` was posted in a message not redacted since (a
+    /// file may be posted more than once).
+    pub async fn media_channels(&self, mxc: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT channel_id FROM messages \
+             WHERE media IS NOT NULL AND media->>'mxc' = $1 AND redacted_at IS NULL LIMIT 50",
+        )
+        .bind(mxc)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Full-text search over the previews of the channels `viewer` may read (never
     /// encrypted ones), best first. Words match as prefixes (`міст` finds `місто`),
     /// with the `simple` configuration: no stemming, so Ukrainian and English alike.
@@ -494,18 +514,22 @@ impl Store {
     /// were looked at (fewer than `limit`: caught up). (Naming every channel lets the
     /// `(channel_id, seq)` index find the new rows instead of scanning the table.)
     pub async fn index_search(&self, limit: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(concat!(
             "WITH todo AS ( \
-                 SELECT matrix_event_id, seq, content_preview, msgtype, redacted_at FROM messages \
-                 WHERE seq > (SELECT seq FROM search_progress) ORDER BY seq LIMIT $1), \
-             indexed AS ( \
-                 INSERT INTO message_search (event_id, tsv) \
-                 SELECT matrix_event_id, to_tsvector('simple', content_preview) FROM todo \
-                 WHERE msgtype IS NOT NULL AND redacted_at IS NULL AND content_preview <> '' \
-                 ON CONFLICT (event_id) DO UPDATE SET tsv = EXCLUDED.tsv) \
-             UPDATE search_progress SET seq = GREATEST(seq, (SELECT max(seq) FROM todo)) \
-             RETURNING (SELECT count(*) FROM todo)",
-        )
+                     SELECT matrix_event_id, seq, content_preview, msgtype, redacted_at, media \
+                     FROM messages \
+                     WHERE seq > (SELECT seq FROM search_progress) ORDER BY seq LIMIT $1), \
+                 indexed AS ( \
+                     INSERT INTO message_search (event_id, tsv) \
+                     SELECT m.matrix_event_id, ",
+            searchable_text!(),
+            " FROM todo m \
+                     WHERE m.msgtype IS NOT NULL AND m.redacted_at IS NULL \
+                       AND m.content_preview <> '' \
+                     ON CONFLICT (event_id) DO UPDATE SET tsv = EXCLUDED.tsv) \
+                 UPDATE search_progress SET seq = GREATEST(seq, (SELECT max(seq) FROM todo)) \
+                 RETURNING (SELECT count(*) FROM todo)"
+        ))
         .bind(limit)
         .fetch_one(&self.pool)
         .await?)

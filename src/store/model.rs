@@ -102,16 +102,39 @@ pub struct NewMessage {
     pub sender_matrix_id: OwnedUserId,
     /// Human or agent.
     pub sender_type: SenderType,
-    /// `m.text`, `m.notice` or `m.emote`; `None` in an encrypted room (metadata only).
+    /// `m.text`, `m.notice`, `m.emote`, `m.image`, `m.video`, `m.audio` or `m.file`;
+    /// `None` in an encrypted room (metadata only).
     pub msgtype: Option<&'static str>,
-    /// The body, cut to [`PREVIEW_CHARS`]; empty in an encrypted room.
+    /// The body, cut to [`PREVIEW_CHARS`] (a file's caption, else its name); empty in an
+    /// encrypted room.
     pub preview: String,
+    /// The file of a media message (boxed: most messages are text).
+    pub media: Option<Box<Media>>,
     /// `origin_server_ts`.
     pub created_at: DateTime<Utc>,
     /// The message this one replies to (`m.in_reply_to`).
     pub reply_to: Option<OwnedEventId>,
     /// The thread root (`rel_type: m.thread`).
     pub thread_root: Option<OwnedEventId>,
+}
+
+/// The file a media message carries, as the index keeps it (and the API shows it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Media {
+    /// `mxc://<server>/<media id>`.
+    pub mxc: String,
+    /// The type the event declares (`info.mimetype`).
+    pub mimetype: Option<String>,
+    /// Bytes (`info.size`).
+    pub size: Option<i64>,
+    /// The file name (`filename`, else the body).
+    pub name: Option<String>,
+    /// Pixels (`info.w`), images and videos.
+    pub width: Option<i64>,
+    /// Pixels (`info.h`), images and videos.
+    pub height: Option<i64>,
+    /// Milliseconds (`info.duration`), audio and video.
+    pub duration: Option<i64>,
 }
 
 /// An `m.annotation` (reaction) to a message.

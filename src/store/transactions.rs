@@ -8,10 +8,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tracing::warn;
 
+use self::inserts::{Conflicts, insert_messages, insert_messages_at, is_unique_violation};
 use super::model::{
     Change, DeadLetter, Incoming, MembershipChange, MessageEdit, NewMessage, NewReaction, Redaction,
 };
 use super::{Store, is_data_error, room_state::apply_room_state};
+
+mod inserts;
 
 /// The changes of one transaction, in the order Synapse sent their events.
 #[derive(Debug, Default)]
@@ -320,135 +323,6 @@ async fn apply_one_by_one(
     Ok((effects, dead))
 }
 
-/// The columns of a batch of messages, as arrays for `UNNEST`.
-struct MessageColumns<'a> {
-    channel_id: Vec<&'a str>,
-    matrix_room_id: Vec<&'a str>,
-    event_id: Vec<&'a str>,
-    sender_id: Vec<&'a str>,
-    sender_matrix_id: Vec<&'a str>,
-    sender_type: Vec<&'static str>,
-    msgtype: Vec<Option<&'static str>>,
-    preview: Vec<&'a str>,
-    created_at: Vec<DateTime<Utc>>,
-    reply_to: Vec<Option<&'a str>>,
-    thread_root: Vec<Option<&'a str>>,
-}
-
-impl<'a> MessageColumns<'a> {
-    fn new(messages: &[&'a NewMessage]) -> Self {
-        let col =
-            |f: fn(&'a NewMessage) -> &'a str| messages.iter().map(|m| f(m)).collect::<Vec<_>>();
-        Self {
-            channel_id: col(|m| m.channel_id.as_str()),
-            matrix_room_id: col(|m| m.matrix_room_id.as_str()),
-            event_id: col(|m| m.event_id.as_str()),
-            sender_id: col(|m| &m.sender_id),
-            sender_matrix_id: col(|m| m.sender_matrix_id.as_str()),
-            sender_type: messages.iter().map(|m| m.sender_type.as_str()).collect(),
-            msgtype: messages.iter().map(|m| m.msgtype).collect(),
-            preview: col(|m| &m.preview),
-            created_at: messages.iter().map(|m| m.created_at).collect(),
-            reply_to: messages
-                .iter()
-                .map(|m| m.reply_to.as_ref().map(|e| e.as_str()))
-                .collect(),
-            thread_root: messages
-                .iter()
-                .map(|m| m.thread_root.as_ref().map(|e| e.as_str()))
-                .collect(),
-        }
-    }
-}
-
-/// Inserts new messages in the order given (their stream positions follow it); the ones
-/// really inserted, with their positions.
-async fn insert_messages(
-    conn: &mut PgConnection,
-    messages: &[&NewMessage],
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    if messages.is_empty() {
-        return Ok(Vec::new());
-    }
-    bind_messages(sqlx::query_as(INSERT_MESSAGES), messages)
-        .fetch_all(conn)
-        .await
-}
-
-/// [`insert_messages`] and the journal mark in one statement (one round trip, one commit).
-async fn insert_messages_at(
-    conn: &mut PgConnection,
-    messages: &[&NewMessage],
-    journal_pos: i64,
-    conflicts: Conflicts,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let insert = match conflicts {
-        Conflicts::Skip => INSERT_MESSAGES,
-        Conflicts::Fail => INSERT_NEW_MESSAGES,
-    };
-    let sql = format!(
-        "WITH inserted AS ({insert}), \
-              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $12)) \
-         SELECT matrix_event_id, seq FROM inserted ORDER BY seq"
-    );
-    bind_messages(sqlx::query_as(&sql), messages)
-        .bind(journal_pos)
-        .fetch_all(conn)
-        .await
-}
-
-/// What an insert of messages does with an event id the index has.
-#[derive(Debug, Clone, Copy)]
-enum Conflicts {
-    /// Skips it (`ON CONFLICT DO NOTHING`): a replay adds nothing.
-    Skip,
-    /// Fails the statement (no probe before each row); the caller inserts again with
-    /// [`Conflicts::Skip`].
-    Fail,
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("23505"))
-}
-
-macro_rules! insert_messages_sql {
-    () => {
-        "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
-                           sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
-                           reply_to, thread_root) \
-     SELECT c, r, e, s, sm, st, mt, p, t, rt, th \
-     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[]) \
-          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, n) \
-     ORDER BY n"
-    };
-}
-const INSERT_MESSAGES: &str = concat!(
-    insert_messages_sql!(),
-    " ON CONFLICT (matrix_event_id) DO NOTHING RETURNING matrix_event_id, seq"
-);
-const INSERT_NEW_MESSAGES: &str =
-    concat!(insert_messages_sql!(), " RETURNING matrix_event_id, seq");
-
-type MessagesQuery<'q> =
-    sqlx::query::QueryAs<'q, Postgres, (String, i64), sqlx::postgres::PgArguments>;
-
-fn bind_messages<'q>(query: MessagesQuery<'q>, messages: &[&'q NewMessage]) -> MessagesQuery<'q> {
-    let columns = MessageColumns::new(messages);
-    query
-        .bind(columns.channel_id)
-        .bind(columns.matrix_room_id)
-        .bind(columns.event_id)
-        .bind(columns.sender_id)
-        .bind(columns.sender_matrix_id)
-        .bind(columns.sender_type)
-        .bind(columns.msgtype)
-        .bind(columns.preview)
-        .bind(columns.created_at)
-        .bind(columns.reply_to)
-        .bind(columns.thread_root)
-}
-
 /// Records in `tx` that the index has applied the journal up to `pos`.
 async fn advance_journal(
     tx: &mut Transaction<'static, Postgres>,
@@ -517,10 +391,11 @@ async fn apply_edits(
     .await?;
     if !updated.is_empty() {
         // Searchable already (or soon, with the new text by the indexer): search the new text.
-        sqlx::query(
-            "UPDATE message_search s SET tsv = to_tsvector('simple', m.content_preview) \
-             FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)",
-        )
+        sqlx::query(concat!(
+            "UPDATE message_search s SET tsv = ",
+            searchable_text!(),
+            " FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)"
+        ))
         .bind(&updated)
         .execute(conn)
         .await?;
@@ -543,7 +418,7 @@ async fn apply_redactions(
     let rooms = col(|r| r.matrix_room_id.as_str());
     let senders = col(|r| r.sender_matrix_id.as_str());
     let deleted: Vec<String> = sqlx::query_scalar(
-        "UPDATE messages m SET content_preview = '', redacted_at = u.ts \
+        "UPDATE messages m SET content_preview = '', media = NULL, redacted_at = u.ts \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
               AS u(target, room, sender, local, ts) \
          WHERE m.matrix_event_id = u.target AND m.matrix_room_id = u.room \

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { deflateSync } from 'node:zlib';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
@@ -52,6 +53,40 @@ async function audit(page, what) {
     return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 5).join(', ')}`);
   });
   assert(violations.length === 0, `accessibility of ${what}: ${violations.join('; ')}`);
+}
+
+/** A real PNG of `w`×`h` pixels, for attaching. */
+function png(w, h) {
+  const crc32 = (bytes) => {
+    let crc = ~0;
+    for (const b of bytes) {
+      crc ^= b;
+      for (let i = 0; i < 8; i += 1) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+    }
+    return ~crc >>> 0;
+  };
+  const chunk = (kind, data) => {
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    out.write(kind, 4, 'latin1');
+    data.copy(out, 8);
+    out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+    return out;
+  };
+  const raw = Buffer.alloc((w * 3 + 1) * h);
+  for (let y = 0; y < h; y += 1) {
+    for (let x = 0; x < w; x += 1) raw.set([(x * 255) / w, (y * 255) / h, 160], y * (w * 3 + 1) + 1 + x * 3);
+  }
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -294,6 +329,24 @@ async function main() {
   assert((await composer.inputValue()).length === 16001, 'the refused text is kept to fix');
   await alert.getByRole('button', { name: 'Dismiss' }).click();
   await composer.fill('');
+
+  // A picture attached from the page: its upload, then its thumbnail in the timeline,
+  // opening the full size.
+  const attach = page.getByLabel('Attach a file');
+  await attach.setInputFiles({ name: 'city.png', mimeType: 'image/png', buffer: png(64, 48) });
+  const picture = page.locator('.msg img.thumbnail[alt="city.png"]');
+  await picture.waitFor({ timeout: 30000 });
+  await until('the thumbnail loaded', () => picture.evaluate((img) => img.complete && img.naturalWidth > 0));
+  const full = await picture.evaluate((img) => img.closest('a').getAttribute('href'));
+  assert(full.startsWith('/api/messaging/media/') && !full.includes('thumbnail'), `the full size is linked (${full})`);
+  await until('the upload bar gone', () => page.locator('#upload').isHidden());
+  // A file over the bridge's limit is refused in the page, before it is sent.
+  const { max_bytes: maxBytes } = await (await fetch(`${BRIDGE}/api/messaging/media/config`)).json();
+  const shownBefore = await page.locator('[data-event-id]').count();
+  await attach.setInputFiles({ name: 'huge.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(maxBytes + 1) });
+  await until('the size refusal shown', async () => (await alert.isVisible()) && (await alert.textContent()).includes('too large'));
+  assert((await page.locator('#upload').isHidden()) && (await page.locator('[data-event-id]').count()) === shownBefore, 'nothing was sent');
+  await alert.getByRole('button', { name: 'Dismiss' }).click();
 
   // The bridge restarts: the page notices, reconnects and shows what it missed.
   // The browser is kept offline until both missed messages are indexed, so they can only

@@ -15,6 +15,7 @@ mod fuzz;
 mod healthcheck;
 mod ingest;
 mod journal_gaps;
+mod media;
 mod members_pins;
 mod messaging_flow;
 mod messaging_rules;

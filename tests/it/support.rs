@@ -456,6 +456,45 @@ impl MatrixUser {
             .expect("typing");
     }
 
+    /// Uploads `bytes` to the media repository, as a Matrix client does; the mxc URI.
+    pub async fn upload(&self, content_type: &str, name: &str, bytes: Vec<u8>) -> String {
+        let response: Value = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", env().synapse_url))
+            .query(&[("filename", name)])
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("Synapse reachable")
+            .json()
+            .await
+            .expect("upload response");
+        response["content_uri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("upload: {response}"))
+            .to_owned()
+    }
+
+    /// The file of `mxc` as this user's client downloads it (the authenticated media API):
+    /// the status and the bytes.
+    pub async fn download(&self, mxc: &str) -> (StatusCode, Vec<u8>) {
+        let path = mxc.strip_prefix("mxc://").expect("an mxc URI");
+        let response = self
+            .http
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{path}",
+                env().synapse_url
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("Synapse reachable");
+        let status = response.status();
+        (status, response.bytes().await.expect("body").to_vec())
+    }
+
     pub async fn put(&self, path: &str, body: Value) -> Result<Value, Refused> {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }

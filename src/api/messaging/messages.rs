@@ -120,7 +120,7 @@ pub struct SendMessage {
     pub msgtype: Option<String>,
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -225,19 +225,19 @@ pub async fn send_message(
 /// A send with an `Idempotency-Key` lasting longer than this is taken to be cut off: a
 /// retry takes the key over (and sends under the same transaction id, so Synapse answers
 /// with the first event if there was one).
-const KEY_TAKEN_OVER_AFTER: Duration = Duration::from_secs(60);
+pub(super) const KEY_TAKEN_OVER_AFTER: Duration = Duration::from_secs(60);
 
 /// The transaction id of a send with an `Idempotency-Key`: the user's localpart, then the
 /// key, after a `~` that no localpart holds (Synapse deduplicates transaction ids per
 /// appservice, not per user: `a.b` with key `c` and `a` with key `b.c` must differ).
-fn keyed_txn_id(user: &UserId, key: &str) -> String {
+pub(super) fn keyed_txn_id(user: &UserId, key: &str) -> String {
     format!("idem~{}~{key}", user.localpart())
 }
 
 /// The answer to a send whose `Idempotency-Key` is held already (`(channel, event)`): the
 /// first send's message; 202 again while it is not indexed yet; 409 while that send is
 /// under way; 422 for a key used for another channel.
-async fn replay(
+pub(super) async fn replay(
     state: &AppState,
     channel: &CityRoom,
     person: &Person,
@@ -379,7 +379,13 @@ pub async fn edit_message(
     let room_id = crate::api::messaging::writable_room(&state, &channel).await?;
     limit_action(&state, &person)?;
     let msgtype = message.msgtype.as_deref().unwrap_or("m.text");
-    let outgoing = Outgoing::edit(&target, msgtype, &body.text);
+    let outgoing = match &message.media {
+        Some(media) => Outgoing::replace(
+            &target,
+            crate::messaging::media::recaptioned(msgtype, media, &body.text),
+        )?,
+        None => Outgoing::edit(&target, msgtype, &body.text),
+    };
     messaging::send(
         &state.messenger,
         &actor,
