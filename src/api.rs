@@ -58,6 +58,14 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
             "/api/messaging/channels/{id}/members",
             get(messaging::members::members).post(messaging::members::invite),
         )
+        .route(
+            "/api/messaging/channels/{id}/read",
+            post(messaging::reads::mark_read),
+        )
+        .route(
+            "/api/messaging/channels/{id}/typing",
+            post(messaging::reads::typing),
+        )
         .route("/api/messaging/search", get(messaging::search::search))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }));
     let allow = match cors_origins {
@@ -108,6 +116,7 @@ pub fn router(cors_origins: &CorsOrigins) -> Router<AppState> {
             post(internal::agent_post),
         )
         .route("/ws/city/presence", get(ws::presence))
+        .route("/ws/messaging", get(ws::user_feed))
         .route("/ws/messaging/{channel_id}", get(ws::messaging))
         // The city page: to anyone, outside CORS (the browser loads it as a page).
         .merge(crate::web::router())

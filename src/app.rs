@@ -69,6 +69,10 @@ pub struct Shared {
     pub messenger: crate::messaging::Messenger,
     /// The live feed of each watched channel.
     pub channels: Arc<ChannelHub>,
+    /// The live feed of each person with `/ws/messaging` open here.
+    pub users: Arc<crate::messaging::UserHub>,
+    /// "Typing" sent to Synapse at most once every few seconds per person and channel.
+    pub typing: crate::messaging::TypingThrottle,
     /// Send rate limits per user and per channel.
     pub limits: RateLimits,
     /// Wakes the search indexer: messages were indexed.
@@ -167,6 +171,7 @@ impl AppState {
             server_name: config.server_name.clone(),
             agents: namespaces.users.clone(),
             sender: sender.clone(),
+            bus: bus.clone(),
         }));
         let receiving = config.role == Role::All;
         if receiving {
@@ -224,6 +229,8 @@ impl AppState {
             hub,
             messenger,
             channels: Arc::default(),
+            users: Arc::default(),
+            typing: crate::messaging::TypingThrottle::default(),
             limits,
             search_due,
             relay_due,
@@ -291,6 +298,14 @@ pub async fn run(
     workers.spawn(
         "channel feeds",
         crate::outbox::feed_channels(state.bus.clone(), Arc::clone(&state.channels)),
+    );
+    workers.spawn(
+        "per-user feeds",
+        crate::messaging::feed_users(
+            state.bus.clone(),
+            Arc::clone(&state.users),
+            state.store.clone(),
+        ),
     );
     workers.spawn(
         "channel memberships",

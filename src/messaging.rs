@@ -9,14 +9,21 @@ mod creators;
 mod hub;
 mod limits;
 mod live;
+mod reads;
 mod send;
+mod users;
 
 pub use self::{
     creators::{settle_creators, with_level},
     hub::{ChannelHub, RESYNC},
     limits::RateLimits,
     live::{typing, wake_readers},
+    reads::{
+        Receipt, TYPING_RESEND, TYPING_TIMEOUT, TypingThrottle, member_changed, read_moved,
+        receipts,
+    },
     send::{Actor, Messenger, Outgoing, Puppets, redact, send},
+    users::{UserHub, feed_users},
 };
 
 pub use crate::domain::events::subjects;

@@ -5,6 +5,7 @@ mod journal;
 mod messages;
 pub mod model;
 mod outbox;
+mod reads;
 mod rooms;
 mod transactions;
 
@@ -23,6 +24,7 @@ pub use self::{
         ReactionCount, SearchHit, channel_id, searchable,
     },
     outbox::{OutboxRow, Pending},
+    reads::{ChannelSummary, LastMessage, UNREAD_CAP, Unread},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
     transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };

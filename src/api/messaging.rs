@@ -8,6 +8,7 @@ pub(super) mod members;
 pub(super) mod messages;
 mod person;
 pub(super) mod reactions;
+pub(super) mod reads;
 pub(super) mod search;
 
 use axum::{

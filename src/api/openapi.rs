@@ -7,7 +7,7 @@ use utoipa::{
 
 use super::{
     city_rooms, internal,
-    messaging::{channels, members, messages, reactions, search},
+    messaging::{channels, members, messages, reactions, reads, search},
 };
 
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ use super::{
         messages::history, messages::send_message, messages::edit_message,
         messages::delete_message, reactions::react, reactions::unreact, members::members,
         members::invite, internal::agent_post, search::search,
+        reads::mark_read, reads::typing,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
@@ -32,6 +33,8 @@ use super::{
         members::Invite, internal::AgentPost, search::SearchResults,
         crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
         crate::store::SearchHit,
+        channels::ChannelOrder, crate::store::ChannelSummary, crate::store::Unread,
+        crate::store::LastMessage, reads::MarkRead, reads::ChannelUnread, reads::Typing,
     )),
     modifiers(&BearerAuth),
 )]

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use bytes::Bytes;
 use http::StatusCode;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::extract::Authenticated;
 use crate::{app::AppState, error::MatrixError, ingest::journal::PushedBody};
@@ -41,6 +41,25 @@ pub async fn push_events(
         let typing = state.live.apply_ephemeral(&ephemeral, &state.directory);
         for (channel, user_ids) in typing {
             crate::messaging::typing(&state.bus, channel.as_str(), &user_ids);
+        }
+        let receipts =
+            crate::messaging::receipts(&ephemeral, &state.directory, &state.config.server_name);
+        if !receipts.is_empty() {
+            // Off the acknowledgement's path: a read position is live state, not history.
+            let (store, bus) = (state.store.clone(), state.bus.clone());
+            state.workers.spawn("read receipts", async move {
+                for receipt in receipts {
+                    let user = receipt.user.as_str();
+                    let event = receipt.event_id.as_str();
+                    match store.set_read_position(&receipt.channel, user, event).await {
+                        Ok(true) => {
+                            crate::messaging::read_moved(&bus, &receipt.channel, user, event)
+                        }
+                        Ok(false) => {}
+                        Err(error) => warn!(%error, "a read receipt is not recorded"),
+                    }
+                }
+            });
         }
     }
     debug!(%txn_id, events = pushed.events.len(), "transaction journaled");

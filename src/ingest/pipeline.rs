@@ -50,6 +50,7 @@ pub struct Indexer {
     server_name: OwnedServerName,
     agents: NamespaceSet,
     sender: OwnedUserId,
+    bus: crate::bus::Bus,
 }
 
 /// What the [`Indexer`] is built from.
@@ -79,6 +80,8 @@ pub struct IndexerParts {
     pub agents: NamespaceSet,
     /// The appservice's own user.
     pub sender: OwnedUserId,
+    /// Where local people's membership changes go for the per-user feeds.
+    pub bus: crate::bus::Bus,
 }
 
 impl Indexer {
@@ -98,6 +101,7 @@ impl Indexer {
             server_name: parts.server_name,
             agents: parts.agents,
             sender: parts.sender,
+            bus: parts.bus,
         }
     }
 
@@ -203,6 +207,21 @@ impl Indexer {
                 _ => None,
             })
             .collect();
+        let local_members: Vec<_> = batch
+            .changes
+            .iter()
+            .filter_map(|(_, change)| match change {
+                Change::Membership(m)
+                    if m.user_id.server_name() == self.server_name
+                        && m.user_id != self.sender
+                        && !self.agents.is_exclusive_match(m.user_id.as_str()) =>
+                {
+                    Some(m)
+                }
+                _ => None,
+            })
+            .map(|m| (m.room_id.clone(), m.user_id.clone(), m.membership.clone()))
+            .collect();
         let memberships: Vec<_> = batch
             .changes
             .iter()
@@ -265,6 +284,9 @@ impl Indexer {
         crate::messaging::wake_readers(&self.relay_due, &self.search_due, &applied.effects);
         for (room_id, agent) in invited_agents {
             self.invitations.accept(room_id, agent);
+        }
+        for (room, user, membership) in local_members {
+            crate::messaging::member_changed(&self.bus, &room, &user, &membership);
         }
         if !memberships.is_empty() || !activity.is_empty() {
             self.live

@@ -112,6 +112,8 @@ pub struct NewMessage {
     pub reply_to: Option<OwnedEventId>,
     /// The thread root (`rel_type: m.thread`).
     pub thread_root: Option<OwnedEventId>,
+    /// The users its `m.mentions` names.
+    pub mentions: Vec<OwnedUserId>,
 }
 
 /// An `m.annotation` (reaction) to a message.

@@ -330,6 +330,8 @@ struct MessageColumns<'a> {
     created_at: Vec<DateTime<Utc>>,
     reply_to: Vec<Option<&'a str>>,
     thread_root: Vec<Option<&'a str>>,
+    /// Each message's mentioned users joined by spaces (no user id has one), or NULL.
+    mentions: Vec<Option<String>>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -353,6 +355,15 @@ impl<'a> MessageColumns<'a> {
             thread_root: messages
                 .iter()
                 .map(|m| m.thread_root.as_ref().map(|e| e.as_str()))
+                .collect(),
+            mentions: messages
+                .iter()
+                .map(|m| {
+                    (!m.mentions.is_empty()).then(|| {
+                        let ids: Vec<&str> = m.mentions.iter().map(|u| u.as_str()).collect();
+                        ids.join(" ")
+                    })
+                })
                 .collect(),
         }
     }
@@ -385,7 +396,7 @@ async fn insert_messages_at(
     };
     let sql = format!(
         "WITH inserted AS ({insert}), \
-              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $12)) \
+              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $13)) \
          SELECT matrix_event_id, seq FROM inserted ORDER BY seq"
     );
     bind_messages(sqlx::query_as(&sql), messages)
@@ -412,11 +423,12 @@ macro_rules! insert_messages_sql {
     () => {
         "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
                            sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
-                           reply_to, thread_root) \
-     SELECT c, r, e, s, sm, st, mt, p, t, rt, th \
+                           reply_to, thread_root, mentions) \
+     SELECT c, r, e, s, sm, st, mt, p, t, rt, th, string_to_array(mn, ' ') \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[]) \
-          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, n) \
+                 $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], \
+                 $12::text[]) \
+          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, mn, n) \
      ORDER BY n"
     };
 }
@@ -444,6 +456,7 @@ fn bind_messages<'q>(query: MessagesQuery<'q>, messages: &[&'q NewMessage]) -> M
         .bind(columns.created_at)
         .bind(columns.reply_to)
         .bind(columns.thread_root)
+        .bind(columns.mentions)
 }
 
 /// Records in `tx` that the index has applied the journal up to `pos`.
