@@ -22,7 +22,8 @@ pub const UNREAD_CAP: i64 = 1000;
 /// their display name or localpart in the text (case-insensitive).
 macro_rules! unread_counts {
     () => {
-        "LEFT JOIN read_positions rp ON rp.user_id = $1 AND rp.room_id = c.id \
+        "LEFT JOIN LATERAL (SELECT r.event_id AS read_event_id, r.seq AS read_seq \
+             FROM read_positions r WHERE r.user_id = $1 AND r.room_id = c.id) rp ON true \
          LEFT JOIN LATERAL ( \
              SELECT count(*) AS unread_count, count(*) FILTER (WHERE x.mentioned) AS mention_count \
              FROM (SELECT ($1 = ANY (m.mentions) \
@@ -31,7 +32,7 @@ macro_rules! unread_counts {
                                AND strpos(lower(m.content_preview), lower(me.display_name)) > 0)) AS mentioned \
                    FROM messages m \
                    WHERE me.membership = 'join' AND m.channel_id = c.id \
-                     AND m.seq > COALESCE(rp.seq, 0) \
+                     AND m.seq > COALESCE(rp.read_seq, 0) \
                      AND m.sender_matrix_id <> $1 AND m.redacted_at IS NULL \
                    ORDER BY m.seq DESC LIMIT 1000) x \
          ) u ON true"
@@ -42,8 +43,9 @@ macro_rules! unread_counts {
 macro_rules! last_message {
     () => {
         "LEFT JOIN LATERAL ( \
-             SELECT m.matrix_event_id, m.sender_id, m.sender_matrix_id, m.content_preview, \
-                    m.created_at, m.seq \
+             SELECT m.matrix_event_id AS lm_event_id, m.sender_id AS lm_sender_id, \
+                    m.sender_matrix_id AS lm_sender_matrix_id, m.content_preview AS lm_preview, \
+                    m.created_at AS lm_created_at, m.seq AS lm_seq \
              FROM messages m WHERE m.channel_id = c.id AND m.redacted_at IS NULL \
              ORDER BY m.seq DESC LIMIT 1) lm ON true"
     };
@@ -114,11 +116,9 @@ fn unread(row: &PgRow) -> Result<Unread, sqlx::Error> {
 }
 
 const SUMMARY_FIELDS: &str = "COALESCE(me.membership = 'join', false) AS joined, \
-     rp.event_id AS last_read_event_id, \
+     rp.read_event_id AS last_read_event_id, \
      COALESCE(u.unread_count, 0) AS unread_count, COALESCE(u.mention_count, 0) AS mention_count, \
-     lm.matrix_event_id AS lm_event_id, lm.sender_id AS lm_sender_id, \
-     lm.sender_matrix_id AS lm_sender_matrix_id, lm.content_preview AS lm_preview, \
-     lm.created_at AS lm_created_at";
+     lm.lm_event_id, lm.lm_sender_id, lm.lm_sender_matrix_id, lm.lm_preview, lm.lm_created_at";
 
 /// The membership row of user `$1` in channel `c`, as `me`.
 const MY_MEMBERSHIP: &str = "LEFT JOIN LATERAL (SELECT rm.membership, rm.display_name \
@@ -137,7 +137,7 @@ impl Store {
         by_activity: bool,
     ) -> Result<Vec<ChannelSummary>> {
         let order = if by_activity {
-            "lm.seq DESC NULLS LAST, is_default DESC, name, slug"
+            "lm.lm_seq DESC NULLS LAST, is_default DESC, name, slug"
         } else {
             "is_default DESC, name, slug"
         };

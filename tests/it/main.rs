@@ -27,3 +27,4 @@ mod search;
 mod slow_clients;
 mod socket_rights;
 mod support;
+mod unread;
