@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
-    ApiInstance, Bridge, MatrixUser, api, encode, env, eventually, jwt, jwt_expiring, nats_url,
-    unique,
+    ApiInstance, Bridge, MatrixSync, MatrixUser, api, encode, env, eventually, jwt, jwt_expiring,
+    nats_url, typing_event, unique,
 };
 
 type Socket =
@@ -103,65 +103,6 @@ async fn channel_with_bob(alice_admin: &str, bob: &MatrixUser) -> (String, Strin
     (channel["id"].as_str().unwrap().to_owned(), room_id)
 }
 
-/// A Matrix client's `/sync` of one room, from its first call on: each later call gives
-/// what changed since the one before (an initial sync may be answered from Synapse's
-/// cache, so only the first call is one).
-struct Sync<'a> {
-    user: &'a MatrixUser,
-    room_id: String,
-    since: Option<String>,
-}
-
-impl<'a> Sync<'a> {
-    async fn start(user: &'a MatrixUser, room_id: &str) -> Self {
-        let mut sync = Self {
-            user,
-            room_id: room_id.to_owned(),
-            since: None,
-        };
-        sync.next().await;
-        sync
-    }
-
-    /// The room's ephemeral events of the next answer (long-polled up to 5 s).
-    async fn next(&mut self) -> Vec<Value> {
-        let filter = json!({"room": {"rooms": [self.room_id], "timeline": {"limit": 0}},
-                            "presence": {"types": []}});
-        let mut path = format!(
-            "/v3/sync?timeout=5000&filter={}",
-            encode(&filter.to_string())
-        );
-        if let Some(since) = &self.since {
-            path.push_str(&format!("&since={}", encode(since)));
-        }
-        let sync = self.user.get(&path).await.expect("sync");
-        self.since = sync["next_batch"].as_str().map(str::to_owned);
-        sync["rooms"]["join"][&self.room_id]["ephemeral"]["events"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Syncs until an ephemeral event of the room satisfies `check` (at most 30 s).
-    async fn until(&mut self, what: &str, check: impl Fn(&Value) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while tokio::time::Instant::now() < deadline {
-            if self.next().await.iter().any(&check) {
-                return;
-            }
-        }
-        panic!("timed out syncing for {what}");
-    }
-}
-
-/// Whether `event` is an `m.typing` in which `user` types (or does not, `typing` false).
-fn typing_event(event: &Value, user: &str, typing: bool) -> bool {
-    event["type"] == "m.typing"
-        && event["content"]["user_ids"]
-            .as_array()
-            .is_some_and(|ids| ids.iter().any(|id| id == user) == typing)
-}
-
 #[tokio::test]
 async fn a_message_from_a_matrix_client_is_unread_until_alice_reads_it_in_a_client_or_the_api() {
     let bridge = Bridge::start().await;
@@ -229,7 +170,7 @@ async fn a_message_from_a_matrix_client_is_unread_until_alice_reads_it_in_a_clie
     unread_frame(&mut feed, &channel, 0).await;
 
     // Another message; Alice reads it through the API, and Synapse has her receipt.
-    let mut alices_sync = Sync::start(&alice, &room_id).await;
+    let mut alices_sync = MatrixSync::start(&alice, &room_id).await;
     let fourth = bob.send_text(&room_id, "ще одне").await;
     unread_frame(&mut feed, &channel, 1).await;
     let read = format!("/api/messaging/channels/{channel}/read");
@@ -349,7 +290,7 @@ async fn the_pages_typing_reaches_a_matrix_clients_sync() {
     let alice_admin = jwt(&format!("user:{}", alice.localpart()), &["admin"]);
     let (channel, room_id) = channel_with_bob(&alice_admin, &bob).await;
     let typing = format!("/api/messaging/channels/{channel}/typing");
-    let mut bobs_sync = Sync::start(&bob, &room_id).await;
+    let mut bobs_sync = MatrixSync::start(&bob, &room_id).await;
 
     let (status, body) = api(
         Method::POST,
