@@ -20,7 +20,7 @@ pub use self::{
     live::{typing, wake_readers},
     reads::{
         Receipt, TYPING_RESEND, TYPING_TIMEOUT, TypingThrottle, member_changed, read_moved,
-        receipts,
+        receipts, record_receipt,
     },
     send::{Actor, Messenger, Outgoing, Puppets, redact, send},
     users::{UserHub, feed_users},

@@ -568,6 +568,8 @@ async function submitComposer() {
     if (message?.matrix_event_id) upsert(message);
     textarea.value = '';
     stoppedComposing();
+    // Speaking in a room is having read it.
+    markNewestRead();
     clearContext();
     if (context?.mode !== 'edit') scrollToBottom();
     clearError();

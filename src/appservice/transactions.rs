@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use bytes::Bytes;
 use http::StatusCode;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::extract::Authenticated;
 use crate::{app::AppState, error::MatrixError, ingest::journal::PushedBody};
@@ -49,15 +49,7 @@ pub async fn push_events(
             let (store, bus) = (state.store.clone(), state.bus.clone());
             state.workers.spawn("read receipts", async move {
                 for receipt in receipts {
-                    let user = receipt.user.as_str();
-                    let event = receipt.event_id.as_str();
-                    match store.set_read_position(&receipt.channel, user, event).await {
-                        Ok(true) => {
-                            crate::messaging::read_moved(&bus, &receipt.channel, user, event)
-                        }
-                        Ok(false) => {}
-                        Err(error) => warn!(%error, "a read receipt is not recorded"),
-                    }
+                    crate::messaging::record_receipt(&store, &bus, &receipt).await;
                 }
             });
         }
