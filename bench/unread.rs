@@ -29,11 +29,12 @@ fn channel(c: usize) -> String {
 }
 
 async fn load(db: &mut PgConnection) {
-    let have: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE channel_id LIKE 'room_city_unread%'")
-            .fetch_one(&mut *db)
-            .await
-            .unwrap();
+    let have: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE channel_id LIKE 'room_city_unread%'",
+    )
+    .fetch_one(&mut *db)
+    .await
+    .unwrap();
     if have >= (LARGE + SMALL_CHANNELS * SMALL) as i64 {
         println!("unread: {have} messages already loaded");
         return;
@@ -161,7 +162,11 @@ async fn measure(
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         last = response.json().await.unwrap();
         if i >= 50 {
             latencies.push(started.elapsed());
@@ -204,7 +209,11 @@ async fn main() {
     let client = reqwest::Client::new();
     for (case, read, path) in [
         ("read to 50 before the end", true, "/api/messaging/channels"),
-        ("never read (counts capped)", false, "/api/messaging/channels"),
+        (
+            "never read (counts capped)",
+            false,
+            "/api/messaging/channels",
+        ),
         (
             "by activity, read to 50 before the end",
             true,

@@ -217,6 +217,33 @@ async fn a_message_from_a_matrix_client_is_unread_until_alice_reads_it_in_a_clie
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["last_read_event_id"], fourth.as_str(), "{body}");
 
+    // A receipt of an event that is no message (here Alice's own topic change, after a
+    // message of Bob's) reads the channel up to its last message.
+    let fifth = bob.send_text(&room_id, "і ще").await;
+    unread_frame(&mut feed, &channel, 1).await;
+    let topic = alice
+        .put(
+            &format!("/v3/rooms/{}/state/m.room.topic/", encode(&room_id)),
+            json!({"topic": "Про непрочитане"}),
+        )
+        .await
+        .expect("topic");
+    let topic = topic["event_id"].as_str().unwrap().to_owned();
+    alice
+        .post(
+            &format!(
+                "/v3/rooms/{}/receipt/m.read/{}",
+                encode(&room_id),
+                encode(&topic)
+            ),
+            json!({}),
+        )
+        .await
+        .expect("receipt");
+    let entry = listed_with(&alice_jwt, &channel, 0).await;
+    assert_eq!(entry["last_read_event_id"], topic.as_str(), "{entry}");
+    assert_eq!(entry["last_message"]["matrix_event_id"], fifth.as_str());
+
     // What is refused, each with a JSON error.
     for (body, want) in [
         (json!({"event_id": "not an event"}), 422),
@@ -275,7 +302,7 @@ async fn a_message_from_a_matrix_client_is_unread_until_alice_reads_it_in_a_clie
             entry["unread_count"].as_i64(),
             entry["last_read_event_id"].as_str()
         ),
-        (Some(0), Some(fourth.as_str())),
+        (Some(0), Some(topic.as_str())),
         "{entry}"
     );
     bridge.stop().await;
@@ -429,5 +456,58 @@ async fn the_per_user_feed_closes_with_4001_when_its_token_expires() {
     assert!(ponged, "the feed answered before it closed");
     assert_eq!(u16::from(close.code), 4001, "{close:?}");
     assert!(chrono::Utc::now().timestamp() >= exp, "closed before exp");
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn the_feed_tells_of_an_invitation_a_join_and_leaving() {
+    let bridge = Bridge::start().await;
+    let alice = MatrixUser::register("alice").await;
+    let bob = MatrixUser::register("bob").await;
+    let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
+    let bob_jwt = jwt(&format!("user:{}", bob.localpart()), &[]);
+    let mut feed = open(format!(
+        "ws://{}/ws/messaging?token={alice_jwt}",
+        env().bridge_addr
+    ))
+    .await;
+    let (status, channel) = api(
+        Method::POST,
+        "/api/messaging/channels",
+        Some(&bob_jwt),
+        Some(json!({"slug": unique("private"), "name": "Тихий куток", "visibility": "private"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let (id, room_id) = (
+        channel["id"].as_str().unwrap().to_owned(),
+        channel["matrix_room_id"].as_str().unwrap().to_owned(),
+    );
+    let (status, invited) = api(
+        Method::POST,
+        &format!("/api/messaging/channels/{id}/members"),
+        Some(&bob_jwt),
+        Some(json!({"member_id": format!("user:{}", alice.localpart())})),
+    )
+    .await;
+    assert_eq!(status, 201, "{invited}");
+    let invite = until(&mut feed, "the invitation", |f| {
+        f["type"] == "invite" && f["channel_id"] == id.as_str()
+    })
+    .await;
+    assert_eq!(invite["name"], "Тихий куток", "{invite}");
+
+    alice.join(&room_id).await.expect("alice accepts");
+    until(&mut feed, "channel.joined", |f| {
+        f["type"] == "channel.joined" && f["channel_id"] == id.as_str()
+    })
+    .await;
+    unread_frame(&mut feed, &id, 0).await;
+    alice.leave(&room_id).await;
+    let left = until(&mut feed, "channel.left", |f| {
+        f["type"] == "channel.left" && f["channel_id"] == id.as_str()
+    })
+    .await;
+    assert_eq!(left["membership"], "leave", "{left}");
     bridge.stop().await;
 }
