@@ -13,7 +13,7 @@
 //! (`unread.updated`, `channel.joined`, `channel.left`, `invite`); `resync` means: read
 //! `GET /api/messaging/channels` again.
 //!
-//! Both end with the rights they were opened with, by a close frame a client can act on
+//! All end with the rights they were opened with, by a close frame a client can act on
 //! (the README's "WebSocket close codes"):
 //!
 //! - 1012 (service restart): the bridge stops; reconnect with the same token.
