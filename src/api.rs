@@ -88,6 +88,14 @@ pub fn router(config: &crate::config::Config) -> Router<AppState> {
             "/api/messaging/channels/{id}/pins/{event_id}",
             axum::routing::put(messaging::pins::pin).delete(messaging::pins::unpin),
         )
+        .route(
+            "/api/messaging/channels/{id}/read",
+            post(messaging::reads::mark_read),
+        )
+        .route(
+            "/api/messaging/channels/{id}/typing",
+            post(messaging::reads::typing),
+        )
         .route("/api/messaging/search", get(messaging::search::search))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }));
     let allow = match cors_origins {
@@ -138,6 +146,7 @@ pub fn router(config: &crate::config::Config) -> Router<AppState> {
             post(internal::agent_post),
         )
         .route("/ws/city/presence", get(ws::presence))
+        .route("/ws/messaging", get(ws::user_feed))
         .route("/ws/messaging/{channel_id}", get(ws::messaging))
         // The city page: to anyone, outside CORS (the browser loads it as a page).
         .merge(crate::web::router())

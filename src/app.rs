@@ -72,6 +72,10 @@ pub struct Shared {
     pub messenger: crate::messaging::Messenger,
     /// The live feed of each watched channel.
     pub channels: Arc<ChannelHub>,
+    /// The live feed of each person with `/ws/messaging` open here.
+    pub users: Arc<crate::messaging::UserHub>,
+    /// "Typing" sent to Synapse at most once every few seconds per person and channel.
+    pub typing: crate::messaging::TypingThrottle,
     /// Send rate limits per user and per channel.
     pub limits: RateLimits,
     /// Wakes the search indexer: messages were indexed.
@@ -177,6 +181,10 @@ impl AppState {
             ),
         );
         workers.spawn(
+            "index followers: people's memberships",
+            crate::messaging::follow_members(indexer.subscribe(), bus.clone()),
+        );
+        workers.spawn(
             "index followers: presence",
             Arc::clone(&live).follow(indexer.subscribe(), Arc::clone(&directory)),
         );
@@ -249,6 +257,8 @@ impl AppState {
             hub,
             messenger,
             channels: Arc::default(),
+            users: Arc::default(),
+            typing: crate::messaging::TypingThrottle::default(),
             limits,
             search_due,
             relay_due,
@@ -315,6 +325,14 @@ pub async fn run(
     workers.spawn(
         "channel feeds",
         crate::outbox::feed_channels(state.bus.clone(), Arc::clone(&state.channels)),
+    );
+    workers.spawn(
+        "per-user feeds",
+        crate::messaging::feed_users(
+            state.bus.clone(),
+            Arc::clone(&state.users),
+            state.store.clone(),
+        ),
     );
     workers.spawn(
         "channel memberships",

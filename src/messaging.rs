@@ -10,14 +10,21 @@ mod hub;
 mod limits;
 mod live;
 pub mod media;
+mod reads;
 mod send;
+mod users;
 
 pub use self::{
     creators::{settle_creators, with_level},
     hub::{ChannelHub, RESYNC},
     limits::RateLimits,
     live::{typing, wake_readers},
+    reads::{
+        Receipt, TYPING_RESEND, TYPING_TIMEOUT, TypingThrottle, follow_members, member_changed,
+        read_moved, receipts, record_receipt,
+    },
     send::{Actor, Messenger, Outgoing, Puppets, redact, send},
+    users::{UserHub, feed_users},
 };
 
 pub use crate::domain::events::subjects;

@@ -15,6 +15,7 @@ mod messages;
 pub mod model;
 mod outbox;
 mod pins;
+mod reads;
 mod room_state;
 mod rooms;
 mod transactions;
@@ -36,6 +37,7 @@ pub use self::{
     model::MAX_PINS,
     outbox::{OutboxRow, Pending},
     pins::Pins,
+    reads::{ChannelSummary, LastMessage, UNREAD_CAP, Unread},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
     transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };

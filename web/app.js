@@ -2,6 +2,15 @@
 // history, live messages and a composer. Message text only ever goes in as text nodes.
 
 import { ApiError, LiveSocket, api, claims, setToken, token } from './api.js';
+import {
+  composing,
+  markRead,
+  renderSidebar,
+  setCurrentChannel,
+  startSidebar,
+  stopSidebar,
+  stoppedComposing,
+} from './channels.js';
 import { LANGUAGES, language, setLanguage, t, translateDocument } from './i18n.js';
 import { formatSize, mediaConfig, mediaUrl, upload } from './media.js';
 
@@ -203,6 +212,7 @@ function onSocketState(node, state) {
   if (state === 'offline' && token() && !claims(token())) {
     setToken(null);
     stopPresence();
+    stopSidebar();
     closeRoom();
     showError(new Error(t('badToken')));
     route();
@@ -504,6 +514,7 @@ async function catchUp() {
       cursor = page.next_cursor;
     }
     if (stick) scrollToBottom();
+    markNewestRead();
   })()
     .catch(showError)
     .finally(() => {
@@ -527,8 +538,17 @@ function onChannelFrame(frame) {
   if (!message || message.channel_id !== room.info?.id && message.channel_id !== `room_city_${room.slug}`) return;
   const stick = nearBottom();
   const added = upsert(message);
-  if (added && frame.type === 'message.created') announce(message);
+  if (added && frame.type === 'message.created') {
+    announce(message);
+    markNewestRead();
+  }
   if (added && stick) scrollToBottom();
+}
+
+/** The newest message of the open room is seen (the page is shown): a read receipt. */
+function markNewestRead() {
+  if (!room || !me || document.visibilityState !== 'visible') return;
+  markRead(room.slug, room.order[room.order.length - 1]);
 }
 
 function renderTyping() {
@@ -579,6 +599,9 @@ async function submitComposer() {
     }
     if (message?.matrix_event_id) upsert(message);
     textarea.value = '';
+    stoppedComposing();
+    // Speaking in a room is having read it.
+    markNewestRead();
     clearContext();
     if (context?.mode !== 'edit') scrollToBottom();
     clearError();
@@ -699,6 +722,7 @@ async function openRoom(slug) {
   }
   await loadOlder();
   if (room !== current) return;
+  markNewestRead();
   current.socket = new LiveSocket(
     () => `/ws/messaging/${encodeURIComponent(slug)}?token=${encodeURIComponent(token())}`,
     {
@@ -712,6 +736,7 @@ async function openRoom(slug) {
 }
 
 function closeRoom() {
+  stoppedComposing();
   room?.socket?.stop();
   room = null;
   setLive($('room-live'), 'idle');
@@ -723,6 +748,9 @@ function route() {
   const match = location.hash.match(/^#\/room\/([^/]+)$/);
   signedIn();
   $('sign-in').hidden = Boolean(me);
+  if (me) startSidebar((state) => onSocketState($('sidebar-live'), state));
+  else stopSidebar();
+  setCurrentChannel(match ? decodeURIComponent(match[1]) : null);
   if (match) {
     const slug = decodeURIComponent(match[1]);
     $('city').hidden = true;
@@ -745,7 +773,9 @@ function applyLanguage() {
   for (const [node, s] of [
     [$('city-live'), $('city-live').dataset.state],
     [$('room-live'), $('room-live').dataset.state],
+    [$('sidebar-live'), $('sidebar-live').dataset.state],
   ]) setLive(node, s);
+  renderSidebar();
   if (!$('city').hidden) renderCity();
   if (room) {
     renderAllMessages();
@@ -784,6 +814,7 @@ function start() {
   $('sign-out').addEventListener('click', () => {
     setToken(null);
     stopPresence();
+    stopSidebar();
     closeRoom();
     location.hash = '#/';
     route();
@@ -797,6 +828,9 @@ function start() {
     { root: $('timeline'), rootMargin: '200px 0px 0px 0px' },
   ).observe($('older'));
   const textarea = $('message');
+  // Others see the user typing while the composer holds text.
+  textarea.addEventListener('input', () => room && me && composing(room.slug, textarea.value));
+  document.addEventListener('visibilitychange', markNewestRead);
   textarea.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault();

@@ -10,6 +10,7 @@ pub(super) mod messages;
 mod person;
 pub(super) mod pins;
 pub(super) mod reactions;
+pub(super) mod reads;
 pub(super) mod search;
 
 use axum::{

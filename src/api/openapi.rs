@@ -7,7 +7,7 @@ use utoipa::{
 
 use super::{
     city_rooms, internal,
-    messaging::{channels, media, members, messages, pins, reactions, search},
+    messaging::{channels, media, members, messages, pins, reactions, reads, search},
 };
 
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use super::{
         messages::delete_message, reactions::react, reactions::unreact, members::members,
         members::invite, members::remove, pins::pins, pins::pin, pins::unpin,
         internal::agent_post, search::search, media::upload, media::download, media::config,
+        reads::mark_read, reads::typing,
     ),
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
@@ -34,6 +35,8 @@ use super::{
         crate::store::ChannelView, crate::store::MessageView, crate::store::ReactionCount,
         crate::store::SearchHit, crate::store::Pins, members::Removed, crate::error::ApiErrorBody,
         crate::error::ErrorCode, crate::store::model::Media, media::UploadForm, media::MediaConfig,
+        channels::ChannelOrder, crate::store::ChannelSummary, crate::store::Unread,
+        crate::store::LastMessage, reads::MarkRead, reads::ChannelUnread, reads::Typing,
     )),
     modifiers(&BearerAuth),
 )]

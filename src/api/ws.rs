@@ -6,9 +6,14 @@
 //!
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
-//! told to resync (`{"type":"resync"}`: read the history `after` its last cursor).
+//! told to resync (`{"type":"resync"}`: read the history `after` its last cursor). The
+//! client may say its user types: `{"type":"typing","typing":true}`.
 //!
-//! Both end with the rights they were opened with, by a close frame a client can act on
+//! `GET /ws/messaging`: the live feed of one person over every channel they are in
+//! (`unread.updated`, `channel.joined`, `channel.left`, `invite`); `resync` means: read
+//! `GET /api/messaging/channels` again.
+//!
+//! All end with the rights they were opened with, by a close frame a client can act on
 //! (the README's "WebSocket close codes"):
 //!
 //! - 1012 (service restart): the bridge stops; reconnect with the same token.
@@ -97,6 +102,8 @@ async fn ended(membership: Option<&mut Membership>) {
 enum FromClient {
     /// Answer this (`ping` → `pong`).
     Answer(Message),
+    /// Its user types (`{"type":"typing","typing":true}`), or stopped.
+    Typing(bool),
     /// Nothing.
     Nothing,
     /// The client closed, or its socket failed: the connection ends.
@@ -108,9 +115,50 @@ fn from_client(received: Option<Result<Message, axum::Error>>) -> FromClient {
         Some(Ok(Message::Text(text))) if text.as_str() == "ping" => {
             FromClient::Answer(Message::Text(Utf8Bytes::from_static("pong")))
         }
+        Some(Ok(Message::Text(text))) => {
+            typing_frame(text.as_str()).map_or(FromClient::Nothing, FromClient::Typing)
+        }
         Some(Ok(Message::Close(_)) | Err(_)) | None => FromClient::Gone,
         Some(Ok(_)) => FromClient::Nothing,
     }
+}
+
+/// `{"type":"typing","typing":<bool>}` → the bool.
+fn typing_frame(text: &str) -> Option<bool> {
+    #[derive(Deserialize)]
+    struct Frame {
+        #[serde(rename = "type")]
+        kind: String,
+        typing: bool,
+    }
+    serde_json::from_str::<Frame>(text)
+        .ok()
+        .filter(|f| f.kind == "typing")
+        .map(|f| f.typing)
+}
+
+/// Says that the socket's user types in its channel (or stopped), in the background.
+type Typist = Box<dyn Fn(bool) + Send + Sync>;
+
+/// The channel socket's [`Typist`]: the person's rights are read again at each "typing"
+/// that gets past the socket's own throttle (they may have joined since the upgrade).
+fn typist(state: &AppState, person: &Person, channel: &str) -> Typist {
+    let (state, person, channel) = (state.clone(), person.clone(), channel.to_owned());
+    Box::new(move |typing| {
+        let (task_state, person, channel) = (state.clone(), person.clone(), channel.clone());
+        state.workers.spawn("typing", async move {
+            let state = task_state;
+            let sent = match person.readable(&state, &channel).await {
+                Ok(readable) => {
+                    super::messaging::reads::send_typing(&state, &person, &readable, typing).await
+                }
+                Err(refused) => Err(refused),
+            };
+            if let Err(error) = sent {
+                tracing::debug!(?error, "typing from a channel socket not sent");
+            }
+        });
+    })
 }
 
 /// Sends `outgoing` on a `kind` socket; whether the connection goes on: not after a close
@@ -214,7 +262,7 @@ async fn serve(
             },
             received = incoming.next() => match from_client(received) {
                 FromClient::Answer(answer) => answer,
-                FromClient::Nothing => continue,
+                FromClient::Nothing | FromClient::Typing(_) => continue,
                 FromClient::Gone => break,
             },
             () = &mut expiry => token_expired(),
@@ -269,22 +317,75 @@ pub async fn messaging(
     }
     // Subscribed before the upgrade completes: nothing indexed after this answer is missed.
     let frames = state.channels.subscribe(room.id.as_str());
-    let stopping = state.workers.cancelled();
+    let feed = Feed {
+        kind: "messaging",
+        frames,
+        expires,
+        membership,
+        typist: Some(typist(&state, &person, room.id.as_str())),
+        stopping: state.workers.cancelled(),
+    };
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve_channel(socket, frames, expires, membership, stopping)))
+        .on_upgrade(move |socket| serve_feed(socket, feed)))
 }
 
-async fn serve_channel(
-    socket: WebSocket,
-    mut frames: tokio::sync::broadcast::Receiver<Utf8Bytes>,
+/// # `GET /ws/messaging`
+///
+/// The caller's own feed over every channel they are in: `unread.updated` (a message
+/// came, was edited or deleted, or they read — here or in any Matrix client),
+/// `channel.joined`, `channel.left` and `invite`. The JWT is checked before the upgrade;
+/// the socket closes with [`CLOSE_TOKEN_EXPIRED`] at its `exp`. A client that falls behind
+/// gets `{"type":"resync"}` (read the channel list again); one that takes nothing for
+/// 10 s is dropped.
+pub async fn user_feed(
+    State(state): State<AppState>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let (person, valid_for) = Person::of_token(socket_token(&query, &headers), &state)?;
+    let feed = Feed {
+        kind: "user",
+        frames: state.users.subscribe(person.user_id.as_str()),
+        expires: token_end(valid_for),
+        membership: None,
+        typist: None,
+        stopping: state.workers.cancelled(),
+    };
+    Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| serve_feed(socket, feed)))
+}
+
+/// A live feed socket: a channel's or a person's.
+struct Feed {
+    /// The metrics' label.
+    kind: &'static str,
+    frames: tokio::sync::broadcast::Receiver<Utf8Bytes>,
     expires: tokio::time::Instant,
-    mut membership: Option<Membership>,
+    membership: Option<Membership>,
+    typist: Option<Typist>,
     stopping: CancellationToken,
-) {
-    let _connected = Connected::new("messaging");
+}
+
+async fn serve_feed(socket: WebSocket, feed: Feed) {
+    let Feed {
+        kind,
+        mut frames,
+        expires,
+        mut membership,
+        typist,
+        stopping,
+    } = feed;
+    let _connected = Connected::new(kind);
+    // "Typing" goes on at most every TYPING_RESEND from one socket (a page sends it at
+    // every key press); "stopped" at once.
+    let mut typed_at: Option<tokio::time::Instant> = None;
     let metrics = crate::metrics::metrics();
     let (mut sink, mut incoming) = socket.split();
     let expiry = tokio::time::sleep_until(expires);
@@ -293,17 +394,27 @@ async fn serve_channel(
         let outgoing = tokio::select! {
             frame = frames.recv() => match frame {
                 Ok(frame) => {
-                    metrics.frame("messaging", "sent");
+                    metrics.frame(kind, "sent");
                     Message::Text(frame)
                 }
                 Err(RecvError::Lagged(_)) => {
-                    metrics.frame("messaging", "resynced");
+                    metrics.frame(kind, "resynced");
                     Message::Text(Utf8Bytes::from_static(crate::messaging::RESYNC))
                 }
                 Err(RecvError::Closed) => break,
             },
             received = incoming.next() => match from_client(received) {
                 FromClient::Answer(answer) => answer,
+                FromClient::Typing(typing) => {
+                    let now = tokio::time::Instant::now();
+                    let again = typing
+                        && typed_at.is_some_and(|at| now - at < crate::messaging::TYPING_RESEND);
+                    if let (Some(typist), false) = (&typist, again) {
+                        typed_at = typing.then_some(now);
+                        typist(typing);
+                    }
+                    continue;
+                }
                 FromClient::Nothing => continue,
                 FromClient::Gone => break,
             },
@@ -311,7 +422,7 @@ async fn serve_channel(
             () = ended(membership.as_mut()) => membership_ended(),
             () = stopping.cancelled() => going_away(),
         };
-        if !deliver(&mut sink, outgoing, "messaging").await {
+        if !deliver(&mut sink, outgoing, kind).await {
             break;
         }
     }

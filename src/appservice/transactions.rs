@@ -46,6 +46,17 @@ pub async fn push_events(
         for (channel, user_ids) in typing {
             crate::messaging::typing(&state.bus, channel.as_str(), &user_ids);
         }
+        let receipts =
+            crate::messaging::receipts(&ephemeral, &state.directory, &state.config.server_name);
+        if !receipts.is_empty() {
+            // Off the acknowledgement's path: a read position is live state, not history.
+            let (store, bus) = (state.store.clone(), state.bus.clone());
+            state.workers.spawn("read receipts", async move {
+                for receipt in receipts {
+                    crate::messaging::record_receipt(&store, &bus, &receipt).await;
+                }
+            });
+        }
     }
     debug!(%txn_id, events = pushed.events.len(), "transaction journaled");
     metrics

@@ -36,6 +36,12 @@ pub mod subjects {
     pub const STREAM: &[&str] = &[MESSAGING, "city.room.>"];
     /// Who types in a channel: `city.presence.typing.<channel>` (core NATS, not stored).
     pub const TYPING_PREFIX: &str = "city.presence.typing.";
+    /// A person's read position in a channel moved: `city.read.<channel>` (core NATS, not
+    /// stored: every instance's per-user feeds recount).
+    pub const READ_PREFIX: &str = "city.read.";
+    /// A local person's membership of a channel changed, as indexed:
+    /// `city.member.<channel>` (core NATS, not stored: the per-user feeds).
+    pub const MEMBER_PREFIX: &str = "city.member.";
     /// Every room's presence: `city.presence.room.<slug>` (slugs are NATS-safe tokens).
     pub const ROOM_PRESENCE: &str = "city.presence.room.>";
     /// What a room's presence subject starts with.
@@ -167,4 +173,33 @@ pub struct Typing<'a> {
     pub channel_id: &'a str,
     /// Who types.
     pub user_ids: &'a [String],
+}
+
+/// A person's read position moved (on `city.read.<channel>`).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ReadMoved {
+    /// `read.updated`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The channel.
+    pub channel_id: String,
+    /// The reader's Matrix id.
+    pub user_id: String,
+    /// The event read up to.
+    pub event_id: String,
+}
+
+/// A local person's membership of a channel, as the index now has it (on
+/// `city.member.<channel>`).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct MemberChanged {
+    /// `member.changed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The channel.
+    pub channel_id: String,
+    /// The member's Matrix id.
+    pub user_id: String,
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    pub membership: String,
 }

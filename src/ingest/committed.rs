@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use ruma::{OwnedRoomId, OwnedUserId, events::room::member::MembershipState};
 use tokio::sync::mpsc;
 
-use crate::store::Effects;
+use crate::{domain::CityRoomId, store::Effects};
 
 /// What one committed batch changed.
 #[derive(Debug, Default)]
@@ -29,6 +29,9 @@ pub struct Committed {
     pub invited_agents: Vec<(OwnedRoomId, OwnedUserId)>,
     /// Matrix rooms replaced by their upgrade: no longer a city room's.
     pub replaced_rooms: Vec<OwnedRoomId>,
+    /// Memberships of the homeserver's people (not agents, not the bridge) by channel,
+    /// for their per-user feeds.
+    pub local_members: Vec<(CityRoomId, OwnedUserId, MembershipState)>,
 }
 
 impl Committed {
@@ -39,6 +42,7 @@ impl Committed {
             && self.activity.is_empty()
             && self.invited_agents.is_empty()
             && self.replaced_rooms.is_empty()
+            && self.local_members.is_empty()
     }
 }
 

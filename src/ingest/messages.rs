@@ -48,6 +48,28 @@ struct MessageContent<'a> {
     relates_to: Option<RelatesTo>,
     #[serde(rename = "m.new_content", default, deserialize_with = "lenient")]
     new_content: Option<NewContent>,
+    #[serde(rename = "m.mentions", default, deserialize_with = "lenient")]
+    mentions: Option<Mentions>,
+}
+
+/// `m.mentions`: the users a message mentions (the room mention is not anyone's).
+#[derive(Debug, serde::Deserialize)]
+struct Mentions {
+    #[serde(default)]
+    user_ids: Vec<ruma::OwnedUserId>,
+}
+
+/// The most mentioned users a message keeps: enough for any real message, and a bound on
+/// what one event can make the index hold.
+pub const MAX_MENTIONS: usize = 50;
+
+/// The distinct users `mentions` names, at most [`MAX_MENTIONS`].
+fn mentioned(mentions: Option<Mentions>) -> Vec<ruma::OwnedUserId> {
+    let mut users = mentions.map(|m| m.user_ids).unwrap_or_default();
+    users.sort();
+    users.dedup();
+    users.truncate(MAX_MENTIONS);
+    users
 }
 
 /// The replacement content of an `m.replace` edit.
@@ -218,6 +240,7 @@ fn metadata_only(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) 
         reply_to: None,
         thread_root: None,
         media: None,
+        mentions: Vec::new(),
     }))
 }
 
@@ -332,6 +355,7 @@ pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Con
         reply_to,
         thread_root,
         media,
+        mentions: mentioned(content.mentions),
     }))
 }
 

@@ -200,6 +200,21 @@ impl Indexer {
                 _ => None,
             })
             .collect();
+        let local_members: Vec<_> = batch
+            .changes
+            .iter()
+            .filter_map(|(_, change)| match change {
+                Change::Membership(m)
+                    if m.user_id.server_name() == self.server_name
+                        && m.user_id != self.sender
+                        && !self.agents.is_exclusive_match(m.user_id.as_str()) =>
+                {
+                    Some(m)
+                }
+                _ => None,
+            })
+            .map(|m| (m.room_id.clone(), m.user_id.clone(), m.membership.clone()))
+            .collect();
         let memberships: Vec<_> = batch
             .changes
             .iter()
@@ -272,6 +287,7 @@ impl Indexer {
             activity,
             invited_agents,
             replaced_rooms,
+            local_members,
         });
         Ok(applied)
     }

@@ -6,8 +6,10 @@ use ruma::{
     api::client::{
         membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room},
         message::send_message_event,
+        read_marker::set_read_marker,
         redact::redact_event,
         state::{get_state_event_for_key, send_state_event},
+        typing::create_typing_event,
     },
     events::{
         AnyMessageLikeEventContent, EmptyStateKey, MessageLikeEventType, StateEventType,
@@ -153,6 +155,42 @@ impl Homeserver {
         )
         .map_err(|e| HomeserverError::Request(e.to_string()))?;
         self.send(request, Some(user)).await?;
+        Ok(())
+    }
+
+    /// Moves `user`'s read receipt (`m.read`) and fully-read marker (`m.fully_read`) in
+    /// `room_id` to `event_id`, as Element does when its user has seen the room.
+    pub async fn mark_read(
+        &self,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        user: &UserId,
+    ) -> Result<(), HomeserverError> {
+        let mut request = set_read_marker::v3::Request::new(room_id.to_owned());
+        request.fully_read = Some(event_id.to_owned());
+        request.read_receipt = Some(event_id.to_owned());
+        self.send(request, Some(user)).await?;
+        Ok(())
+    }
+
+    /// Says `user` types in `room_id` for `timeout` from now, or stopped (`None`).
+    pub async fn typing(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), HomeserverError> {
+        let state = match timeout {
+            Some(timeout) => create_typing_event::v3::Typing::Yes(
+                create_typing_event::v3::TypingInfo::new(timeout),
+            ),
+            None => create_typing_event::v3::Typing::No,
+        };
+        self.send(
+            create_typing_event::v3::Request::new(user.to_owned(), room_id.to_owned(), state),
+            Some(user),
+        )
+        .await?;
         Ok(())
     }
 }

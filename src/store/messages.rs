@@ -210,7 +210,7 @@ pub struct ChannelView {
 }
 
 impl ChannelView {
-    fn new(room: CityRoom, member_count: i64) -> Self {
+    pub(super) fn new(room: CityRoom, member_count: i64) -> Self {
         Self {
             id: room.id.to_string(),
             slug: room.slug.to_string(),
@@ -267,42 +267,6 @@ impl Store {
         })
         .transpose()
         .map_err(Into::into)
-    }
-
-    /// Active channels `viewer` may read (public ones, private ones it joined; every one
-    /// for an admin), optionally of one microDAO.
-    pub async fn channels(
-        &self,
-        viewer: &str,
-        admin: bool,
-        microdao_id: Option<&str>,
-        bridge: &str,
-    ) -> Result<Vec<ChannelView>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS}, (SELECT count(*) FROM room_members rm \
-                                WHERE rm.room_id = c.id AND rm.membership = 'join' \
-                                  AND rm.user_id <> $4) AS member_count \
-             FROM city_rooms c \
-             WHERE archived_at IS NULL \
-               AND ($3::text IS NULL OR microdao_id = $3) \
-               AND ($2 OR visibility = 'public' OR EXISTS ( \
-                   SELECT 1 FROM room_members rm WHERE rm.room_id = c.id \
-                   AND rm.user_id = $1 AND rm.membership = 'join')) \
-             ORDER BY is_default DESC, name, slug"
-        ))
-        .bind(viewer)
-        .bind(admin)
-        .bind(microdao_id)
-        .bind(bridge)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let room = <CityRoom as sqlx::FromRow<PgRow>>::from_row(row)?;
-                Ok(ChannelView::new(room, row.try_get("member_count")?))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
     }
 
     /// The membership of `user` in the channel, as the last member event said.

@@ -116,6 +116,8 @@ pub struct NewMessage {
     pub reply_to: Option<OwnedEventId>,
     /// The thread root (`rel_type: m.thread`).
     pub thread_root: Option<OwnedEventId>,
+    /// The users its `m.mentions` names.
+    pub mentions: Vec<OwnedUserId>,
 }
 
 /// The file a media message carries, as the index keeps it (and the API shows it).

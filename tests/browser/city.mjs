@@ -364,6 +364,53 @@ async function main() {
   const after = await bodies(page);
   for (const text of missed.texts) assert(after.filter((b) => b === text).length === 1, `"${text}" shown once`);
 
+  // The user's channels beside the page: this room, read (it is open), live.
+  const channel = page.locator(`#channel-list [data-channel-slug="${SLUG}"]`);
+  await until('the room in the sidebar, read', async () =>
+    (await channel.isVisible()) && (await channel.getAttribute('data-unread')) === '0' &&
+    (await channel.locator('.unread-badge').isHidden()));
+  assert((await channel.getAttribute('class')).includes('current'), 'the open room is marked in the sidebar');
+  assert((await channel.locator('.channel-name').textContent()) === ROOM_NAME, 'the sidebar names the room');
+
+  // Composing says so to Matrix clients; an emptied composer stops it.
+  await composer.click();
+  await composer.pressSequentially('thinking');
+  await step('composing');
+  await composer.fill('');
+  await composer.dispatchEvent('input');
+
+  // Away from the room, a message from a Matrix client that names the user: the badges
+  // go up, live; opening the room reads it and they go back to zero.
+  await page.locator('.back').click();
+  await until('the city again', async () => !(await page.locator('#city').isHidden()));
+  const mention = await step('unread');
+  await until('an unread badge and a mention badge', async () =>
+    (await channel.getAttribute('data-unread')) === '1' &&
+    (await channel.locator('.unread-badge').textContent()) === '1' &&
+    (await channel.getAttribute('data-mentions')) === '1' &&
+    (await channel.locator('.mention-badge').isVisible()) &&
+    (await channel.locator('.channel-last').textContent()).includes(mention.text.slice(0, 20)));
+  await audit(page, 'the sidebar with badges');
+  const inside = await page.evaluate(() => {
+    const bar = document.getElementById('sidebar').getBoundingClientRect();
+    return [...document.querySelectorAll('#channel-list .badge:not([hidden])')].every((b) => {
+      const box = b.getBoundingClientRect();
+      return box.width > 0 && box.left >= bar.left && box.right <= bar.right;
+    });
+  });
+  assert(inside, 'the badges are inside the sidebar, not pushed out by a long last message');
+  await page.setViewportSize({ width: 1100, height: 420 });
+  await page.screenshot({ path: join(SHOTS, 'channels.png') });
+  await page.setViewportSize({ width: 1200, height: 820 });
+  await channel.locator('a').click();
+  await until('the room open from the sidebar', async () => page.url().endsWith(`#/room/${SLUG}`));
+  await messageWithBody(page, mention.text).waitFor();
+  await until('the badges back to zero', async () =>
+    (await channel.getAttribute('data-unread')) === '0' &&
+    (await channel.locator('.unread-badge').isHidden()) &&
+    (await channel.locator('.mention-badge').isHidden()));
+  await step('read', { slug: SLUG });
+
   await context.close();
 
   // A Ukrainian browser gets Ukrainian by default, and signs in with the form; the

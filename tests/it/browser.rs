@@ -2,7 +2,7 @@
 //! (playwright-core), against the bridge and Synapse of the test run. This side sets the
 //! stack up and acts in Matrix; the script acts and looks as a person in the page. They
 //! speak in lines: the script prints `STEP <name> <json>` and waits for `GO <json>`.
-//! The test writes `docs/screenshots/city.png` and `room.png`.
+//! The test writes `docs/screenshots/city.png`, `room.png` and `channels.png`.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -14,7 +14,8 @@ use tokio::{
 };
 
 use crate::support::{
-    Bridge, GATEWAY_SECRET, MatrixUser, alias, api, encode, eventually, jwt, unique,
+    Bridge, GATEWAY_SECRET, MatrixSync, MatrixUser, alias, api, encode, eventually, jwt,
+    typing_event, unique,
 };
 
 /// Fast presence updates; room for the seeded history in the send rate limits (one user's,
@@ -357,11 +358,53 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
         .go(json!({"texts": [while_away, after_restart]}))
         .await;
 
+    // The page's user composes: Dave's client sees them typing.
+    let mut daves_sync = MatrixSync::start(&dave, &room_id).await;
+    browser.expect_step("composing").await;
+    daves_sync
+        .until("the page's user typing", |e| {
+            typing_event(e, &page_user.user_id, true)
+        })
+        .await;
+    browser.go(json!({})).await;
+
+    // Away from the room, the page sees Dave mention its user; opening the room reads it,
+    // and the read position is the page user's own receipt.
+    browser.expect_step("unread").await;
+    let mention = format!("{}: подивись, будь ласка", page_user.localpart());
+    let mentioned = dave.send_text(&room_id, &mention).await;
+    browser.go(json!({"text": mention})).await;
+    browser.expect_step("read").await;
+    let (status, list) = api(
+        Method::GET,
+        "/api/messaging/channels",
+        Some(&page_jwt),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    let entry = list["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["slug"] == slug.as_str())
+        .cloned()
+        .expect("the room listed");
+    assert_eq!(entry["unread_count"], 0, "{entry}");
+    assert_eq!(entry["last_read_event_id"], mentioned.as_str(), "{entry}");
+    daves_sync
+        .until("the page user's receipt", |e| {
+            e["type"] == "m.receipt"
+                && !e["content"][&mentioned]["m.read"][&page_user.user_id].is_null()
+        })
+        .await;
+    browser.go(json!({})).await;
+
     assert!(
         browser.next_step().await.is_none(),
         "the page has no more steps"
     );
-    for shot in ["city.png", "room.png"] {
+    for shot in ["city.png", "room.png", "channels.png"] {
         let path = shots.join(shot);
         let written = std::fs::metadata(&path).and_then(|m| m.modified());
         assert!(

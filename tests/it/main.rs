@@ -29,3 +29,4 @@ mod search;
 mod slow_clients;
 mod socket_rights;
 mod support;
+mod unread;

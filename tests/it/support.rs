@@ -730,3 +730,68 @@ pub async fn api_with_headers(
         response.json().await.unwrap_or(Value::Null),
     )
 }
+
+/// A Matrix client's `/sync` of one room, from its first call on: each later call gives
+/// what changed since the one before (an initial sync may be answered from Synapse's
+/// cache, so only the first call is one).
+pub struct MatrixSync<'a> {
+    user: &'a MatrixUser,
+    room_id: String,
+    since: Option<String>,
+    /// What the first call said, not looked at yet.
+    initial: Vec<Value>,
+}
+
+impl<'a> MatrixSync<'a> {
+    pub async fn start(user: &'a MatrixUser, room_id: &str) -> Self {
+        let mut sync = Self {
+            user,
+            room_id: room_id.to_owned(),
+            since: None,
+            initial: Vec::new(),
+        };
+        sync.initial = sync.next().await;
+        sync
+    }
+
+    /// The room's ephemeral events of the next answer (long-polled up to 5 s).
+    pub async fn next(&mut self) -> Vec<Value> {
+        let filter = json!({"room": {"rooms": [self.room_id], "timeline": {"limit": 0}},
+                            "presence": {"types": []}});
+        let mut path = format!(
+            "/v3/sync?timeout=5000&filter={}",
+            encode(&filter.to_string())
+        );
+        if let Some(since) = &self.since {
+            path.push_str(&format!("&since={}", encode(since)));
+        }
+        let sync = self.user.get(&path).await.expect("sync");
+        self.since = sync["next_batch"].as_str().map(str::to_owned);
+        sync["rooms"]["join"][&self.room_id]["ephemeral"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Syncs until an ephemeral event of the room satisfies `check` (at most 30 s).
+    pub async fn until(&mut self, what: &str, check: impl Fn(&Value) -> bool) {
+        if std::mem::take(&mut self.initial).iter().any(&check) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
+            if self.next().await.iter().any(&check) {
+                return;
+            }
+        }
+        panic!("timed out syncing for {what}");
+    }
+}
+
+/// Whether `event` is an `m.typing` in which `user` types (or does not, `typing` false).
+pub fn typing_event(event: &Value, user: &str, typing: bool) -> bool {
+    event["type"] == "m.typing"
+        && event["content"]["user_ids"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|id| id == user) == typing)
+}

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::{Query, State, rejection::QueryRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -20,35 +20,55 @@ use crate::{
     domain::Visibility,
     error::ApiError,
     messaging::{self, access::forbidden},
-    store::{ChannelView, NewRoom},
+    store::{ChannelSummary, ChannelView, NewRoom},
 };
 
-/// `?microdao_id=`.
+/// `?microdao_id=&sort=`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ChannelFilter {
     /// Only the channels of this microDAO.
     microdao_id: Option<String>,
+    /// `name` (default: the default room first, then by name) or `activity` (the newest
+    /// last message first; channels without messages last).
+    #[serde(default)]
+    #[param(inline)]
+    sort: ChannelOrder,
+}
+
+/// How the channel list is ordered.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// The default room first, then by name.
+    #[default]
+    Name,
+    /// By last activity, newest first.
+    Activity,
 }
 
 /// `{"channels": [...]}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelList {
-    /// The channels.
-    pub channels: Vec<ChannelView>,
+    /// The channels, each with what the caller has not read of it.
+    pub channels: Vec<ChannelSummary>,
 }
 
 /// # `GET /api/messaging/channels`
 ///
 /// Public channels, and the private ones the caller is a member of (every one for an
-/// admin); microDAO channels included, filterable by `?microdao_id=`.
+/// admin); microDAO channels included, filterable by `?microdao_id=`. Each with the
+/// caller's `unread_count` and `mention_count` (in the channels they joined),
+/// `last_read_event_id` and the `last_message`; `?sort=activity` puts the latest first.
 #[utoipa::path(get, path = "/api/messaging/channels", tag = "messaging", params(ChannelFilter),
     security(("bearer" = [])),
-    responses((status = 200, body = ChannelList), (status = 401, description = "no or invalid JWT")))]
+    responses((status = 200, body = ChannelList), (status = 401, description = "no or invalid JWT"),
+        (status = 422, description = "invalid query")))]
 pub async fn list_channels(
     State(state): State<AppState>,
     person: Person,
-    Query(filter): Query<ChannelFilter>,
+    filter: Result<Query<ChannelFilter>, QueryRejection>,
 ) -> Result<Json<ChannelList>, ApiError> {
+    let Query(filter) = filter.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     if filter
         .microdao_id
         .as_deref()
@@ -58,11 +78,12 @@ pub async fn list_channels(
     }
     let channels = state
         .store
-        .channels(
+        .channel_summaries(
             person.user_id.as_str(),
             person.admin,
             filter.microdao_id.as_deref(),
             state.sender.as_str(),
+            filter.sort == ChannelOrder::Activity,
         )
         .await?;
     Ok(Json(ChannelList { channels }))

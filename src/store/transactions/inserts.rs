@@ -21,6 +21,8 @@ struct MessageColumns<'a> {
     thread_root: Vec<Option<&'a str>>,
     /// JSON text, cast to `jsonb` in the statement.
     media: Vec<Option<String>>,
+    /// Each message's mentioned users joined by spaces (no user id has one), or NULL.
+    mentions: Vec<Option<String>>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -51,6 +53,15 @@ impl<'a> MessageColumns<'a> {
                     m.media
                         .as_ref()
                         .map(|f| serde_json::to_string(f).expect("media serialises"))
+                })
+                .collect(),
+            mentions: messages
+                .iter()
+                .map(|m| {
+                    (!m.mentions.is_empty()).then(|| {
+                        let ids: Vec<&str> = m.mentions.iter().map(|u| u.as_str()).collect();
+                        ids.join(" ")
+                    })
                 })
                 .collect(),
         }
@@ -84,7 +95,7 @@ pub(super) async fn insert_messages_at(
     };
     let sql = format!(
         "WITH inserted AS ({insert}), \
-              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $13)) \
+              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $14)) \
          SELECT matrix_event_id, seq FROM inserted ORDER BY seq"
     );
     bind_messages(sqlx::query_as(&sql), messages)
@@ -111,12 +122,12 @@ macro_rules! insert_messages_sql {
     () => {
         "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
                            sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
-                           reply_to, thread_root, media) \
-     SELECT c, r, e, s, sm, st, mt, p, t, rt, th, md::jsonb \
+                           reply_to, thread_root, media, mentions) \
+     SELECT c, r, e, s, sm, st, mt, p, t, rt, th, md::jsonb, string_to_array(mn, ' ') \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], \
-                 $12::text[]) \
-          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, md, n) \
+                 $12::text[], $13::text[]) \
+          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, md, mn, n) \
      ORDER BY n"
     };
 }
@@ -145,4 +156,5 @@ fn bind_messages<'q>(query: MessagesQuery<'q>, messages: &[&'q NewMessage]) -> M
         .bind(columns.reply_to)
         .bind(columns.thread_root)
         .bind(columns.media)
+        .bind(columns.mentions)
 }
