@@ -9,5 +9,5 @@ mod users;
 
 pub use self::{
     client::{Homeserver, HomeserverError, RetryPolicy},
-    rooms::NewMatrixRoom,
+    rooms::{NewMatrixRoom, NewSpace},
 };

@@ -6,6 +6,7 @@ mod messages;
 pub mod model;
 mod outbox;
 mod rooms;
+mod spaces;
 mod transactions;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use self::{
     },
     outbox::{OutboxRow, Pending},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
+    spaces::SpaceMember,
     transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };
 

@@ -25,6 +25,7 @@ async fn check_passes_here_and_names_the_directory_rules_of_a_stock_synapse() {
             "homeserver",
             "appservice ping",
             "room directory",
+            "city space",
             "presence",
             "puppet registration"
         ]

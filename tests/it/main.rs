@@ -26,4 +26,5 @@ mod rooms;
 mod search;
 mod slow_clients;
 mod socket_rights;
+mod space;
 mod support;
