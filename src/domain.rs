@@ -350,10 +350,7 @@ mod tests {
         // Not a slug: a city room alias can never be a Space's.
         assert_eq!(Slug::of_alias(&dao, &server), None);
         let odd = space_alias(Some("ДАО: один"), &server);
-        assert!(
-            odd.as_str().starts_with("#city_microdao.sha256."),
-            "{odd}"
-        );
+        assert!(odd.as_str().starts_with("#city_microdao.sha256."), "{odd}");
         assert_eq!(odd, space_alias(Some("ДАО: один"), &server));
         assert_ne!(odd, space_alias(Some("ДАО: два"), &server));
         assert_eq!(Slug::of_alias(&odd, &server), None);

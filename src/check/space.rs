@@ -27,7 +27,9 @@ pub(super) async fn city_space(
     if !namespaces.aliases.is_match(alias.as_str()) {
         return Finding::wrong(
             CHECK,
-            format!("the registration does not reserve {alias}: the bridge cannot make the city's Space"),
+            format!(
+                "the registration does not reserve {alias}: the bridge cannot make the city's Space"
+            ),
             format!(
                 "add to the registration's namespaces.aliases (then restart Synapse and the bridge):\n  \
                  - exclusive: true\n    regex: '^#{CITY_SPACE_ALIAS_LOCALPART}:{}$'\nand let the bridge \
@@ -165,7 +167,11 @@ pub(super) async fn city_space(
                 "{alias} ({space}) does not list {} of {public} public city rooms: {}{}",
                 missing.len() + more,
                 missing.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             ),
             "wait for the bridge's reconciler (it lists rooms as they get their Matrix room), \
              or ask for a backfill, which repairs the Spaces from their state in Matrix: \

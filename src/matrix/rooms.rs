@@ -176,7 +176,9 @@ impl Homeserver {
             room_id.to_owned(),
             event_type,
             state_key.to_owned(),
-            Raw::from_json(serde_json::value::RawValue::from_string("{}".to_owned()).expect("JSON")),
+            Raw::from_json(
+                serde_json::value::RawValue::from_string("{}".to_owned()).expect("JSON"),
+            ),
         );
         self.send(request, None).await?;
         Ok(())

@@ -372,20 +372,28 @@ mod tests {
 
     #[test]
     fn withdrawn_and_other_events_are_not_children() {
-        let raw = |v: serde_json::Value| ruma::serde::Raw::from_json(
-            serde_json::value::to_raw_value(&v).unwrap(),
-        );
+        let raw = |v: serde_json::Value| {
+            ruma::serde::Raw::from_json(serde_json::value::to_raw_value(&v).unwrap())
+        };
         let state = vec![
-            raw(serde_json::json!({"type": "m.space.child", "state_key": "!a:x",
-                "content": {"via": ["x"]}})),
-            raw(serde_json::json!({"type": "m.space.child", "state_key": "!b:x",
-                "content": {}})),
-            raw(serde_json::json!({"type": "m.space.child", "state_key": "!c",
-                "content": {"via": []}})),
+            raw(
+                serde_json::json!({"type": "m.space.child", "state_key": "!a:x",
+                "content": {"via": ["x"]}}),
+            ),
+            raw(
+                serde_json::json!({"type": "m.space.child", "state_key": "!b:x",
+                "content": {}}),
+            ),
+            raw(
+                serde_json::json!({"type": "m.space.child", "state_key": "!c",
+                "content": {"via": []}}),
+            ),
             raw(serde_json::json!({"type": "m.room.name", "state_key": "",
                 "content": {"name": "n"}})),
-            raw(serde_json::json!({"type": "m.space.child", "state_key": "!d",
-                "content": {"via": ["x"], "order": "1"}})),
+            raw(
+                serde_json::json!({"type": "m.space.child", "state_key": "!d",
+                "content": {"via": ["x"], "order": "1"}}),
+            ),
         ];
         let got: Vec<String> = children(&state)
             .into_iter()

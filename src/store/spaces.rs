@@ -1,6 +1,7 @@
 //! `city_spaces` and where each city room is listed (`city_rooms.space_room_id`).
 
 use ruma::{OwnedRoomId, RoomId};
+use sqlx::{Row as _, postgres::PgRow};
 
 use super::Store;
 use crate::{Result, domain::Slug};
@@ -31,6 +32,29 @@ impl SpaceMember {
         } else {
             self.space_room_id.is_none()
         }
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for SpaceMember {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let optional = |column: &str| -> Result<Option<OwnedRoomId>, sqlx::Error> {
+            row.try_get::<Option<String>, _>(column)?
+                .map(|id| room_id(column, id))
+                .transpose()
+        };
+        Ok(Self {
+            slug: Slug::parse(row.try_get::<String, _>("slug")?).map_err(|e| {
+                sqlx::Error::ColumnDecode {
+                    index: "slug".to_owned(),
+                    source: e.to_string().into(),
+                }
+            })?,
+            matrix_room_id: room_id("matrix_room_id", row.try_get("matrix_room_id")?)?,
+            microdao_id: row.try_get("microdao_id")?,
+            listed: row.try_get("listed")?,
+            space_room_id: optional("space_room_id")?,
+            home_space: optional("home_space")?,
+        })
     }
 }
 
@@ -66,7 +90,10 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|(microdao, id)| {
-                Ok(((!microdao.is_empty()).then_some(microdao), room_id("matrix_room_id", id)?))
+                Ok((
+                    (!microdao.is_empty()).then_some(microdao),
+                    room_id("matrix_room_id", id)?,
+                ))
             })
             .collect()
     }
@@ -96,40 +123,22 @@ impl Store {
     /// The city rooms with a Matrix room, with where they belong in the Spaces;
     /// `out_of_step_only` keeps those the Spaces do not list where they belong.
     pub async fn space_members(&self, out_of_step_only: bool) -> Result<Vec<SpaceMember>> {
-        let rows: Vec<(String, String, Option<String>, bool, Option<String>, Option<String>)> =
-            sqlx::query_as(
-                "SELECT slug, matrix_room_id, microdao_id, listed, space_room_id, home_space \
-                 FROM (SELECT r.slug, r.matrix_room_id, r.microdao_id, \
-                         r.visibility = 'public' AND r.archived_at IS NULL AS listed, \
-                         r.space_room_id, s.matrix_room_id AS home_space \
-                       FROM city_rooms r \
-                       LEFT JOIN city_spaces s ON s.microdao_id = COALESCE(r.microdao_id, '') \
-                       WHERE r.matrix_room_id IS NOT NULL) m \
-                 WHERE NOT $1 \
-                    OR (listed AND (home_space IS NULL OR space_room_id IS DISTINCT FROM home_space)) \
-                    OR (NOT listed AND space_room_id IS NOT NULL) \
-                 ORDER BY slug",
-            )
-            .bind(out_of_step_only)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut members = Vec::with_capacity(rows.len());
-        for (slug, matrix_room_id, microdao_id, listed, space_room_id, home_space) in rows {
-            members.push(SpaceMember {
-                slug: Slug::parse(slug).map_err(|e| sqlx::Error::ColumnDecode {
-                    index: "slug".to_owned(),
-                    source: e.to_string().into(),
-                })?,
-                matrix_room_id: room_id("matrix_room_id", matrix_room_id)?,
-                microdao_id,
-                listed,
-                space_room_id: space_room_id
-                    .map(|id| room_id("space_room_id", id))
-                    .transpose()?,
-                home_space: home_space.map(|id| room_id("home_space", id)).transpose()?,
-            });
-        }
-        Ok(members)
+        Ok(sqlx::query_as(
+            "SELECT slug, matrix_room_id, microdao_id, listed, space_room_id, home_space \
+             FROM (SELECT r.slug, r.matrix_room_id, r.microdao_id, \
+                     r.visibility = 'public' AND r.archived_at IS NULL AS listed, \
+                     r.space_room_id, s.matrix_room_id AS home_space \
+                   FROM city_rooms r \
+                   LEFT JOIN city_spaces s ON s.microdao_id = COALESCE(r.microdao_id, '') \
+                   WHERE r.matrix_room_id IS NOT NULL) m \
+             WHERE NOT $1 \
+                OR (listed AND (home_space IS NULL OR space_room_id IS DISTINCT FROM home_space)) \
+                OR (NOT listed AND space_room_id IS NOT NULL) \
+             ORDER BY slug",
+        )
+        .bind(out_of_step_only)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Notes which Space lists the room `slug` now (`None`: none).

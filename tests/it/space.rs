@@ -43,8 +43,10 @@ async fn create_channel(microdao: &str, visibility: &str) -> (String, String) {
         Method::POST,
         "/api/messaging/channels",
         Some(GATEWAY_SECRET),
-        Some(json!({"name": format!("Channel {}", unique("")), "microdao_id": microdao,
-            "visibility": visibility})),
+        Some(
+            json!({"name": format!("Channel {}", unique("")), "microdao_id": microdao,
+            "visibility": visibility}),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{channel}");
@@ -161,7 +163,10 @@ async fn a_matrix_user_who_joins_the_city_space_sees_every_public_city_room() {
     assert_eq!(create["type"], "m.space", "{create}");
     let name = alice.state(&space, "m.room.name").await.unwrap();
     assert_eq!(name["name"], "DAARION City");
-    let history = alice.state(&space, "m.room.history_visibility").await.unwrap();
+    let history = alice
+        .state(&space, "m.room.history_visibility")
+        .await
+        .unwrap();
     assert_eq!(history["history_visibility"], "world_readable");
     let join_rules = alice.state(&space, "m.room.join_rules").await.unwrap();
     assert_eq!(join_rules["join_rule"], "public");
@@ -188,7 +193,10 @@ async fn a_matrix_user_who_joins_the_city_space_sees_every_public_city_room() {
     let public = public_city_rooms(&bridge).await;
     assert!(public.contains(&agora) && public.contains(&market));
     let unseen: Vec<_> = public.difference(&seen).collect();
-    assert!(unseen.is_empty(), "public city rooms not in the Space: {unseen:?}");
+    assert!(
+        unseen.is_empty(),
+        "public city rooms not in the Space: {unseen:?}"
+    );
     assert!(!seen.contains(&hidden), "a private room is listed");
     assert!(!children(&space).await.contains(&hidden));
     for room in [&agora, &market] {
@@ -220,7 +228,10 @@ async fn new_rooms_join_the_space_archived_ones_leave_it_and_restored_ones_come_
     let alice = MatrixUser::register("alice").await;
     let space = alice.join(&space_alias()).await.expect("join #city");
     eventually("the new room is in the Space", || async {
-        hierarchy(&alice, &space).await.contains(&room).then_some(())
+        hierarchy(&alice, &space)
+            .await
+            .contains(&room)
+            .then_some(())
     })
     .await;
     assert!(parent(&room, &space).await.is_some());
@@ -257,7 +268,10 @@ async fn new_rooms_join_the_space_archived_ones_leave_it_and_restored_ones_come_
 
     patch(false).await;
     eventually("the restored room is back in the Space", || async {
-        hierarchy(&alice, &space).await.contains(&room).then_some(())
+        hierarchy(&alice, &space)
+            .await
+            .contains(&room)
+            .then_some(())
     })
     .await;
 
@@ -319,7 +333,11 @@ async fn a_backfill_lists_rooms_made_before_the_space_and_adopts_the_space_of_it
 
     let summary = backfill().await;
     // The alias is the source of truth: the same Space, not a second one.
-    assert_eq!(summary["space"]["matrix_room_id"], space.as_str(), "{summary}");
+    assert_eq!(
+        summary["space"]["matrix_room_id"],
+        space.as_str(),
+        "{summary}"
+    );
     assert!(children(&space).await.contains(&room));
     let parent = parent(&room, &space).await.expect("m.space.parent again");
     assert_eq!(parent["canonical"], true);
@@ -328,7 +346,10 @@ async fn a_backfill_lists_rooms_made_before_the_space_and_adopts_the_space_of_it
         .difference(&hierarchy(&alice, &space).await)
         .cloned()
         .collect();
-    assert!(unseen.is_empty(), "not in the Space after a backfill: {unseen:?}");
+    assert!(
+        unseen.is_empty(),
+        "not in the Space after a backfill: {unseen:?}"
+    );
     let recorded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM city_spaces WHERE matrix_room_id = $1")
             .bind(&space)
@@ -341,9 +362,10 @@ async fn a_backfill_lists_rooms_made_before_the_space_and_adopts_the_space_of_it
     bridge.stop().await;
     let bridge = Bridge::start().await;
     let (_, later) = create_room("Later", "public").await;
-    eventually("a room made after the restart is in the same Space", || async {
-        children(&space).await.contains(&later).then_some(())
-    })
+    eventually(
+        "a room made after the restart is in the same Space",
+        || async { children(&space).await.contains(&later).then_some(()) },
+    )
     .await;
     assert_eq!(resolve(&alice, &space_alias()).await, space);
     bridge.stop().await;
@@ -367,21 +389,33 @@ async fn a_microdao_s_public_channels_sit_in_its_own_sub_space_of_the_city() {
         Some(found["room_id"].as_str()?.to_owned())
     })
     .await;
-    eventually("the channel is in the sub-space, the sub-space in the city", || async {
-        let city = children(&space).await;
-        let listed = children(&sub).await;
-        (city.contains(&sub) && listed.contains(&channel)).then_some(())
-    })
+    eventually(
+        "the channel is in the sub-space, the sub-space in the city",
+        || async {
+            let city = children(&space).await;
+            let listed = children(&sub).await;
+            (city.contains(&sub) && listed.contains(&channel)).then_some(())
+        },
+    )
     .await;
-    assert!(!children(&space).await.contains(&channel), "listed in the city itself");
-    assert!(!children(&sub).await.contains(&private), "a private channel is listed");
+    assert!(
+        !children(&space).await.contains(&channel),
+        "listed in the city itself"
+    );
+    assert!(
+        !children(&sub).await.contains(&private),
+        "a private channel is listed"
+    );
     let create = alice.state(&sub, "m.room.create").await.unwrap();
     assert_eq!(create["type"], "m.space");
     assert_eq!(
         parent(&channel, &sub).await.expect("the channel's parent")["canonical"],
         true
     );
-    assert!(parent(&sub, &space).await.is_some(), "the sub-space's parent");
+    assert!(
+        parent(&sub, &space).await.is_some(),
+        "the sub-space's parent"
+    );
     let seen = hierarchy(&alice, &space).await;
     assert!(seen.contains(&sub) && seen.contains(&channel), "{seen:?}");
     assert!(!seen.contains(&private));
@@ -402,7 +436,10 @@ async fn a_microdao_s_public_channels_sit_in_its_own_sub_space_of_the_city() {
     })
     .await;
     eventually("the odd channel in its sub-space", || async {
-        children(&odd_sub).await.contains(&odd_channel).then_some(())
+        children(&odd_sub)
+            .await
+            .contains(&odd_channel)
+            .then_some(())
     })
     .await;
     let aliases = MatrixUser::appservice()
@@ -428,7 +465,10 @@ async fn a_room_made_while_synapse_is_down_joins_the_space_when_it_is_back() {
     )
     .await;
     start_synapse().await;
-    assert_eq!(status, 202, "the room is stored, its Matrix room pending: {room}");
+    assert_eq!(
+        status, 202,
+        "the room is stored, its Matrix room pending: {room}"
+    );
     let slug = room["slug"].as_str().unwrap().to_owned();
     let room_id = eventually("the pending room gets its Matrix room", || async {
         let (_, room) = api(Method::GET, &format!("/api/city/rooms/{slug}"), None, None).await;
@@ -474,7 +514,10 @@ async fn check_reports_the_space_and_names_rooms_it_does_not_list() {
     let wrong = finding(city_bridge::check::run(&config, Some(&bridge.state.store)).await);
     assert!(!wrong.ok, "{wrong:#?}");
     assert!(wrong.detail.contains(&slug), "{wrong:#?}");
-    assert!(wrong.fix.as_deref().unwrap().contains("backfill"), "{wrong:#?}");
+    assert!(
+        wrong.fix.as_deref().unwrap().contains("backfill"),
+        "{wrong:#?}"
+    );
     backfill().await;
     assert!(finding(city_bridge::check::run(&config, Some(&bridge.state.store)).await).ok);
 
@@ -500,6 +543,9 @@ async fn check_reports_the_space_and_names_rooms_it_does_not_list() {
     std::fs::remove_file(&file).unwrap();
     assert!(!refused.ok, "{refused:#?}");
     let fix = refused.fix.as_deref().unwrap();
-    assert!(fix.contains("namespaces.aliases") && fix.contains("^#city:"), "{fix}");
+    assert!(
+        fix.contains("namespaces.aliases") && fix.contains("^#city:"),
+        "{fix}"
+    );
     bridge.stop().await;
 }
