@@ -195,6 +195,8 @@ pub struct SpaceSummary {
     pub children_removed: usize,
     /// `m.space.parent` events set in rooms.
     pub parents_added: usize,
+    /// Spaces put back in the room directory.
+    pub published: usize,
     /// Rooms that could not be listed.
     pub failed: usize,
     /// Why the Spaces could not be brought in step at all.
@@ -227,6 +229,7 @@ pub async fn backfill(
             children_added: summary.space.children_added,
             children_removed: summary.space.children_removed,
             parents_added: summary.space.parents_added,
+            published: summary.space.published,
             failed: summary.space.failed,
             error: summary.space_error,
         },

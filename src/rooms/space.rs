@@ -60,6 +60,8 @@ pub struct SpaceSync {
     pub children_removed: usize,
     /// `m.space.parent` events sent in rooms.
     pub parents_added: usize,
+    /// Spaces put back in the room directory.
+    pub published: usize,
     /// Rooms whose listing failed (the cause is logged).
     pub failed: usize,
 }
@@ -307,6 +309,9 @@ impl Rooms {
                 self.set_parent(space, &city).await?;
                 sync.parents_added += 1;
             }
+            if self.publish(space).await? {
+                sync.published += 1;
+            }
         }
         info!(?sync, "Spaces in step with the city rooms");
         Ok(sync)
@@ -330,6 +335,38 @@ impl Rooms {
             self.store.set_space_of(&member.slug, home).await?;
         }
         Ok(())
+    }
+
+    /// Puts a Space in the room directory if it is not there (made while Synapse's
+    /// publication rules refused it); `Ok(true)` when it was put back. A refusal is
+    /// logged, not failed: `city-bridge check` names the rule to add.
+    async fn publish(&self, space: &RoomId) -> Result<bool> {
+        use ruma::api::client::{
+            directory::{get_room_visibility, set_room_visibility},
+            room::Visibility,
+        };
+        let listed = self
+            .homeserver
+            .send(
+                get_room_visibility::v3::Request::new(space.to_owned()),
+                None,
+            )
+            .await?;
+        if listed.visibility == Visibility::Public {
+            return Ok(false);
+        }
+        let request = set_room_visibility::v3::Request::new(space.to_owned(), Visibility::Public);
+        match self.homeserver.send(request, None).await {
+            Ok(_) => {
+                info!(%space, "Space put back in the room directory");
+                Ok(true)
+            }
+            Err(e) if e.status() == Some(http::StatusCode::FORBIDDEN) => {
+                warn!(%space, error = %e, "Synapse refuses to list the Space in the room directory");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether `room` names `space` as a parent (a content with `via`).

@@ -521,6 +521,25 @@ async fn check_reports_the_space_and_names_rooms_it_does_not_list() {
     backfill().await;
     assert!(finding(city_bridge::check::run(&config, Some(&bridge.state.store)).await).ok);
 
+    // Taken out of the room directory: named, and a backfill puts it back.
+    MatrixUser::appservice()
+        .put(
+            &format!("/v3/directory/list/room/{}", encode(&space_id)),
+            json!({"visibility": "private"}),
+        )
+        .await
+        .unwrap();
+    let unlisted = finding(city_bridge::check::run(&config, Some(&bridge.state.store)).await);
+    assert!(
+        !unlisted.ok && unlisted.detail.contains("room directory"),
+        "{unlisted:#?}"
+    );
+    let fix = unlisted.fix.as_deref().unwrap();
+    assert!(fix.contains("room_list_publication_rules"), "{fix}");
+    let summary = backfill().await;
+    assert_eq!(summary["space"]["published"], 1, "{summary}");
+    assert!(finding(city_bridge::check::run(&config, Some(&bridge.state.store)).await).ok);
+
     // A registration that does not reserve #city: no Space, and what to add.
     let text = std::fs::read_to_string(&env().registration).unwrap();
     let lines: Vec<&str> = text.lines().collect();
