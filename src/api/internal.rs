@@ -197,6 +197,8 @@ pub struct SpaceSummary {
     pub parents_added: usize,
     /// Spaces put back in the room directory.
     pub published: usize,
+    /// Spaces whose deleted alias was pointed at them again.
+    pub aliases_restored: usize,
     /// Rooms that could not be listed.
     pub failed: usize,
     /// Why the Spaces could not be brought in step at all.
@@ -230,6 +232,7 @@ pub async fn backfill(
             children_removed: summary.space.children_removed,
             parents_added: summary.space.parents_added,
             published: summary.space.published,
+            aliases_restored: summary.space.aliases_restored,
             failed: summary.space.failed,
             error: summary.space_error,
         },

@@ -62,6 +62,8 @@ pub struct SpaceSync {
     pub parents_added: usize,
     /// Spaces put back in the room directory.
     pub published: usize,
+    /// Spaces whose deleted alias was pointed at them again.
+    pub aliases_restored: usize,
     /// Rooms whose listing failed (the cause is logged).
     pub failed: usize,
 }
@@ -130,12 +132,32 @@ impl Rooms {
 
     /// The city's Space, made now if it does not exist yet (Synapse asks for
     /// `#city:<server>` when someone joins it first). `Ok(None)` when it is disabled.
+    /// Synapse asks only for an alias it does not know: a recorded Space whose alias was
+    /// deleted gets it back.
     pub async fn ensure_city_space(&self) -> Result<Option<OwnedRoomId>> {
         let _turn = self.space.turn.lock().await;
-        let space = self.ensure_space(None).await?;
+        let Some(space) = self.ensure_space(None).await? else {
+            return Ok(None);
+        };
+        self.restore_alias(None, &space).await?;
         // Its rooms follow at once.
         self.reconciler.notify_one();
-        Ok(space)
+        Ok(Some(space))
+    }
+
+    /// Points the alias of a microDAO's Space (`None`: the city's) at `space`; an alias
+    /// that exists already is left as it is. Never a lookup of the alias: for one Synapse
+    /// does not know it would ask the bridge back, and wait for this turn.
+    async fn restore_alias(&self, microdao_id: Option<&str>, space: &RoomId) -> Result<bool> {
+        let alias = space_alias(microdao_id, &self.server_name);
+        match self.homeserver.set_alias(alias.clone(), space).await {
+            Ok(()) => {
+                info!(%alias, %space, "restored the alias of a Space");
+                Ok(true)
+            }
+            Err(e) if e.status() == Some(http::StatusCode::CONFLICT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// An adopted alias must name a Space the bridge can change; anything else (a room a
@@ -270,6 +292,9 @@ impl Rooms {
         }
         let spaces = self.store.spaces().await?;
         for (microdao, space) in &spaces {
+            if self.restore_alias(microdao.as_deref(), space).await? {
+                sync.aliases_restored += 1;
+            }
             wanted.entry(space.clone()).or_default();
             if microdao.is_some() {
                 wanted

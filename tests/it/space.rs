@@ -568,3 +568,38 @@ async fn check_reports_the_space_and_names_rooms_it_does_not_list() {
     );
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn a_deleted_space_alias_is_pointed_back_at_the_same_space() {
+    let bridge = Bridge::start().await;
+    let bot = MatrixUser::appservice();
+    let alice = MatrixUser::register("alice").await;
+    let space = alice.join(&space_alias()).await.expect("join #city");
+    let delete_alias = || async {
+        let deleted = reqwest::Client::new()
+            .delete(format!(
+                "{}/_matrix/client/v3/directory/room/{}",
+                env().synapse_url,
+                encode(&space_alias())
+            ))
+            .bearer_auth(config_with(&[]).registration.as_token.expose())
+            .send()
+            .await
+            .unwrap();
+        assert!(deleted.status().is_success(), "{deleted:?}");
+    };
+
+    // Someone joins by the alias: Synapse asks the bridge, which points it back.
+    delete_alias().await;
+    let bob = MatrixUser::register("bob").await;
+    assert_eq!(bob.join(&space_alias()).await.expect("join #city"), space);
+
+    // A backfill does the same.
+    delete_alias().await;
+    let summary = backfill().await;
+    assert_eq!(summary["space"]["aliases_restored"], 1, "{summary}");
+    assert_eq!(resolve(&bot, &space_alias()).await, space);
+    let again = backfill().await;
+    assert_eq!(again["space"]["aliases_restored"], 0, "{again}");
+    bridge.stop().await;
+}
