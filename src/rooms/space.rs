@@ -257,11 +257,10 @@ impl Rooms {
     /// a second run sends nothing. Children the bridge knows nothing of are left alone.
     pub async fn sync_spaces(&self) -> Result<SpaceSync> {
         let mut sync = SpaceSync::default();
-        if !self.space.enabled {
-            return Ok(sync);
-        }
         let _turn = self.space.turn.lock().await;
-        let city = self.ensure_space(None).await?.expect("enabled");
+        let Some(city) = self.ensure_space(None).await? else {
+            return Ok(sync);
+        };
         sync.space = Some(city.clone());
         let members = self.store.space_members(false).await?;
         // Where each listed room belongs.
