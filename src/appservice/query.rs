@@ -78,7 +78,7 @@ pub async fn query_room_alias(
     if alias == crate::domain::space_alias(None, &rooms.server_name) {
         return match rooms.ensure_city_space().await {
             Ok(Some(space)) => {
-                count("created");
+                count("space");
                 info!(%alias, %space, "answered alias query of the city's Space");
                 Ok(RumaResponse(query_room_alias::v1::Response::new()))
             }
