@@ -106,6 +106,11 @@ impl AppState {
         );
         let directory = Arc::new(RoomDirectory::default());
         directory.load(store.mapped_rooms().await?);
+        // The bridge's Spaces are not city rooms: their events are neither waited for nor
+        // looked into.
+        for (_, space) in store.spaces().await? {
+            directory.mark_not_city(space);
+        }
         info!(mapped_rooms = directory.len(), "state loaded");
         let bus = Bus::connect(config.nats_url.as_deref(), &workers)
             .await

@@ -195,6 +195,8 @@ pub struct SpaceSummary {
     pub children_removed: usize,
     /// `m.space.parent` events set in rooms.
     pub parents_added: usize,
+    /// Rooms listed without their `m.space.parent`: the bridge has no power there.
+    pub parents_refused: usize,
     /// Spaces put back in the room directory.
     pub published: usize,
     /// Spaces whose deleted alias was pointed at them again.
@@ -231,6 +233,7 @@ pub async fn backfill(
             children_added: summary.space.children_added,
             children_removed: summary.space.children_removed,
             parents_added: summary.space.parents_added,
+            parents_refused: summary.space.parents_refused,
             published: summary.space.published,
             aliases_restored: summary.space.aliases_restored,
             failed: summary.space.failed,

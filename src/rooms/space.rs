@@ -60,6 +60,9 @@ pub struct SpaceSync {
     pub children_removed: usize,
     /// `m.space.parent` events sent in rooms.
     pub parents_added: usize,
+    /// Rooms where Synapse refuses the bridge their `m.space.parent` (it has no power
+    /// there): listed without it.
+    pub parents_refused: usize,
     /// Spaces put back in the room directory.
     pub published: usize,
     /// Spaces whose deleted alias was pointed at them again.
@@ -222,7 +225,15 @@ impl Rooms {
         }
         if let Some(home) = &home {
             self.list_child(home, &member.matrix_room_id).await?;
-            self.set_parent(&member.matrix_room_id, home).await?;
+            match self.set_parent(&member.matrix_room_id, home).await {
+                Ok(()) => {}
+                // A room the bridge has no power in (one a person upgraded, say) is listed
+                // all the same; the Space's child event is what clients read.
+                Err(e) if refused(&e) => {
+                    warn!(slug = %member.slug, error = %e, "the bridge may not set the room's m.space.parent; listed without it");
+                }
+                Err(e) => return Err(e),
+            }
             info!(slug = %member.slug, space = %home, "room listed in its Space");
         }
         self.store.set_space_of(&member.slug, home.as_deref()).await
@@ -238,6 +249,11 @@ impl Rooms {
         }
         let _turn = self.space.turn.lock().await;
         self.ensure_space(None).await?;
+        // Kept in the directory's "not a city room" answers (which it forgets when they
+        // grow too many): ingestion never waits for their events.
+        for (_, space) in self.store.spaces().await? {
+            self.directory.mark_not_city(space);
+        }
         let mut all_placed = true;
         for member in self.store.space_members(true).await? {
             if let Err(e) = self.place(&member).await {
@@ -349,11 +365,21 @@ impl Rooms {
         home: Option<&RoomId>,
         sync: &mut SpaceSync,
     ) -> Result<()> {
-        if let Some(home) = home
-            && !self.has_parent(&member.matrix_room_id, home).await?
-        {
-            self.set_parent(&member.matrix_room_id, home).await?;
-            sync.parents_added += 1;
+        if let Some(home) = home {
+            let room = &member.matrix_room_id;
+            let parent = match self.has_parent(room, home).await {
+                Ok(true) => Ok(false),
+                Ok(false) => self.set_parent(room, home).await.map(|()| true),
+                Err(e) => Err(e),
+            };
+            match parent {
+                Ok(added) => sync.parents_added += usize::from(added),
+                Err(e) if refused(&e) => {
+                    warn!(slug = %member.slug, error = %e, "the bridge may not set the room's m.space.parent; listed without it");
+                    sync.parents_refused += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
         if member.space_room_id.as_deref() != home {
             self.store.set_space_of(&member.slug, home).await?;
@@ -406,6 +432,11 @@ impl Rooms {
     pub async fn space_children(&self, space: &RoomId) -> Result<BTreeSet<OwnedRoomId>> {
         Ok(children(&self.homeserver.room_state(space).await?))
     }
+}
+
+/// Whether the homeserver refused the request for good (as opposed to being unavailable).
+fn refused(error: &Error) -> bool {
+    matches!(error, Error::Homeserver(HomeserverError::Refused { .. }))
 }
 
 /// The children of a Space's state: `m.space.child` events whose content has a non-empty
