@@ -24,17 +24,6 @@ pub struct SpaceMember {
     pub home_space: Option<OwnedRoomId>,
 }
 
-impl SpaceMember {
-    /// Whether the Spaces list it where it belongs.
-    pub fn in_step(&self) -> bool {
-        if self.listed {
-            self.home_space.is_some() && self.space_room_id == self.home_space
-        } else {
-            self.space_room_id.is_none()
-        }
-    }
-}
-
 impl<'r> sqlx::FromRow<'r, PgRow> for SpaceMember {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         let optional = |column: &str| -> Result<Option<OwnedRoomId>, sqlx::Error> {
