@@ -55,9 +55,10 @@ for name in ("registration.yaml", "puppet-registration.yaml"):
     if not any(str(f).endswith("/" + name) for f in files):
         problems.append(f"app_service_config_files does not list {name}")
 rules = config.get("room_list_publication_rules") or []
-if not any(r.get("alias") == "#city_*" and r.get("action") == "allow"
-           and str(r.get("user_id", "")).startswith("@city-bridge:") for r in rules):
-    problems.append("room_list_publication_rules does not let @city-bridge publish #city_*")
+for alias in ("#city_*", "#city:*"):
+    if not any(r.get("alias") == alias and r.get("action") == "allow"
+               and str(r.get("user_id", "")).startswith("@city-bridge:") for r in rules):
+        problems.append(f"room_list_publication_rules does not let @city-bridge publish {alias}")
 if not (config.get("presence") or {}).get("enabled", True):
     problems.append("presence is disabled")
 for problem in problems:

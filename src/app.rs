@@ -21,7 +21,7 @@ use crate::{
     matrix::{Homeserver, RetryPolicy},
     messaging::{ChannelHub, Puppets, RateLimits},
     presence::{LivePresence, PresenceHub},
-    rooms::{CreationsInFlight, Discovery, RoomDirectory, RoomLocks, Rooms},
+    rooms::{CitySpace, CreationsInFlight, Discovery, RoomDirectory, RoomLocks, Rooms},
     store::Store,
     workers::Workers,
 };
@@ -110,6 +110,11 @@ impl AppState {
         );
         let directory = Arc::new(RoomDirectory::default());
         directory.load(store.mapped_rooms().await?);
+        // The bridge's Spaces are not city rooms: their events are neither waited for nor
+        // looked into.
+        for (_, space) in store.spaces().await? {
+            directory.mark_not_city(space);
+        }
         info!(mapped_rooms = directory.len(), "state loaded");
         let bus = Bus::connect(config.nats_url.as_deref(), &workers)
             .await
@@ -223,6 +228,16 @@ impl AppState {
             relay_due: Arc::clone(&relay_due),
         };
         let room_locks = Arc::new(RoomLocks::default());
+        // Synapse lets an appservice create only the aliases of its namespaces.
+        let space_alias = crate::domain::space_alias(None, &config.server_name);
+        let space_reserved = namespaces.aliases.is_match(space_alias.as_str());
+        if !space_reserved {
+            warn!(
+                %space_alias,
+                "the registration does not reserve the city Space's alias: no Space \
+                 (city-bridge check says what to add)"
+            );
+        }
         let reconciler = Arc::new(tokio::sync::Notify::new());
         let rooms = Rooms {
             store: store.clone(),
@@ -236,6 +251,7 @@ impl AppState {
             reconciler: Arc::clone(&reconciler),
             workers: workers.clone(),
             indexer: Arc::clone(&indexer),
+            space: Arc::new(CitySpace::new(space_reserved)),
         };
         let state = Self(Arc::new(Shared {
             namespaces,

@@ -2,6 +2,8 @@
 //! says what was seen and, when it is wrong, what to put in `homeserver.yaml`. The same
 //! findings are logged at start-up and shown in `/readyz`.
 
+mod space;
+
 use std::time::Duration;
 
 use ruma::{
@@ -100,6 +102,7 @@ pub async fn run(config: &Config, store: Option<&Store>) -> Vec<Finding> {
         Some(store) => publication(&homeserver, store, config).await,
         None => publication_probe(&homeserver, config).await,
     });
+    findings.push(space::city_space(&homeserver, config, store).await);
     findings.push(presence(&homeserver, config).await);
     findings.push(puppet(config).await);
     findings

@@ -582,6 +582,10 @@ mod tests {
         assert!(ns.users.is_exclusive_match("@agent_sofia:example.org"));
         assert!(!ns.users.is_match("@agent_sofia:exampleXorg"));
         assert!(!ns.users.is_match("@alice:example.org"));
+        // The city's Space, and nothing else outside #city_*.
+        assert!(ns.aliases.is_exclusive_match("#city:example.org"));
+        assert!(!ns.aliases.is_match("#cityhall:example.org"));
+        assert!(!ns.aliases.is_match("#city:example.org.evil"));
         // Two generated files never share tokens.
         assert_ne!(
             text,

@@ -25,6 +25,13 @@ pub const AGENT_ID_PREFIX: &str = "agent:";
 pub const USER_ID_PREFIX: &str = "user:";
 /// What the Matrix room name is prefixed with; the city room name is kept without it.
 pub const ROOM_NAME_PREFIX: &str = "DAARION City — ";
+/// Localpart of the city Space's alias: `#city:<server>` (outside the slugs' `#city_*`).
+pub const CITY_SPACE_ALIAS_LOCALPART: &str = "city";
+/// Name of the city Space.
+pub const CITY_SPACE_NAME: &str = "DAARION City";
+/// Localpart prefix of a microDAO's sub-space alias: `#city_microdao.<id>:<server>`. A
+/// slug never holds a `.`, so no city room alias can be one of these.
+pub const MICRODAO_SPACE_ALIAS_PREFIX: &str = "city_microdao.";
 /// Longest slug.
 pub const MAX_SLUG: usize = 64;
 /// Longest city room name, in characters (the `city_rooms.name` check).
@@ -250,6 +257,31 @@ pub fn local_user_id(localpart: &str, server: &ServerName) -> Result<OwnedUserId
     UserId::parse_with_server_name(localpart, server).map_err(|_| Invalid(LOCALPART_RULE))
 }
 
+/// The alias localpart of the Space of a microDAO (`None`: the city's own Space). An id
+/// that follows the slug rule is kept as it is (`city_microdao.<id>`); any other (up to
+/// 200 characters of anything) is named by its SHA-256 (`city_microdao.sha256.<hex>`), which
+/// the first form cannot be (it has one `.`): two microDAOs never share a Space.
+pub fn space_alias_localpart(microdao_id: Option<&str>) -> String {
+    let Some(id) = microdao_id else {
+        return CITY_SPACE_ALIAS_LOCALPART.to_owned();
+    };
+    if Slug::parse(id).is_ok() {
+        return format!("{MICRODAO_SPACE_ALIAS_PREFIX}{id}");
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{MICRODAO_SPACE_ALIAS_PREFIX}sha256.{hex}")
+}
+
+/// The alias of the Space of a microDAO (`None`: the city's own, `#city:<server>`).
+pub fn space_alias(microdao_id: Option<&str>, server: &ServerName) -> OwnedRoomAliasId {
+    RoomAliasId::parse(format!("#{}:{server}", space_alias_localpart(microdao_id)))
+        .expect("a Space alias localpart has no ':' and is short")
+}
+
 /// Who may see and join a city room.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -307,6 +339,23 @@ mod tests {
         assert_eq!(general.city_room_id().slug(), general);
         assert!(CityRoomId::parse("room_city_").is_err());
         assert!(serde_json::from_str::<Slug>("\"Bad\"").is_err());
+    }
+
+    #[test]
+    fn space_aliases_never_meet_city_room_aliases_or_each_other() {
+        let server = ServerName::parse("example.org").unwrap();
+        assert_eq!(space_alias(None, &server).as_str(), "#city:example.org");
+        let dao = space_alias(Some("dao-1"), &server);
+        assert_eq!(dao.as_str(), "#city_microdao.dao-1:example.org");
+        // Not a slug: a city room alias can never be a Space's.
+        assert_eq!(Slug::of_alias(&dao, &server), None);
+        let odd = space_alias(Some("ДАО: один"), &server);
+        assert!(odd.as_str().starts_with("#city_microdao.sha256."), "{odd}");
+        assert_eq!(odd, space_alias(Some("ДАО: один"), &server));
+        assert_ne!(odd, space_alias(Some("ДАО: два"), &server));
+        assert_eq!(Slug::of_alias(&odd, &server), None);
+        let longest = "я".repeat(200);
+        assert!(space_alias(Some(&longest), &server).as_str().len() < 255);
     }
 
     #[test]

@@ -11,5 +11,5 @@ mod users;
 pub use self::{
     client::{Homeserver, HomeserverError, RetryPolicy},
     media::{Thumbnail, is_too_large},
-    rooms::NewMatrixRoom,
+    rooms::{NewMatrixRoom, NewSpace},
 };

@@ -3,7 +3,8 @@
 //! with `creations.rs` for ingestion to meet creations under way), the lifecycle asked for
 //! through the API (`lifecycle.rs`: create, rename, archive, backfill, with
 //! `power_levels.rs`), the reconciler of rooms left pending (`reconciler.rs`) and the
-//! discovery of city rooms Synapse has but the bridge never recorded (`discovery.rs`).
+//! discovery of city rooms Synapse has but the bridge never recorded (`discovery.rs`), and
+//! the city as a Matrix Space with a sub-space per microDAO (`space.rs`).
 
 mod creations;
 mod directory;
@@ -12,6 +13,7 @@ mod ensure;
 mod lifecycle;
 mod power_levels;
 mod reconciler;
+mod space;
 
 use std::{
     collections::HashMap,
@@ -30,6 +32,7 @@ pub use self::{
         Role, level_to_change_power_levels, read_only_power_levels, typed_power_levels, user_level,
     },
     reconciler::reconcile,
+    space::{CitySpace, SpaceSync, children as space_children},
 };
 use ruma::{OwnedServerName, OwnedUserId};
 use tokio::sync::Notify;
@@ -85,4 +88,6 @@ pub struct Rooms {
     pub workers: Workers,
     /// Indexes an adopted room's history.
     pub indexer: Arc<Indexer>,
+    /// The city's Space.
+    pub space: Arc<CitySpace>,
 }

@@ -18,6 +18,7 @@ mod pins;
 mod reads;
 mod room_state;
 mod rooms;
+mod spaces;
 mod transactions;
 
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use self::{
     pins::Pins,
     reads::{ChannelSummary, LastMessage, UNREAD_CAP, Unread},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
+    spaces::SpaceMember,
     transactions::{Applied, Batch, Effects, StoredDeadLetter},
 };
 

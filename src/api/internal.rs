@@ -179,6 +179,33 @@ pub struct BackfillSummary {
     pub created: usize,
     /// Failed.
     pub failed: Vec<BackfillFailure>,
+    /// What was done to bring the city's Space in step.
+    pub space: SpaceSummary,
+}
+
+/// The Spaces after a backfill.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SpaceSummary {
+    /// The city's Space, `#city:<server>`; null when the registration does not reserve
+    /// its alias (`city-bridge check` says what to add) or it could not be made.
+    pub matrix_room_id: Option<String>,
+    /// Rooms and sub-spaces listed (`m.space.child` sent).
+    pub children_added: usize,
+    /// Archived or private rooms withdrawn.
+    pub children_removed: usize,
+    /// `m.space.parent` events set in rooms.
+    pub parents_added: usize,
+    /// Rooms listed without their `m.space.parent`: the bridge has no power there.
+    pub parents_refused: usize,
+    /// Spaces put back in the room directory.
+    pub published: usize,
+    /// Spaces whose deleted alias was pointed at them again.
+    pub aliases_restored: usize,
+    /// Rooms that could not be listed.
+    pub failed: usize,
+    /// Why the Spaces could not be brought in step at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorCode>,
 }
 
 /// # `POST /internal/city/matrix/backfill`
@@ -201,6 +228,17 @@ pub async fn backfill(
                 error,
             })
             .collect(),
+        space: SpaceSummary {
+            matrix_room_id: summary.space.space.map(|id| id.to_string()),
+            children_added: summary.space.children_added,
+            children_removed: summary.space.children_removed,
+            parents_added: summary.space.parents_added,
+            parents_refused: summary.space.parents_refused,
+            published: summary.space.published,
+            aliases_restored: summary.space.aliases_restored,
+            failed: summary.space.failed,
+            error: summary.space_error,
+        },
     }))
 }
 

@@ -27,7 +27,7 @@ use super::{
     components(schemas(
         city_rooms::CityRoomView, city_rooms::CreateCityRoom, city_rooms::UpdateCityRoom,
         crate::domain::Visibility, internal::MatrixRoomRef, internal::CreateMatrixRoom,
-        internal::BackfillSummary, internal::BackfillFailure, internal::RoomMapping, internal::AgentPresence,
+        internal::BackfillSummary, internal::BackfillFailure, internal::SpaceSummary, internal::RoomMapping, internal::AgentPresence,
         internal::ReplayRequest, internal::ReplaySummary, internal::StillFailing,
         channels::ChannelList, channels::CreateChannel, messages::History, messages::SendMessage,
         messages::EditMessage, reactions::React, members::Member, members::MemberList,

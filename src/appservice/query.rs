@@ -61,7 +61,8 @@ pub async fn query_user(
 /// # `GET /_matrix/app/v1/rooms/{roomAlias}`
 ///
 /// `#city_<slug>:<server>` of a city room that is not archived: its Matrix room is created
-/// (or its alias restored) and the answer is 200. Anything else is 404, nothing created.
+/// (or its alias restored) and the answer is 200. `#city:<server>`, the city's Space: made
+/// if it does not exist yet, 200. Anything else is 404, nothing created.
 pub async fn query_room_alias(
     State(rooms): State<Rooms>,
     request: Result<Ruma<query_room_alias::v1::Request>, MatrixError>,
@@ -74,6 +75,23 @@ pub async fn query_room_alias(
         .inspect_err(|_| count("refused"))?
         .request
         .room_alias;
+    if alias == crate::domain::space_alias(None, &rooms.server_name) {
+        return match rooms.ensure_city_space().await {
+            Ok(Some(space)) => {
+                count("space");
+                info!(%alias, %space, "answered alias query of the city's Space");
+                Ok(RumaResponse(query_room_alias::v1::Response::new()))
+            }
+            Ok(None) => {
+                count("unknown");
+                Err(MatrixError::not_found("The city has no Space"))
+            }
+            Err(e) => {
+                count("failed");
+                Err(e.into())
+            }
+        };
+    }
     let Some(slug) = Slug::of_alias(&alias, &rooms.server_name) else {
         count("unknown");
         return Err(MatrixError::not_found("Not a city room alias"));

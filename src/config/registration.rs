@@ -206,6 +206,9 @@ pub fn generate_registration(server_name: &ServerName, url: &str) -> String {
          \x20 aliases:\n\
          \x20   - exclusive: true\n\
          \x20     regex: '^#city_.*:{server}$'\n\
+         \x20   # The city's Space.\n\
+         \x20   - exclusive: true\n\
+         \x20     regex: '^#city:{server}$'\n\
          \x20 rooms: []\n",
         as_token = token(),
         hs_token = token(),

@@ -321,18 +321,20 @@ impl Indexer {
             self.directory.insert(matrix_room_id, room);
         }
         for (room_id, seen) in unknown {
+            if seen.city_alias {
+                self.directory.forget_not_city(room_id);
+            }
+            // Known not to be a city room (the bridge's own Spaces, say): never a creation
+            // under way either, so never waited for.
+            if self.directory.is_not_city(room_id) {
+                continue;
+            }
             // A room the bridge is creating is populated by its own user first; only then is
             // it worth waiting for a creation that has not returned yet.
             if seen.sent_by_bridge
                 && let Some(room) = self.creations.resolve(room_id, CREATION_WAIT).await
             {
                 self.directory.insert(room_id.to_owned(), room);
-                continue;
-            }
-            if seen.city_alias {
-                self.directory.forget_not_city(room_id);
-            }
-            if self.directory.is_not_city(room_id) {
                 continue;
             }
             if let Some(receiving) = &self.receiving {

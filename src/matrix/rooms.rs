@@ -33,7 +33,49 @@ pub struct NewMatrixRoom<'a> {
     pub encrypted: bool,
 }
 
+/// A Space for [`Homeserver::create_space`]: public, world-readable, in the directory.
+#[derive(Debug, Clone)]
+pub struct NewSpace<'a> {
+    /// Localpart of its alias.
+    pub alias_localpart: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its topic.
+    pub topic: &'a str,
+}
+
 impl Homeserver {
+    /// Creates a Space (`m.space` room type) as the appservice's sender: anyone may join
+    /// it and read it without joining, it is published in the room directory, and only
+    /// the sender (its creator, level 100) may list rooms in it or post.
+    pub async fn create_space(&self, space: NewSpace<'_>) -> Result<OwnedRoomId, HomeserverError> {
+        use ruma::events::room::history_visibility::{
+            HistoryVisibility, RoomHistoryVisibilityEventContent,
+        };
+        let mut request = create_room::v3::Request::new();
+        request.room_alias_name = Some(space.alias_localpart.to_owned());
+        request.name = Some(space.name.to_owned());
+        request.topic = Some(space.topic.to_owned());
+        request.preset = Some(create_room::v3::RoomPreset::PublicChat);
+        request.visibility = Visibility::Public;
+        let mut creation = create_room::v3::CreationContent::new();
+        creation.room_type = Some(ruma::room::RoomType::Space);
+        request.creation_content =
+            Some(Raw::new(&creation).map_err(|e| HomeserverError::Request(e.to_string()))?);
+        request.initial_state = vec![
+            ruma::events::InitialStateEvent::new(
+                ruma::events::EmptyStateKey,
+                RoomHistoryVisibilityEventContent::new(HistoryVisibility::WorldReadable),
+            )
+            .to_raw_any(),
+        ];
+        // A Space is a list, not a chat: members may not post in it.
+        let levels = serde_json::value::to_raw_value(&serde_json::json!({"events_default": 100}))
+            .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        request.power_level_content_override = Some(Raw::from_json(levels));
+        Ok(self.send(request, None).await?.room_id)
+    }
+
     /// Creates a room as the appservice's sender and returns its id.
     pub async fn create_room(
         &self,
@@ -101,6 +143,66 @@ impl Homeserver {
         .map_err(|e| HomeserverError::Request(e.to_string()))?;
         self.send(request, None).await?;
         Ok(())
+    }
+
+    /// Sends a state event with a state key (`m.space.child` names its child room) as the
+    /// appservice's sender.
+    pub async fn set_state_for_key<C, K>(
+        &self,
+        room_id: &RoomId,
+        state_key: &K,
+        content: &C,
+    ) -> Result<(), HomeserverError>
+    where
+        C: ruma::events::StateEventContent,
+        C::StateKey: std::borrow::Borrow<K>,
+        K: AsRef<str> + ?Sized,
+    {
+        let request =
+            state::send_state_event::v3::Request::new(room_id.to_owned(), state_key, content)
+                .map_err(|e| HomeserverError::Request(e.to_string()))?;
+        self.send(request, None).await?;
+        Ok(())
+    }
+
+    /// Sends an empty state event (`{}`): how an `m.space.child` is withdrawn.
+    pub async fn clear_state(
+        &self,
+        room_id: &RoomId,
+        event_type: StateEventType,
+        state_key: &str,
+    ) -> Result<(), HomeserverError> {
+        let request = state::send_state_event::v3::Request::new_raw(
+            room_id.to_owned(),
+            event_type,
+            state_key.to_owned(),
+            Raw::from_json(
+                serde_json::value::RawValue::from_string("{}".to_owned()).expect("JSON"),
+            ),
+        );
+        self.send(request, None).await?;
+        Ok(())
+    }
+
+    /// The content of one state event of the room, as JSON; `None` when there is none.
+    pub async fn state_for_key(
+        &self,
+        room_id: &RoomId,
+        event_type: StateEventType,
+        state_key: &str,
+    ) -> Result<Option<serde_json::Value>, HomeserverError> {
+        let request = state::get_state_event_for_key::v3::Request::new(
+            room_id.to_owned(),
+            event_type,
+            state_key.to_owned(),
+        );
+        match self.send(request, None).await {
+            Ok(response) => serde_json::from_str(response.event_or_content.get())
+                .map(Some)
+                .map_err(|e| HomeserverError::InvalidResponse(e.to_string())),
+            Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The content of the room's `m.room.power_levels`, as JSON.

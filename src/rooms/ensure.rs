@@ -107,6 +107,8 @@ impl Rooms {
         {
             Recorded::Mapped { archived } => {
                 self.directory.insert(room_id.to_owned(), room.mapped());
+                // Listed in its Space by the reconciler: never waited for here.
+                self.reconciler.notify_one();
                 if archived {
                     // Archived while its room was being created: make it read-only now.
                     warn!(slug = %room.slug, "archived during its creation; applying read-only levels");

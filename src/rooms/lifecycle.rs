@@ -8,7 +8,7 @@ use ruma::{
 };
 use tracing::{info, warn};
 
-use super::{Ensured, Rooms, read_only_power_levels};
+use super::{Ensured, Rooms, SpaceSync, read_only_power_levels};
 use crate::{
     Error, Result,
     domain::{ROOM_NAME_PREFIX, Slug},
@@ -26,6 +26,10 @@ pub struct Backfill {
     pub created: usize,
     /// Rooms that failed, with the error code.
     pub failed: Vec<(Slug, crate::error::ErrorCode)>,
+    /// What was sent to bring the Spaces in step.
+    pub space: SpaceSync,
+    /// Why the Spaces could not be brought in step (the cause is logged).
+    pub space_error: Option<crate::error::ErrorCode>,
 }
 
 /// Changes asked of a city room.
@@ -113,6 +117,8 @@ impl Rooms {
         }
         if patch.archived.is_some() {
             self.hub.catalog_changed();
+            // Withdrawn from its Space, or listed again, by the reconciler.
+            self.reconciler.notify_one();
         }
         let update = RoomUpdate {
             name: patch.name.as_deref(),
@@ -141,7 +147,8 @@ impl Rooms {
         Ok(())
     }
 
-    /// Gives every active room without a Matrix room one: found by its alias or created.
+    /// Gives every active room without a Matrix room one (found by its alias or created),
+    /// then brings the Spaces in step with the rooms from their actual state in Matrix.
     /// Running it twice changes nothing.
     pub async fn backfill(&self) -> Result<Backfill> {
         let mut summary = Backfill::default();
@@ -156,6 +163,13 @@ impl Rooms {
                     // A code for the caller; the cause is in the log.
                     summary.failed.push((room.slug, e.code()));
                 }
+            }
+        }
+        match self.sync_spaces().await {
+            Ok(space) => summary.space = space,
+            Err(e) => {
+                warn!(error = %e, "backfill could not bring the Spaces in step");
+                summary.space_error = Some(e.code());
             }
         }
         Ok(summary)

@@ -1,6 +1,6 @@
 //! The reconciler: creates (or adopts) the Matrix rooms of city rooms left pending —
 //! stored while the homeserver was unavailable, or whose creation was cut off before it
-//! was recorded.
+//! was recorded — and keeps the city's Space in step with the rooms.
 
 use std::time::Duration;
 
@@ -36,6 +36,16 @@ pub async fn reconcile(rooms: Rooms, messenger: Messenger) {
                     warn!(slug = %room.slug, error = %e, "pending Matrix room still failing");
                     failed = true;
                 }
+            }
+        }
+        // Rooms mapped, archived or restored meanwhile: listed in (or withdrawn from)
+        // their Space.
+        match rooms.catch_up_spaces().await {
+            Ok(true) => {}
+            Ok(false) => failed = true,
+            Err(e) => {
+                warn!(error = %e, "cannot bring the city Space in step yet");
+                failed = true;
             }
         }
         // Channels created meanwhile through the API: their creators become their admins.

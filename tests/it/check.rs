@@ -16,6 +16,15 @@ async fn check_passes_here_and_names_the_directory_rules_of_a_stock_synapse() {
         .await
         .expect("the city room exists");
     let config = config_with(&[]);
+    // The reconciler lists the new room in the city's Space a moment after its creation.
+    crate::support::eventually("the Space lists the new room", || async {
+        city_bridge::check::run(&config, Some(&bridge.state.store))
+            .await
+            .iter()
+            .any(|f| f.check == "city space" && f.ok)
+            .then_some(())
+    })
+    .await;
 
     let findings = city_bridge::check::run(&config, Some(&bridge.state.store)).await;
     let checks: Vec<&str> = findings.iter().map(|f| f.check).collect();
@@ -25,6 +34,7 @@ async fn check_passes_here_and_names_the_directory_rules_of_a_stock_synapse() {
             "homeserver",
             "appservice ping",
             "room directory",
+            "city space",
             "presence",
             "puppet registration"
         ]

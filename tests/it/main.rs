@@ -28,5 +28,6 @@ mod rooms;
 mod search;
 mod slow_clients;
 mod socket_rights;
+mod space;
 mod support;
 mod unread;

@@ -219,6 +219,21 @@ async fn mapped_room(bridge: &Bridge, name: &str) -> (String, String, MatrixUser
     let alice = MatrixUser::register("alice").await;
     let slug = city_room(bridge.pool(), name).await;
     let room_id = alice.join(&alias(&slug)).await.unwrap();
+    // Synapse's own push of the join comes when it comes (after the room's other events,
+    // such as the bridge's m.space.parent): waited for, so that it cannot land after, and
+    // undo, what a test pushes by hand.
+    eventually("Alice's join is indexed", || async {
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT membership FROM room_members WHERE matrix_room_id = $1 AND user_id = $2",
+        )
+        .bind(&room_id)
+        .bind(&alice.user_id)
+        .fetch_optional(bridge.pool())
+        .await
+        .unwrap();
+        (joined.as_deref() == Some("join")).then_some(())
+    })
+    .await;
     (slug, room_id, alice)
 }
 
