@@ -73,6 +73,7 @@ static ASSETS: &[Asset] = &[
     asset!("i18n.js", "text/javascript; charset=utf-8"),
     asset!("media.js", "text/javascript; charset=utf-8"),
     asset!("channels.js", "text/javascript; charset=utf-8"),
+    asset!("panels.js", "text/javascript; charset=utf-8"),
 ];
 
 /// Scripts and styles from this origin only, sockets back to it, no framing: the page

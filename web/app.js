@@ -13,6 +13,7 @@ import {
 } from './channels.js';
 import { LANGUAGES, language, setLanguage, t, translateDocument } from './i18n.js';
 import { formatSize, mediaConfig, mediaUrl, upload } from './media.js';
+import { closePanels, isPinned, membersChanged, onPinsFrame, openPanels, startPanels, togglePin } from './panels.js';
 
 const PAGE = 50;
 const ACTIVE_FOR_MS = 5 * 60 * 1000;
@@ -296,6 +297,20 @@ function messageItem(message) {
         ),
       ),
     );
+    actions.push(
+      el(
+        'button',
+        {
+          type: 'button',
+          dataset: { action: 'pin' },
+          onclick: async () => {
+            await togglePin(message);
+            renderMessage(message.matrix_event_id);
+          },
+        },
+        isPinned(message.matrix_event_id) ? t('unpin') : t('pin'),
+      ),
+    );
     if (mine) {
       actions.push(el('button', { type: 'button', dataset: { action: 'edit' }, onclick: () => setContext('edit', message) }, t('edit')));
       actions.push(
@@ -306,7 +321,14 @@ function messageItem(message) {
   return el(
     'li',
     {
-      class: ['msg', agent ? 'agent' : 'human', mine ? 'mine' : '', message.redacted ? 'redacted' : '', message.thread_root ? 'in-thread' : '']
+      class: [
+        'msg',
+        agent ? 'agent' : 'human',
+        mine ? 'mine' : '',
+        message.redacted ? 'redacted' : '',
+        message.thread_root ? 'in-thread' : '',
+        isPinned(message.matrix_event_id) ? 'pinned' : '',
+      ]
         .filter(Boolean)
         .join(' '),
       dataset: { eventId: message.matrix_event_id, senderType: message.sender_type },
@@ -534,6 +556,11 @@ function onChannelFrame(frame) {
     renderTyping();
     return;
   }
+  if (frame.type === 'pins.updated') {
+    onPinsFrame();
+    setTimeout(renderAllMessages, 300);
+    return;
+  }
   const message = frame.message;
   if (!message || message.channel_id !== room.info?.id && message.channel_id !== `room_city_${room.slug}`) return;
   const stick = nearBottom();
@@ -701,7 +728,11 @@ async function openRoom(slug) {
   $('timeline').setAttribute('aria-label', t('messagesLabel'));
   clearContext();
   try {
-    current.info = await api('GET', `/api/city/rooms/${encodeURIComponent(slug)}`);
+    // Signed in, a channel as the messaging API shows it (private ones too, to members);
+    // else a public city room.
+    current.info = me
+      ? await api('GET', `/api/messaging/channels/${encodeURIComponent(slug)}`)
+      : await api('GET', `/api/city/rooms/${encodeURIComponent(slug)}`);
   } catch (error) {
     if (error.status === 404) showError(new Error(t('roomNotFound')));
     else showError(error);
@@ -722,6 +753,7 @@ async function openRoom(slug) {
   }
   await loadOlder();
   if (room !== current) return;
+  openPanels(slug, { jump: jumpTo, onError: showError, me: me.sub });
   markNewestRead();
   current.socket = new LiveSocket(
     () => `/ws/messaging/${encodeURIComponent(slug)}?token=${encodeURIComponent(token())}`,
@@ -735,7 +767,25 @@ async function openRoom(slug) {
   current.socket.start();
 }
 
+/** Shows the message `eventId` of the open room: older pages are read until it is there. */
+async function jumpTo(eventId) {
+  const current = room;
+  for (let pages = 0; current && !current.messages.has(eventId) && current.olderCursor !== null && pages < 40; pages += 1) {
+    await loadOlder();
+    if (room !== current) return;
+  }
+  const node = $('messages').querySelector(`[data-event-id="${CSS.escape(eventId)}"]`);
+  if (!node) {
+    showError(new Error(t('roomNotFound')));
+    return;
+  }
+  node.scrollIntoView({ block: 'center' });
+  node.classList.add('flash');
+  setTimeout(() => node.classList.remove('flash'), 2000);
+}
+
 function closeRoom() {
+  closePanels();
   stoppedComposing();
   room?.socket?.stop();
   room = null;
@@ -745,7 +795,7 @@ function closeRoom() {
 // ---- routing and start --------------------------------------------------------------
 
 function route() {
-  const match = location.hash.match(/^#\/room\/([^/]+)$/);
+  const match = location.hash.match(/^#\/room\/([^/?]+)(?:\?event=(.+))?$/);
   signedIn();
   $('sign-in').hidden = Boolean(me);
   if (me) startSidebar((state) => onSocketState($('sidebar-live'), state));
@@ -756,7 +806,9 @@ function route() {
     $('city').hidden = true;
     $('room').hidden = false;
     stopPresence();
-    if (room?.slug !== slug) openRoom(slug);
+    const jump = match[2] ? decodeURIComponent(match[2]) : null;
+    if (room?.slug !== slug) openRoom(slug).then(() => jump && jumpTo(jump));
+    else if (jump) jumpTo(jump);
   } else {
     closeRoom();
     document.title = 'DAARION.city';
@@ -796,6 +848,7 @@ function start() {
     setLanguage(event.target.value);
     applyLanguage();
   });
+  startPanels();
   $('error-close').addEventListener('click', clearError);
   $('sign-in-form').addEventListener('submit', (event) => {
     event.preventDefault();

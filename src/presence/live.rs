@@ -88,6 +88,12 @@ impl LivePresence {
         })
     }
 
+    /// The presence this instance last saw for `user_id` (Synapse pushes it to the
+    /// receiving instance only), if any.
+    pub fn presence_of(&self, user_id: &str) -> Option<super::PresenceStatus> {
+        self.lock().aggregator.user(user_id).map(|u| u.status)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("presence state is not poisoned")
     }

@@ -409,7 +409,51 @@ async function main() {
     (await channel.getAttribute('data-unread')) === '0' &&
     (await channel.locator('.unread-badge').isHidden()) &&
     (await channel.locator('.mention-badge').isHidden()));
-  await step('read', { slug: SLUG });
+  const plan = await step('read', { slug: SLUG });
+
+  // Search: a message found with its match marked, opened in its room.
+  await page.getByLabel('Search messages').fill('thread');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  const hit = page.locator('#search-results li').filter({ hasText: 'in the thread of seed 53' });
+  await hit.waitFor();
+  assert((await hit.locator('mark').first().textContent()).toLowerCase() === 'thread', 'the match is marked');
+  await hit.locator('a').click();
+  const found = messageWithBody(page, 'in the thread of seed 53');
+  await until('the found message shown in its room', async () => (await found.getAttribute('class')).includes('flash'));
+
+  // A private channel made with the form: the user is its admin, and opens it.
+  await page.locator('summary', { hasText: 'New channel' }).click();
+  await page.getByLabel('Name', { exact: true }).fill(plan.name);
+  await page.getByRole('button', { name: 'Create' }).click();
+  await until('the new channel open', async () => /#\/room\/[^/?]+$/.test(page.url()) && !page.url().endsWith(`/${SLUG}`));
+  const channelSlug = decodeURIComponent(page.url().split('#/room/')[1]);
+  await until('the new channel named', async () => (await page.textContent('#room-name')) === plan.name);
+  const members = page.locator('#room-tools');
+  await members.locator('summary').click();
+  await until('the user listed as the admin', async () =>
+    (await members.locator(`[data-member-id="${plan.me}"]`).textContent()).includes('admin'));
+
+  // A message pinned from its button shows at the top of the channel, for Matrix too.
+  const channelComposer = page.getByRole('textbox', { name: 'Message' });
+  await channelComposer.fill('pin me, please');
+  await channelComposer.press('Enter');
+  const pinMe = messageWithBody(page, 'pin me, please');
+  await pinMe.waitFor();
+  await pinMe.getByRole('button', { name: 'Pin' }).click();
+  await until('the pin at the top', async () =>
+    (await page.locator('#pins').isVisible()) && (await page.locator('#pin-list li').textContent()) === 'pin me, please');
+  await until('the message marked pinned', async () =>
+    (await pinMe.getAttribute('class')).includes('pinned') && (await pinMe.getByRole('button', { name: 'Unpin' }).count()) === 1);
+
+  // Inviting someone from the members panel.
+  await page.getByLabel('Invite (user:name or agent:name)').fill(plan.invitee);
+  await page.getByRole('button', { name: 'Invite', exact: true }).click();
+  await until('the invitation made', async () => (await page.textContent('#invite-status')).includes(plan.invitee));
+  await until('the invitee listed as invited', async () =>
+    (await members.locator(`[data-member-id="${plan.invitee}"]`).textContent()).includes('invited'));
+  await audit(page, 'a channel with its pins and members');
+  await page.screenshot({ path: join(SHOTS, 'messenger.png') });
+  await step('messenger', { slug: channelSlug, pinned: await pinMe.getAttribute('data-event-id') });
 
   await context.close();
 

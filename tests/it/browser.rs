@@ -398,13 +398,51 @@ async fn the_city_page_shows_rooms_and_a_room_live_in_a_real_browser() {
                 && !e["content"][&mentioned]["m.read"][&page_user.user_id].is_null()
         })
         .await;
+    let bob = MatrixUser::register("bob").await;
+    let channel_name = unique("Browser channel ");
+    browser
+        .go(json!({
+            "name": channel_name,
+            "me": format!("user:{}", page_user.localpart()),
+            "invitee": format!("user:{}", bob.localpart()),
+        }))
+        .await;
+
+    // The page made a private channel, pinned a message there and invited Bob: Synapse's
+    // room state has the pin and the invitation, made by the page's user.
+    let made = browser.expect_step("messenger").await;
+    let channel_slug = made["slug"].as_str().expect("the channel's slug");
+    let (status, channel) = api(
+        Method::GET,
+        &format!("/api/messaging/channels/{channel_slug}"),
+        Some(&page_jwt),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{channel}");
+    assert_eq!(channel["visibility"], "private", "{channel}");
+    let channel_room = channel["matrix_room_id"].as_str().expect("its Matrix room");
+    let pins = page_user
+        .state(channel_room, "m.room.pinned_events")
+        .await
+        .expect("the room's pins");
+    assert_eq!(pins["pinned"], json!([made["pinned"]]), "{pins}");
+    let invitation = page_user
+        .get(&format!(
+            "/v3/rooms/{}/state/m.room.member/{}",
+            encode(channel_room),
+            encode(&bob.user_id)
+        ))
+        .await
+        .expect("Bob's member event");
+    assert_eq!(invitation["membership"], "invite", "{invitation}");
     browser.go(json!({})).await;
 
     assert!(
         browser.next_step().await.is_none(),
         "the page has no more steps"
     );
-    for shot in ["city.png", "room.png", "channels.png"] {
+    for shot in ["city.png", "room.png", "channels.png", "messenger.png"] {
         let path = shots.join(shot);
         let written = std::fs::metadata(&path).and_then(|m| m.modified());
         assert!(

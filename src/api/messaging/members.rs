@@ -28,6 +28,7 @@ use crate::{
         access::{is_joined, may_grant},
         subjects,
     },
+    presence::PresenceStatus,
     rooms::{Role, typed_power_levels},
 };
 
@@ -71,6 +72,9 @@ pub struct Member {
     pub role: String,
     /// The display name.
     pub display_name: Option<String>,
+    /// `online`, `unavailable` or `offline`, as Synapse last pushed it to the receiving
+    /// instance; null where this instance has not seen it (an API-only instance).
+    pub presence: Option<&'static str>,
 }
 
 /// `{"members": [...]}`.
@@ -128,10 +132,15 @@ pub async fn members(
                 Some(user) => Role::of_user(levels.as_ref(), user),
                 None => Role::of_level(levels.as_ref().map_or(0, |l| l.users_default.into())),
             };
+            let presence = state
+                .live
+                .presence_of(&row.matrix_user_id)
+                .map(PresenceStatus::as_str);
             Member {
                 role: role.as_str().to_owned(),
                 member_id,
                 matrix_user_id: row.matrix_user_id,
+                presence,
                 membership: row.membership,
                 display_name: row.display_name,
             }
@@ -274,6 +283,10 @@ pub async fn invite(
         membership: if agent { "join" } else { "invite" }.to_owned(),
         role: role.as_str().to_owned(),
         display_name: None,
+        presence: state
+            .live
+            .presence_of(invitee.as_str())
+            .map(PresenceStatus::as_str),
     };
     // 201 for an invitation made; 200 for an agent that was a member already.
     let status = if invited {
