@@ -18,10 +18,11 @@ use crate::{Result, domain::CityRoomId, store::CityRoom};
 pub const UNREAD_CAP: i64 = 1000;
 
 /// The counts of user `$1` in channel `c` (whose membership row of theirs is `me`), as the
-/// columns `unread_count` and `mention_count`. The range is written as a row comparison,
-/// which only `messages_channel_seq` can serve: with `seq > …` alone, Postgres estimates
-/// the channel's share of the table from no value (the channel is the outer row's) and
-/// walks the global `messages_seq` through every channel's newer rows instead. Beyond
+/// columns `unread_count` and `mention_count`. The range is also written as a row
+/// comparison, which only `messages_channel_seq` can serve: with `seq > …` alone,
+/// Postgres estimates the channel's share of the table from no value (the channel is the
+/// outer row's) and walks the global `messages_seq` through every channel's newer rows
+/// instead; with the row comparison alone it reads the whole channel. Beyond
 /// [`UNREAD_CAP`], which rows are looked at for mentions is the scan's order: the mention
 /// count is then "at least". A mention is the user in `m.mentions`, or
 /// their display name or localpart in the text (case-insensitive).
@@ -37,6 +38,7 @@ macro_rules! unread_counts {
                                AND strpos(lower(m.content_preview), lower(me.display_name)) > 0)) AS mentioned \
                    FROM messages m \
                    WHERE me.membership = 'join' AND m.channel_id = c.id \
+                     AND m.seq > COALESCE(rp.read_seq, 0) \
                      AND (m.channel_id, m.seq) > (c.id, COALESCE(rp.read_seq, 0)) \
                      AND m.sender_matrix_id <> $1 AND m.redacted_at IS NULL \
                    LIMIT 1000) x \
