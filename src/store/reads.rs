@@ -18,7 +18,13 @@ use crate::{Result, domain::CityRoomId, store::CityRoom};
 pub const UNREAD_CAP: i64 = 1000;
 
 /// The counts of user `$1` in channel `c` (whose membership row of theirs is `me`), as the
-/// columns `unread_count` and `mention_count`. A mention is the user in `m.mentions`, or
+/// columns `unread_count` and `mention_count`. The range is also written as a row
+/// comparison, which only `messages_channel_seq` can serve: with `seq > …` alone,
+/// Postgres estimates the channel's share of the table from no value (the channel is the
+/// outer row's) and walks the global `messages_seq` through every channel's newer rows
+/// instead; with the row comparison alone it reads the whole channel. Beyond
+/// [`UNREAD_CAP`], which rows are looked at for mentions is the scan's order: the mention
+/// count is then "at least". A mention is the user in `m.mentions`, or
 /// their display name or localpart in the text (case-insensitive).
 macro_rules! unread_counts {
     () => {
@@ -33,21 +39,26 @@ macro_rules! unread_counts {
                    FROM messages m \
                    WHERE me.membership = 'join' AND m.channel_id = c.id \
                      AND m.seq > COALESCE(rp.read_seq, 0) \
+                     AND (m.channel_id, m.seq) > (c.id, COALESCE(rp.read_seq, 0)) \
                      AND m.sender_matrix_id <> $1 AND m.redacted_at IS NULL \
-                   ORDER BY m.seq DESC LIMIT 1000) x \
+                   LIMIT 1000) x \
          ) u ON true"
     };
 }
 
-/// The last message of channel `c`, as `lm`.
+/// The last message of channel `c`, as `lm`. The channel as a range rather than an
+/// equality keeps the order `messages_channel_seq`'s own (an equality to the outer row
+/// reduces it to `seq`, which Postgres then reads from `messages_seq` backwards, through
+/// every later row of the other channels, for a quiet channel).
 macro_rules! last_message {
     () => {
         "LEFT JOIN LATERAL ( \
              SELECT m.matrix_event_id AS lm_event_id, m.sender_id AS lm_sender_id, \
                     m.sender_matrix_id AS lm_sender_matrix_id, m.content_preview AS lm_preview, \
                     m.created_at AS lm_created_at, m.seq AS lm_seq \
-             FROM messages m WHERE m.channel_id = c.id AND m.redacted_at IS NULL \
-             ORDER BY m.seq DESC LIMIT 1) lm ON true"
+             FROM messages m \
+             WHERE m.channel_id >= c.id AND m.channel_id <= c.id AND m.redacted_at IS NULL \
+             ORDER BY m.channel_id DESC, m.seq DESC LIMIT 1) lm ON true"
     };
 }
 
