@@ -35,13 +35,14 @@ pub use self::{
         ChannelView, Cursor, MAX_REACTION_KEYS, MIN_PREFIX_CHARS, MemberRow, MessageView, Page,
         ReactionCount, SearchHit, channel_id, searchable,
     },
+    model::Effects,
     model::MAX_PINS,
     outbox::{OutboxRow, Pending},
     pins::Pins,
     reads::{ChannelSummary, LastMessage, UNREAD_CAP, Unread},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},
     spaces::SpaceMember,
-    transactions::{Applied, Batch, Effects, StoredDeadLetter},
+    transactions::{Applied, Batch, StoredDeadLetter},
 };
 
 /// Connections for searches: they never take one the journal's appends need.

@@ -360,3 +360,39 @@ pub fn pg_text(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(s)
     }
 }
+
+/// The message index rows a transaction really changed (a replayed event changes none):
+/// what the live feeds and the bus announce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// New messages: event id and stream position.
+    pub created: Vec<(String, i64)>,
+    /// Messages whose preview an edit changed.
+    pub updated: Vec<String>,
+    /// Messages redacted.
+    pub deleted: Vec<String>,
+    /// Reactions counted or uncounted: the message and the key.
+    pub reactions: Vec<(String, String)>,
+    /// Channels whose pinned events changed (their `messaging.pins.updated` is written).
+    pub pins: Vec<String>,
+}
+
+impl Effects {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty()
+            && self.updated.is_empty()
+            && self.deleted.is_empty()
+            && self.reactions.is_empty()
+            && self.pins.is_empty()
+    }
+
+    /// Adds what `other` changed.
+    pub(crate) fn extend(&mut self, other: Self) {
+        self.created.extend(other.created);
+        self.updated.extend(other.updated);
+        self.deleted.extend(other.deleted);
+        self.reactions.extend(other.reactions);
+        self.pins.extend(other.pins);
+    }
+}

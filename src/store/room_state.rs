@@ -4,10 +4,7 @@
 
 use sqlx::PgConnection;
 
-use super::{
-    model::{RoomStateChange, RoomStateField},
-    transactions::Effects,
-};
+use super::model::{Effects, RoomStateChange, RoomStateField};
 
 /// Applies one state change; what it changed for the live feeds (pins).
 pub(super) async fn apply_room_state(

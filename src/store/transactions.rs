@@ -10,7 +10,8 @@ use tracing::warn;
 
 use self::inserts::{Conflicts, insert_messages, insert_messages_at, is_unique_violation};
 use super::model::{
-    Change, DeadLetter, Incoming, MembershipChange, MessageEdit, NewMessage, NewReaction, Redaction,
+    Change, DeadLetter, Effects, Incoming, MembershipChange, MessageEdit, NewMessage, NewReaction,
+    Redaction,
 };
 use super::{Store, is_data_error, room_state::apply_room_state};
 
@@ -43,32 +44,7 @@ pub struct Applied {
     pub effects: Effects,
 }
 
-/// The message index rows a transaction really changed (a replayed event changes none):
-/// what the live feeds and the bus announce.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Effects {
-    /// New messages: event id and stream position.
-    pub created: Vec<(String, i64)>,
-    /// Messages whose preview an edit changed.
-    pub updated: Vec<String>,
-    /// Messages redacted.
-    pub deleted: Vec<String>,
-    /// Reactions counted or uncounted: the message and the key.
-    pub reactions: Vec<(String, String)>,
-    /// Channels whose pinned events changed (their `messaging.pins.updated` is written).
-    pub pins: Vec<String>,
-}
-
 impl Effects {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.created.is_empty()
-            && self.updated.is_empty()
-            && self.deleted.is_empty()
-            && self.reactions.is_empty()
-            && self.pins.is_empty()
-    }
-
     /// The outbox rows these changes make: (subject, message, reaction key).
     fn outbox_changes(&self) -> Vec<(&'static str, &str, Option<&str>)> {
         use crate::domain::events::subjects;
@@ -86,14 +62,6 @@ impl Effects {
                     .map(|(e, k)| (subjects::REACTION_UPDATED, e.as_str(), Some(k.as_str()))),
             )
             .collect()
-    }
-
-    fn extend(&mut self, other: Self) {
-        self.created.extend(other.created);
-        self.updated.extend(other.updated);
-        self.deleted.extend(other.deleted);
-        self.reactions.extend(other.reactions);
-        self.pins.extend(other.pins);
     }
 }
 
