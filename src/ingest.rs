@@ -69,12 +69,30 @@ pub struct Envelope<'a> {
     /// `m.room.redaction` before room version 11 carries its target here.
     #[serde(default)]
     pub redacts: Option<OwnedEventId>,
+    /// What the homeserver adds: whether the event was redacted before it was pushed.
+    #[serde(default)]
+    pub unsigned: Option<Unsigned>,
+}
+
+/// The part of an event's `unsigned` the bridge reads.
+#[derive(Debug, Deserialize)]
+pub struct Unsigned {
+    /// Present when the event was redacted (its content then pruned by the homeserver).
+    #[serde(default)]
+    redacted_because: Option<serde::de::IgnoredAny>,
 }
 
 impl<'a> Envelope<'a> {
     /// Reads the envelope of an event's JSON.
     pub fn parse(json: &'a str) -> serde_json::Result<Self> {
         serde_json::from_str(json)
+    }
+
+    /// Whether the homeserver redacted the event before it pushed it (its content pruned).
+    pub fn redacted(&self) -> bool {
+        self.unsigned
+            .as_ref()
+            .is_some_and(|u| u.redacted_because.is_some())
     }
 
     /// Event id, room, type and sender, as a dead letter keeps them.

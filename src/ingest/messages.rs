@@ -290,6 +290,11 @@ pub(super) fn read_reaction(envelope: &Envelope<'_>, room: &MappedRoom) -> Read 
 pub const REACTION_KEY_CHARS: usize = 64;
 
 pub(super) fn read_message(envelope: &Envelope<'_>, room: &MappedRoom, ctx: &Context<'_>) -> Read {
+    // Redacted before it was pushed (Synapse was catching up): still a message of the
+    // room's history, with nothing of what it said; its redaction follows it.
+    if envelope.redacted() {
+        return metadata_only(envelope, room, ctx);
+    }
     let content: MessageContent<'_> = match serde_json::from_str(envelope.content.get()) {
         Ok(content) => content,
         Err(e) => return Read::Invalid(format!("m.room.message content: {e}")),
@@ -656,5 +661,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_message_pushed_after_its_redaction_is_indexed_without_content() {
+        // Synapse prunes a message redacted before it was pushed: `content: {}` and
+        // `unsigned.redacted_because`. It is still a message of the room's history.
+        let mut e = event("m.room.message", "@alice:example.org", json!({}));
+        e["unsigned"] = json!({"redacted_because": {"type": "m.room.redaction"}});
+        match read(e) {
+            Read::Change(Change::Message(m)) => {
+                assert_eq!((m.msgtype, m.preview.as_str()), (None, ""));
+                assert_eq!(m.media, None);
+            }
+            other => panic!("indexed, not {other:?}"),
+        }
+        // Without the mark, empty content is a malformed message, as before.
+        assert!(matches!(
+            read(event("m.room.message", "@alice:example.org", json!({}))),
+            Read::Invalid(_)
+        ));
     }
 }

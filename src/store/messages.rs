@@ -63,7 +63,8 @@ pub struct MessageView {
     /// `human` or `agent`.
     pub sender_type: String,
     /// `m.text`, `m.notice`, `m.emote`, `m.image`, `m.video`, `m.audio` or `m.file`;
-    /// absent (null) in an encrypted channel.
+    /// absent (null) in an encrypted channel, and for a message the homeserver had
+    /// redacted before it pushed it.
     pub msgtype: Option<String>,
     /// The body's first 500 characters (a file's caption, else its name); empty once
     /// redacted and in encrypted channels.
