@@ -58,32 +58,84 @@ fn stat_ticks(stat: &str, with_children: bool) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// CPU time of each Postgres process now (the postmaster with what its exited children,
-/// autovacuum workers and old backends, used), by pid, but those in `except`. Meant for a
-/// machine where the benchmark's database is the only busy one.
-pub fn postgres_cpu(except: &[String]) -> std::collections::HashMap<String, Duration> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Default::default();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().into_string().ok()?;
-            pid.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let postmaster = cmdline.windows(13).any(|w| w == b"/bin/postgres");
-            (!except.contains(&pid) && (postmaster || cmdline.starts_with(b"postgres")))
-                .then_some(())?;
-            // A backend may exit between the listing and the read.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            Some((pid, stat_ticks(&stat, postmaster)))
-        })
-        .collect()
+/// The name the benchmarks' own Postgres connections give themselves: their backends are
+/// left out of the server's Postgres CPU.
+pub const BENCH_APPLICATION: &str = "city-bridge-bench";
+
+/// A pool of the benchmark's own connections to `url`, named [`BENCH_APPLICATION`].
+pub async fn bench_pool(url: &str, connections: u32) -> sqlx::PgPool {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("database URL");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(options.application_name(BENCH_APPLICATION))
+        .await
+        .expect("database")
 }
 
-/// The Postgres CPU used between two [`postgres_cpu`] readings: per process, so one that
-/// started or ended in between counts for what it used in between (one that ended is
-/// counted in its postmaster's children).
+/// The CPU time of the Postgres processes that work for one database: its backends and
+/// autovacuum workers, with the cluster's background processes (WAL writer, checkpointer,
+/// background writer, which every database shares), but the benchmark's own connections.
+/// Other databases' backends on a shared machine are left out. Sampled every 100 ms, so
+/// that a process that exits between two readings counts for what it used until its last
+/// sample.
+#[derive(Clone)]
+pub struct PostgresCpu {
+    pool: sqlx::PgPool,
+    used: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Duration>>>,
+}
+
+impl PostgresCpu {
+    /// Starts sampling the processes of the database at `url` (a connection of its own).
+    pub async fn track(url: &str) -> Self {
+        let this = Self {
+            pool: bench_pool(url, 1).await,
+            used: Default::default(),
+        };
+        this.sample().await;
+        let sampler = this.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                sampler.sample().await;
+            }
+        });
+        this
+    }
+
+    async fn sample(&self) {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE (datname = current_database() OR datname IS NULL) AND application_name <> $1",
+        )
+        .bind(BENCH_APPLICATION)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_default();
+        let now: Vec<(String, Duration)> = pids
+            .into_iter()
+            .filter_map(|pid| {
+                // A backend may exit between the listing and the read.
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                Some((pid.to_string(), stat_ticks(&stat, false)))
+            })
+            .collect();
+        let mut used = self.used.lock().unwrap();
+        for (pid, ticks) in now {
+            let entry = used.entry(pid).or_default();
+            *entry = (*entry).max(ticks);
+        }
+    }
+
+    /// Each process's CPU time now, by pid (one that exited: until its last sample); the
+    /// difference of two readings is [`postgres_cpu_since`].
+    pub async fn read(&self) -> std::collections::HashMap<String, Duration> {
+        self.sample().await;
+        self.used.lock().unwrap().clone()
+    }
+}
+
+/// The Postgres CPU used between two [`PostgresCpu::read`]ings: per process, so one that
+/// started or ended in between counts for what it used in between.
 pub fn postgres_cpu_since(
     before: &std::collections::HashMap<String, Duration>,
     after: &std::collections::HashMap<String, Duration>,
