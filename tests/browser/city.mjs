@@ -277,7 +277,8 @@ async function main() {
   const mine = messageWithBody(page, 'Hello from the page', { prefix: true });
   await until('my message on the page', async () => (await mine.locator('.body').textContent()) === sentText);
   assert((await mine.locator('.body b').count()) === 0, 'message text is never markup');
-  assert((await composer.inputValue()) === '', 'the composer is emptied');
+  // The socket may show the message before the send's answer empties the composer.
+  await until('the composer emptied', async () => (await composer.inputValue()) === '');
   const sentId = await mine.getAttribute('data-event-id');
   await step('sent', { event_id: sentId, text: sentText });
 
