@@ -6,7 +6,7 @@
 #[path = "support.rs"]
 mod support;
 
-use support::{percentile, var};
+use support::{loaded_rows_are_settled, percentile, var};
 
 use std::time::Instant;
 
@@ -66,16 +66,7 @@ async fn load(db: &mut PgConnection) {
     }
     copy.send(chunk.as_bytes()).await.unwrap();
     let rows = copy.finish().await.unwrap();
-    // Steady state: what was loaded is published and searchable already (the relay and
-    // the search indexer would otherwise work through a million rows during the run).
-    for mark in ["relay_progress", "search_progress"] {
-        sqlx::query(&format!(
-            "UPDATE {mark} SET seq = (SELECT max(seq) FROM messages)"
-        ))
-        .execute(&mut *db)
-        .await
-        .unwrap();
-    }
+    loaded_rows_are_settled(db).await;
     sqlx::query("ANALYZE messages")
         .execute(&mut *db)
         .await

@@ -7,7 +7,7 @@
 #[path = "support.rs"]
 mod support;
 
-use support::{rss_kib, var};
+use support::{Sender, rss_kib, var};
 
 use std::{
     sync::{
@@ -18,7 +18,7 @@ use std::{
 };
 
 use futures_util::StreamExt as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const CHUNK: usize = 1024 * 1024;
 const BOUNDARY: &str = "bench-media-boundary";
@@ -113,40 +113,9 @@ async fn main() {
     let size: u64 = var("BENCH_MEDIA_MIB", Some("200")).parse::<u64>().unwrap() * 1024 * 1024;
     let http = reqwest::Client::new();
 
-    let name = format!("bench{:08x}", rand::random::<u32>());
-    let registered: Value = http
-        .post(format!("{synapse}/_matrix/client/v3/register"))
-        .json(&json!({"username": name, "password": "bench-password-123",
-                      "auth": {"type": "m.login.dummy"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["access_token"]
-        .as_str()
-        .expect("registered")
-        .to_owned();
-    let claims = json!({"sub": format!("user:{name}"), "roles": ["admin"],
-                        "exp": chrono::Utc::now().timestamp() + 3600});
-    let jwt = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap();
-    let channel: Value = http
-        .post(format!("{bridge}/api/messaging/channels"))
-        .bearer_auth(&jwt)
-        .json(&json!({"slug": name, "name": "Media benchmark", "visibility": "public"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(channel["matrix_room_id"].is_string(), "{channel}");
+    let Sender {
+        name, token, jwt, ..
+    } = Sender::new(&http, &synapse, &bridge, &secret, "Media benchmark").await;
     let idle = rss_kib(&pid);
 
     // Straight to Synapse, as a Matrix client uploads.

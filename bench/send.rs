@@ -8,11 +8,11 @@
 #[path = "support.rs"]
 mod support;
 
-use support::{percentile, var};
+use support::{Sender, percentile, var};
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -26,40 +26,12 @@ async fn main() {
     let count: usize = var("BENCH_MESSAGES", Some("500")).parse().unwrap();
     let http = reqwest::Client::new();
 
-    let name = format!("bench{:08x}", rand::random::<u32>());
-    let registered: Value = http
-        .post(format!("{synapse}/_matrix/client/v3/register"))
-        .json(&json!({"username": name, "password": "bench-password-123",
-                      "auth": {"type": "m.login.dummy"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["access_token"]
-        .as_str()
-        .expect("registered")
-        .to_owned();
-    // An admin: a public channel of no microDAO is a city room.
-    let claims = json!({"sub": format!("user:{name}"), "roles": ["admin"],
-                        "exp": chrono::Utc::now().timestamp() + 3600});
-    let jwt = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap();
-    let channel: Value = http
-        .post(format!("{bridge}/api/messaging/channels"))
-        .bearer_auth(&jwt)
-        .json(&json!({"slug": name, "name": "Send benchmark", "visibility": "public"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let Sender {
+        name,
+        token,
+        jwt,
+        channel,
+    } = Sender::new(&http, &synapse, &bridge, &secret, "Send benchmark").await;
     let room_id = channel["matrix_room_id"]
         .as_str()
         .expect("channel created")

@@ -167,3 +167,84 @@ pub async fn push(
         .expect("push");
     assert_eq!(response.status(), 200, "transaction {name} refused");
 }
+
+/// A Matrix user registered on `synapse`, their admin JWT (signed with `secret`) and a
+/// public channel of theirs made through the bridge (`slug` = their localpart, so one
+/// name serves the user, the channel and its path).
+pub struct Sender {
+    /// The localpart, and the channel's slug.
+    pub name: String,
+    /// Their Matrix access token.
+    pub token: String,
+    /// Their DAARION JWT (an admin: a public channel of no microDAO is a city room).
+    pub jwt: String,
+    /// The channel as the bridge answered its creation.
+    pub channel: serde_json::Value,
+}
+
+impl Sender {
+    /// Registers the user and creates the channel named `channel_name`.
+    pub async fn new(
+        http: &reqwest::Client,
+        synapse: &str,
+        bridge: &str,
+        secret: &str,
+        channel_name: &str,
+    ) -> Self {
+        use serde_json::{Value, json};
+        let name = format!("bench{:08x}", rand::random::<u32>());
+        let registered: Value = http
+            .post(format!("{synapse}/_matrix/client/v3/register"))
+            .json(&json!({"username": name, "password": "bench-password-123",
+                          "auth": {"type": "m.login.dummy"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = registered["access_token"]
+            .as_str()
+            .expect("registered")
+            .to_owned();
+        let claims = json!({"sub": format!("user:{name}"), "roles": ["admin"],
+                            "exp": chrono::Utc::now().timestamp() + 3600});
+        let jwt = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        let channel: Value = http
+            .post(format!("{bridge}/api/messaging/channels"))
+            .bearer_auth(&jwt)
+            .json(&json!({"slug": name, "name": channel_name, "visibility": "public"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(channel["matrix_room_id"].is_string(), "{channel}");
+        Self {
+            name,
+            token,
+            jwt,
+            channel,
+        }
+    }
+}
+
+/// After rows were loaded straight into `messages`: the relay and the search indexer take
+/// them as done (steady state: what was loaded is published and searchable already, and
+/// they do not work through it during the run).
+pub async fn loaded_rows_are_settled(db: &mut sqlx::PgConnection) {
+    for mark in ["relay_progress", "search_progress"] {
+        sqlx::query(&format!(
+            "UPDATE {mark} SET seq = (SELECT max(seq) FROM messages)"
+        ))
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    }
+}

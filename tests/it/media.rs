@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use reqwest::{Method, header::HeaderMap};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
     Bridge, MatrixUser, alias, api, city_room, count, encode, env, eventually, jwt, unique,
+    until_frame,
 };
 
 fn token_of(user: &MatrixUser) -> String {
@@ -170,27 +169,6 @@ fn assert_guarded(headers: &HeaderMap) {
     assert!(!header(headers, "etag").is_empty(), "{headers:?}");
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn until(socket: &mut Socket, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = tokio::time::timeout(left, socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(text) = frame
-            && let Ok(value) = serde_json::from_str::<Value>(&text)
-            && check(&value)
-        {
-            return value;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_png_and_a_pdf_uploaded_through_the_api_reach_matrix_clients_byte_for_byte() {
     let bridge = Bridge::start().await;
@@ -233,7 +211,7 @@ async fn a_png_and_a_pdf_uploaded_through_the_api_reach_matrix_clients_byte_for_
     assert_eq!(media["name"], "plan.png");
     assert_eq!(media["duration"], Value::Null);
     let png_mxc = media["mxc"].as_str().expect("an mxc URI").to_owned();
-    let created = until(&mut socket, "message.created of the image", |f| {
+    let created = until_frame(&mut socket, "message.created of the image", |f| {
         f["type"] == "message.created" && f["matrix_event_id"] == sent["matrix_event_id"]
     })
     .await;

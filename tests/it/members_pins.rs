@@ -7,12 +7,10 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Bridge, MatrixUser, api, encode, env, eventually, jwt, nats_url, unique};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::support::{
+    Bridge, MatrixUser, api, encode, env, eventually, jwt, nats_url, unique, until_frame,
+};
 
 fn token_of(user: &MatrixUser) -> String {
     jwt(&format!("user:{}", user.localpart()), &[])
@@ -219,24 +217,6 @@ async fn leaving_kicking_and_banning_show_in_synapse_the_members_list_and_on_nat
     bridge.stop().await;
 }
 
-async fn until(socket: &mut Socket, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = tokio::time::timeout(left, socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(text) = frame
-            && let Ok(value) = serde_json::from_str::<Value>(&text)
-            && check(&value)
-        {
-            return value;
-        }
-    }
-}
-
 async fn pins(token: &str, slug: &str) -> Value {
     let (status, pins) = api(
         Method::GET,
@@ -297,7 +277,7 @@ async fn pins_made_through_the_api_and_in_matrix_clients_are_one_list() {
         )
         .await
         .unwrap();
-    let frame = until(&mut socket, "pins.updated", |f| {
+    let frame = until_frame(&mut socket, "pins.updated", |f| {
         f["type"] == "pins.updated" && f["pinned"] == json!([first, second])
     })
     .await;

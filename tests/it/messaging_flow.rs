@@ -2,36 +2,10 @@
 //! herself, a Matrix client answers in a thread and reacts, and the API's history, search
 //! and the channel's WebSocket show all of it.
 
-use std::time::Duration;
-
-use futures_util::StreamExt as _;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Bridge, MatrixUser, api, encode, env, eventually, jwt, unique};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Reads frames until one satisfies `check`.
-async fn until(socket: &mut Socket, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = tokio::time::timeout(left, socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(text) = frame
-            && let Ok(value) = serde_json::from_str::<Value>(&text)
-            && check(&value)
-        {
-            return value;
-        }
-    }
-}
+use crate::support::{Bridge, MatrixUser, api, encode, env, eventually, jwt, unique, until_frame};
 
 #[tokio::test]
 async fn a_message_sent_through_the_api_is_the_users_own_and_element_replies_are_indexed() {
@@ -89,7 +63,7 @@ async fn a_message_sent_through_the_api_is_the_users_own_and_element_replies_are
         .await
         .expect("the event in Synapse");
     assert_eq!(event["sender"], alice.user_id.as_str());
-    let created = until(&mut socket, "message.created", |f| {
+    let created = until_frame(&mut socket, "message.created", |f| {
         f["type"] == "message.created" && f["message"]["matrix_event_id"] == event_id.as_str()
     })
     .await;
@@ -116,12 +90,12 @@ async fn a_message_sent_through_the_api_is_the_users_own_and_element_replies_are
     )
     .await
     .expect("reaction");
-    let threaded = until(&mut socket, "the thread reply", |f| {
+    let threaded = until_frame(&mut socket, "the thread reply", |f| {
         f["type"] == "message.created" && f["message"]["matrix_event_id"] == reply.as_str()
     })
     .await;
     assert_eq!(threaded["message"]["thread_root"], event_id.as_str());
-    let reacted = until(&mut socket, "the reaction", |f| {
+    let reacted = until_frame(&mut socket, "the reaction", |f| {
         f["type"] == "reaction.updated"
     })
     .await;

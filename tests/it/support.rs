@@ -795,3 +795,34 @@ pub fn typing_event(event: &Value, user: &str, typing: bool) -> bool {
             .as_array()
             .is_some_and(|ids| ids.iter().any(|id| id == user) == typing)
 }
+
+/// A client WebSocket to the bridge.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads `socket`'s frames until a JSON one satisfies `check` (at most 30 s; a close
+/// before it fails the test with its frame).
+pub async fn until_frame(socket: &mut Socket, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = tokio::time::timeout(left, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("socket open")
+            .expect("frame");
+        match frame {
+            Message::Text(text) => {
+                if let Ok(value) = serde_json::from_str::<Value>(&text)
+                    && check(&value)
+                {
+                    return value;
+                }
+            }
+            Message::Close(frame) => panic!("closed while waiting for {what}: {frame:?}"),
+            _ => {}
+        }
+    }
+}

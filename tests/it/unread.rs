@@ -12,12 +12,9 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
-    ApiInstance, Bridge, MatrixSync, MatrixUser, api, encode, env, eventually, jwt, jwt_expiring,
-    nats_url, typing_event, unique,
+    ApiInstance, Bridge, MatrixSync, MatrixUser, Socket, api, encode, env, eventually, jwt,
+    jwt_expiring, nats_url, typing_event, unique, until_frame,
 };
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: String) -> Socket {
     tokio_tungstenite::connect_async(url)
@@ -26,33 +23,9 @@ async fn open(url: String) -> Socket {
         .0
 }
 
-/// Reads frames until one satisfies `check`.
-async fn until(socket: &mut Socket, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let frame = tokio::time::timeout(left, socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("socket open")
-            .expect("frame");
-        match frame {
-            Message::Text(text) => {
-                if let Ok(value) = serde_json::from_str::<Value>(&text)
-                    && check(&value)
-                {
-                    return value;
-                }
-            }
-            Message::Close(frame) => panic!("closed while waiting for {what}: {frame:?}"),
-            _ => {}
-        }
-    }
-}
-
 /// The `unread.updated` of `channel` with `count` unread.
 async fn unread_frame(socket: &mut Socket, channel: &str, count: i64) -> Value {
-    until(
+    until_frame(
         socket,
         &format!("unread.updated {count} of {channel}"),
         |f| {
@@ -117,7 +90,7 @@ async fn a_message_from_a_matrix_client_is_unread_until_alice_reads_it_in_a_clie
     .await;
 
     let (channel, room_id) = channel_with_bob(&alice_admin, &bob).await;
-    until(&mut feed, "channel.joined", |f| {
+    until_frame(&mut feed, "channel.joined", |f| {
         f["type"] == "channel.joined" && f["channel_id"] == channel.as_str()
     })
     .await;
@@ -491,20 +464,20 @@ async fn the_feed_tells_of_an_invitation_a_join_and_leaving() {
     )
     .await;
     assert_eq!(status, 201, "{invited}");
-    let invite = until(&mut feed, "the invitation", |f| {
+    let invite = until_frame(&mut feed, "the invitation", |f| {
         f["type"] == "invite" && f["channel_id"] == id.as_str()
     })
     .await;
     assert_eq!(invite["name"], "Тихий куток", "{invite}");
 
     alice.join(&room_id).await.expect("alice accepts");
-    until(&mut feed, "channel.joined", |f| {
+    until_frame(&mut feed, "channel.joined", |f| {
         f["type"] == "channel.joined" && f["channel_id"] == id.as_str()
     })
     .await;
     unread_frame(&mut feed, &id, 0).await;
     alice.leave(&room_id).await;
-    let left = until(&mut feed, "channel.left", |f| {
+    let left = until_frame(&mut feed, "channel.left", |f| {
         f["type"] == "channel.left" && f["channel_id"] == id.as_str()
     })
     .await;

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     Person, event_id_field, join_if_needed, limit_message,
-    messages::{KEY_TAKEN_OVER_AFTER, idempotency_key, keyed_txn_id, replay},
+    messages::{KEY_TAKEN_OVER_AFTER, idempotency_key, replay},
     puppeting_disabled, random_txn, rate_limit, related_in_channel, sent, text_field,
     user_action_error,
 };
@@ -29,7 +29,7 @@ use crate::{
     error::ApiError,
     matrix::{Thumbnail, is_too_large},
     messaging::{
-        self, Outgoing,
+        Outgoing,
         access::{self, Readable},
         media::{self, HEAD_BYTES},
     },
@@ -281,13 +281,7 @@ async fn upload_form(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
     let channel = person.readable(state, id).await?;
-    if channel.room.encrypted {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            crate::error::ErrorCode::EncryptedChannel,
-        )
-        .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
-    }
+    super::messages::not_encrypted(&channel)?;
     let user = person.user_id.as_str();
     if let Some(key) = &key
         && let Some(held) = state
@@ -385,32 +379,9 @@ async fn upload_now(
         form.reply_to.as_deref(),
         form.thread_root.as_deref(),
     )?;
-    let Some(key) = key else {
-        let event_id = messaging::send(
-            &state.messenger,
-            &actor,
-            homeserver,
-            &room_id,
-            &random_txn(),
-            &outgoing,
-        )
+    super::messages::deliver(state, person, homeserver, &room_id, key, &outgoing)
         .await
-        .map_err(user_action_error)?;
-        return Ok(Ok(event_id));
-    };
-    let txn_id = keyed_txn_id(&person.user_id, key);
-    let event_id = actor
-        .send_keyed(homeserver, &room_id, &txn_id, &outgoing)
-        .await
-        .map_err(user_action_error)?;
-    state
-        .store
-        .send_key_sent(person.user_id.as_str(), key, event_id.as_str())
-        .await?;
-    actor
-        .index_stored(&state.messenger, homeserver, &room_id, &event_id)
-        .await?;
-    Ok(Ok(event_id))
+        .map(Ok)
 }
 
 /// What a client needs to know before it uploads.

@@ -289,6 +289,19 @@ async fn send_now(
     key: Option<&str>,
     outgoing: &Outgoing,
 ) -> Result<Result<OwnedEventId, Response>, ApiError> {
+    not_encrypted(channel)?;
+    let room_id = crate::api::messaging::writable_room(state, channel).await?;
+    if let Err(limited) = limit_message(state, &person.user_id, &channel.room) {
+        return Ok(Err(limited.into_response()));
+    }
+    join_if_needed(state, channel, person, &room_id).await?;
+    deliver(state, person, homeserver, &room_id, key, outgoing)
+        .await
+        .map(Ok)
+}
+
+/// 409 for an end-to-end encrypted channel: the bridge holds no keys to write there.
+pub(super) fn not_encrypted(channel: &Readable) -> Result<(), ApiError> {
     if channel.room.encrypted {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -296,28 +309,36 @@ async fn send_now(
         )
         .with_detail("the channel is end-to-end encrypted; the bridge holds no keys"));
     }
-    let room_id = crate::api::messaging::writable_room(state, channel).await?;
-    if let Err(limited) = limit_message(state, &person.user_id, &channel.room) {
-        return Ok(Err(limited.into_response()));
-    }
-    join_if_needed(state, channel, person, &room_id).await?;
+    Ok(())
+}
+
+/// Sends `outgoing` to `room_id` as `person` and indexes it: under the transaction id of
+/// their `Idempotency-Key` (kept as sent as soon as Synapse answers, then indexed as
+/// Synapse stored it), or a random one.
+pub(super) async fn deliver(
+    state: &AppState,
+    person: &Person,
+    homeserver: &crate::matrix::Homeserver,
+    room_id: &ruma::RoomId,
+    key: Option<&str>,
+    outgoing: &Outgoing,
+) -> Result<OwnedEventId, ApiError> {
     let actor = person.actor();
     let Some(key) = key else {
-        let event_id = messaging::send(
+        return messaging::send(
             &state.messenger,
             &actor,
             homeserver,
-            &room_id,
+            room_id,
             &random_txn(),
             outgoing,
         )
         .await
-        .map_err(user_action_error)?;
-        return Ok(Ok(event_id));
+        .map_err(user_action_error);
     };
     let txn_id = keyed_txn_id(&person.user_id, key);
     let event_id = actor
-        .send_keyed(homeserver, &room_id, &txn_id, outgoing)
+        .send_keyed(homeserver, room_id, &txn_id, outgoing)
         .await
         .map_err(user_action_error)?;
     // Kept as soon as Synapse has answered: a retry from now on answers this event (202
@@ -327,9 +348,9 @@ async fn send_now(
         .send_key_sent(person.user_id.as_str(), key, event_id.as_str())
         .await?;
     actor
-        .index_stored(&state.messenger, homeserver, &room_id, &event_id)
+        .index_stored(&state.messenger, homeserver, room_id, &event_id)
         .await?;
-    Ok(Ok(event_id))
+    Ok(event_id)
 }
 
 /// New text for a message.
