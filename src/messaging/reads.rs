@@ -186,6 +186,13 @@ impl TypingThrottle {
         sent.insert(key, now);
         true
     }
+
+    /// Forgets that "typing" of `user` in `channel` went out (it did not reach Synapse):
+    /// the next one is sent.
+    pub fn forget(&self, user: &str, channel: &str) {
+        let mut sent = self.sent.lock().expect("not poisoned");
+        sent.remove(&(user.to_owned(), channel.to_owned()));
+    }
 }
 
 #[cfg(test)]
@@ -237,5 +244,14 @@ mod tests {
         assert_eq!(found[0].user.as_str(), "@alice:example.org");
         assert_eq!(found[0].event_id.as_str(), "$e1");
         assert_eq!(found[0].channel.as_str(), "room_city_general");
+    }
+
+    #[test]
+    fn a_typing_that_did_not_reach_synapse_holds_no_throttle() {
+        let throttle = TypingThrottle::default();
+        let t0 = Instant::now();
+        assert!(throttle.admit("@a:x", "c", true, t0));
+        throttle.forget("@a:x", "c");
+        assert!(throttle.admit("@a:x", "c", true, t0 + Duration::from_secs(1)));
     }
 }

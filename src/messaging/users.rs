@@ -57,6 +57,13 @@ impl UserHub {
         users.keys().cloned().collect()
     }
 
+    /// Whether anyone has a socket open here (forgets those whose last socket closed).
+    pub fn any_watched(&self) -> bool {
+        let mut users = self.users.lock().expect("not poisoned");
+        users.retain(|_, tx| tx.receiver_count() > 0);
+        !users.is_empty()
+    }
+
     /// Whether `user` has a socket open here.
     pub fn is_watched(&self, user: &str) -> bool {
         let users = self.users.lock().expect("not poisoned");
@@ -185,7 +192,7 @@ pub async fn feed_users(bus: Bus, hub: Arc<UserHub>, store: Store) {
             else => return,
         };
         // Nobody has a feed here: nothing to read (the common case under load).
-        if hub.watched().is_empty() {
+        if !hub.any_watched() {
             continue;
         }
         let mut gathered = Gathered::default();
@@ -293,6 +300,7 @@ mod tests {
         let mut alice = hub.subscribe("@alice:x");
         let mut bob = hub.subscribe("@bob:x");
         assert_eq!(hub.watched().len(), 2);
+        assert!(hub.any_watched());
         hub.send("@alice:x", Utf8Bytes::from_static("one"));
         assert_eq!(alice.recv().await.unwrap().as_str(), "one");
         assert!(bob.try_recv().is_err());

@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Bridge, MatrixUser, api, encode, env, eventually, jwt, nats_url, unique, until_frame,
+    Bridge, MatrixSync, MatrixUser, api, encode, env, eventually, jwt, nats_url, start_synapse,
+    stop_synapse, typing_event, unique, until_frame,
 };
 
 fn token_of(user: &MatrixUser) -> String {
@@ -343,5 +344,104 @@ async fn pins_made_through_the_api_and_in_matrix_clients_are_one_list() {
         (pins(&alice_jwt, &slug).await["pinned"] == json!([second])).then_some(())
     })
     .await;
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn with_synapse_down_pins_removals_receipts_and_typing_answer_503_and_change_nothing() {
+    let bridge = Bridge::start().await;
+    let alice = MatrixUser::register("alice").await;
+    let bob = MatrixUser::register("bob").await;
+    let (slug, room_id) = channel(&alice).await;
+    bob.join(&room_id).await.unwrap();
+    let alice_jwt = token_of(&alice);
+    let (status, sent) = api(
+        Method::POST,
+        &format!("/api/messaging/channels/{slug}/messages"),
+        Some(&alice_jwt),
+        Some(json!({"text": "pin me later"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let event_id = sent["matrix_event_id"].as_str().unwrap().to_owned();
+    let base = format!("/api/messaging/channels/{slug}");
+    let pin = format!("{base}/pins/{}", encode(&event_id));
+
+    stop_synapse().await;
+    for (method, path, body) in [
+        (Method::PUT, pin.clone(), None),
+        (
+            Method::DELETE,
+            format!("{base}/members/user:{}", bob.localpart()),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("{base}/read"),
+            Some(json!({"event_id": event_id})),
+        ),
+        (
+            Method::POST,
+            format!("{base}/typing"),
+            Some(json!({"typing": true})),
+        ),
+    ] {
+        let (status, answer) = api(method.clone(), &path, Some(&alice_jwt), body).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (503, Some("matrix_unavailable")),
+            "{method} {path}: {answer}"
+        );
+    }
+    let removed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE subject LIKE 'messaging.member.%' AND channel_id = $1",
+    )
+    .bind(format!("room_city_{slug}"))
+    .fetch_one(bridge.pool())
+    .await
+    .unwrap();
+    assert_eq!(removed, 0, "nothing announced that Synapse did not do");
+    let (_, list) = api(
+        Method::GET,
+        "/api/messaging/channels",
+        Some(&alice_jwt),
+        None,
+    )
+    .await;
+    let entry = list["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["slug"] == slug.as_str())
+        .cloned()
+        .expect("the channel listed");
+    assert!(
+        entry["last_read_event_id"] != event_id.as_str(),
+        "no read position Synapse has not got: {entry}"
+    );
+    start_synapse().await;
+
+    // Back: the pin and the typing that failed go through at once (a "typing" that never
+    // reached Synapse does not hold the throttle).
+    let mut bobs_sync = MatrixSync::start(&bob, &room_id).await;
+    let (status, answer) = api(
+        Method::POST,
+        &format!("{base}/typing"),
+        Some(&alice_jwt),
+        Some(json!({"typing": true})),
+    )
+    .await;
+    assert_eq!(status, 204, "{answer}");
+    bobs_sync
+        .until("Alice typing after Synapse came back", |e| {
+            typing_event(e, &alice.user_id, true)
+        })
+        .await;
+    let (status, pinned) = api(Method::PUT, &pin, Some(&alice_jwt), None).await;
+    assert_eq!(
+        (status, &pinned["pinned"]),
+        (200, &json!([event_id])),
+        "{pinned}"
+    );
     bridge.stop().await;
 }

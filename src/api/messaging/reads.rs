@@ -184,5 +184,9 @@ pub(crate) async fn send_typing(
     homeserver
         .typing(room_id, &person.user_id, typing.then_some(TYPING_TIMEOUT))
         .await
-        .map_err(|e| user_action_error(e.into()))
+        .map_err(|e| {
+            // Not said after all: the next "typing" must not be throttled away.
+            state.typing.forget(user, channel.room.id.as_str());
+            user_action_error(e.into())
+        })
 }
