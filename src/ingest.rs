@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 pub use self::{
     committed::{Committed, Subscription},
     messages::{REACTION_KEY_CHARS, preview},
-    pipeline::{Indexer, IndexerParts, Receiving},
+    pipeline::{Indexed, Indexer, IndexerParts, Receiving},
 };
 pub use crate::store::model::{
     Change, DeadLetter, Incoming, MappedRoom, Media, MembershipChange, MessageEdit, NewMessage,

@@ -26,7 +26,7 @@ use crate::{
     config::NamespaceSet,
     domain::Slug,
     rooms::{CreationsInFlight, Discovery, RoomDirectory},
-    store::{Applied, Batch, Store},
+    store::{Batch, Store},
 };
 
 /// How long ingestion waits for a room creation under way that has not returned yet,
@@ -46,6 +46,15 @@ pub struct Indexer {
     server_name: OwnedServerName,
     agents: NamespaceSet,
     sender: OwnedUserId,
+}
+
+/// What a batch did to the index (what it changed goes to the index's followers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexed {
+    /// Row changes applied (a replayed event's change applies as a no-op).
+    pub changes: usize,
+    /// Events recorded as dead letters.
+    pub dead_letters: usize,
 }
 
 /// What only the instance Synapse pushes to has: the journal of pushed transactions, and
@@ -103,7 +112,7 @@ impl Indexer {
         &self,
         txn_id: &str,
         events: &[Raw<AnyTimelineEvent>],
-    ) -> Result<Applied> {
+    ) -> Result<Indexed> {
         self.apply(&Incoming::of(txn_id, events), None).await
     }
 
@@ -113,7 +122,7 @@ impl Indexer {
         &self,
         events: &[Incoming<'_>],
         journal_pos: Option<i64>,
-    ) -> Result<Applied> {
+    ) -> Result<Indexed> {
         let _turn = self.turn.take().await;
         let mut batch = Batch {
             journal_pos,
@@ -282,14 +291,17 @@ impl Indexer {
             }
         }
         self.commits.publish(Committed {
-            effects: applied.effects.clone(),
+            effects: applied.effects,
             memberships,
             activity,
             invited_agents,
             replaced_rooms,
             local_members,
         });
-        Ok(applied)
+        Ok(Indexed {
+            changes: applied.changes,
+            dead_letters: applied.dead_letters,
+        })
     }
 
     /// Makes sure the directory knows every city room of the batch: rooms it has not seen are
