@@ -20,8 +20,8 @@ pub use self::{
     limits::RateLimits,
     live::{typing, wake_readers},
     reads::{
-        Receipt, TYPING_RESEND, TYPING_TIMEOUT, TypingThrottle, follow_members, member_changed,
-        read_moved, receipts, record_receipt,
+        RECEIPT_WAITS_FOR_INDEX, Receipt, TYPING_RESEND, TYPING_TIMEOUT, TypingThrottle,
+        follow_members, member_changed, read_moved, receipts, record_receipt,
     },
     send::{Actor, Messenger, Outgoing, Puppets, redact, send},
     users::{UserHub, feed_users},

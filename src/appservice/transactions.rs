@@ -51,7 +51,11 @@ pub async fn push_events(
         if !receipts.is_empty() {
             // Off the acknowledgement's path: a read position is live state, not history.
             let (store, bus) = (state.store.clone(), state.bus.clone());
+            let indexed = receiving
+                .journal
+                .until_indexed(crate::messaging::RECEIPT_WAITS_FOR_INDEX);
             state.workers.spawn("read receipts", async move {
+                indexed.await;
                 for receipt in receipts {
                     crate::messaging::record_receipt(&store, &bus, &receipt).await;
                 }

@@ -102,6 +102,10 @@ pub struct Journal {
     /// Messages the pipeline indexed outside the journal (an API send, a discovered
     /// room's history), which Synapse's push is likely to bring again.
     indexed_directly: std::sync::Mutex<RecentIds>,
+    /// The last position appended.
+    appended: std::sync::atomic::AtomicI64,
+    /// The position the index has applied the journal up to.
+    indexed: tokio::sync::watch::Sender<i64>,
 }
 
 /// The last [`RECENT_DIRECT`] ids noted, oldest forgotten first.
@@ -124,6 +128,8 @@ impl Journal {
             order: Mutex::new(()),
             last_applied: std::sync::Mutex::new(None),
             indexed_directly: std::sync::Mutex::default(),
+            appended: std::sync::atomic::AtomicI64::new(0),
+            indexed: tokio::sync::watch::Sender::new(0),
         };
         (journal, Handed(receiver))
     }
@@ -138,6 +144,8 @@ impl Journal {
     ) -> Result<()> {
         let _order = self.order.lock().await;
         let pos = store.journal_append(txn_id, body).await?;
+        self.appended
+            .fetch_max(pos, std::sync::atomic::Ordering::Relaxed);
         // Waits when the indexer is QUEUE transactions behind. Fails only when it has
         // stopped (shutdown): the row is applied at the next start.
         let _ = self
@@ -145,6 +153,17 @@ impl Journal {
             .send(Appended::new(pos, txn_id, body.clone(), events))
             .await;
         Ok(())
+    }
+
+    /// Resolves once the index has applied everything appended before this call, or after
+    /// `at_most`: what a pushed receipt waits for, so that the message it names (pushed
+    /// before it) is indexed when it is read.
+    pub fn until_indexed(&self, at_most: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let target = self.appended.load(std::sync::atomic::Ordering::Relaxed);
+        let mut indexed = self.indexed.subscribe();
+        async move {
+            let _ = tokio::time::timeout(at_most, indexed.wait_for(|pos| *pos >= target)).await;
+        }
     }
 
     /// Notes messages indexed outside the journal.
@@ -210,6 +229,7 @@ pub async fn run_indexer(
             }
         }
     };
+    journal.indexed.send_replace(mark);
     let mut handed: Vec<Appended> = Vec::new();
     let mut look_in_table = true;
     let mut last_trim = Instant::now();
@@ -281,6 +301,7 @@ pub async fn run_indexer(
         };
         if let Some(last) = apply_until_done(&indexer, &batch).await {
             mark = last;
+            journal.indexed.send_replace(last);
             *journal.last_applied() = Some(Instant::now());
             if let Batch::Handed(entries) = &batch {
                 let metrics = crate::metrics::metrics();

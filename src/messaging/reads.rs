@@ -83,19 +83,17 @@ pub fn receipts(
     out
 }
 
-/// How long a receipt waits for the message it names to be indexed: Synapse pushes the
-/// message before any receipt of it, but the index follows the journal a moment later.
-const RECEIPT_WAITS_FOR_INDEX: Duration = Duration::from_secs(2);
+/// How long pushed receipts wait for the index to apply what was pushed before them:
+/// Synapse pushes a message before any receipt of it, but the index follows the journal a
+/// moment later.
+pub const RECEIPT_WAITS_FOR_INDEX: Duration = Duration::from_secs(2);
 
-/// Moves the reader's position to a pushed receipt and tells the feeds. A receipt of an
-/// event that is no indexed message (a membership, a state event) counts as reading up
-/// to the channel's last message.
+/// Moves the reader's position to a pushed receipt and tells the feeds (once the index has
+/// what was pushed before it: see [`RECEIPT_WAITS_FOR_INDEX`]). A receipt of an event
+/// that is no indexed message (a membership, a state event) counts as reading up to the
+/// channel's last message.
 pub async fn record_receipt(store: &Store, bus: &Bus, receipt: &Receipt) {
     let event = receipt.event_id.as_str();
-    let deadline = tokio::time::Instant::now() + RECEIPT_WAITS_FOR_INDEX;
-    while !store.is_indexed(event).await.unwrap_or(true) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let user = receipt.user.as_str();
     match store.set_read_position(&receipt.channel, user, event).await {
         Ok(true) => read_moved(bus, &receipt.channel, user, event),
