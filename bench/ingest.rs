@@ -12,7 +12,7 @@
 //!   that stores nothing.
 //! - BENCH_WAIT_FOR: the work the bridge does after its acknowledgement that must be done
 //!   before the CPU is read, comma-separated: `index` (the last event sent is in
-//!   `messages`), `search` (`search_progress` at the last message), `relay`
+//!   `messages`), `search` (it has its search vector: written with the row), `relay`
 //!   (`relay_progress` at the last message and, with BENCH_NATS_URL, the JetStream stream
 //!   BENCH_NATS_STREAM holding one more message per event). With it, the warm-up's backlog
 //!   is worked off before the measured load starts (the CPU counted is the measured
@@ -465,12 +465,13 @@ async fn catch_up(
     let wanted = stages.wanted();
     let mut done: Vec<(&'static str, Duration)> = Vec::new();
     loop {
-        // The indexer applies the journal in order: the last event indexed, all are. Search
-        // and the relay are then compared with the last message.
-        let (indexed, search, relay, last): (bool, i64, i64, Option<i64>) = sqlx::query_as(
+        // The indexer applies the journal in order: the last event indexed, all are. The
+        // relay is then compared with the last message.
+        let (indexed, searchable, relay, last): (bool, bool, i64, Option<i64>) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1), \
-                    (SELECT seq FROM search_progress), (SELECT seq FROM relay_progress), \
-                    (SELECT max(seq) FROM messages)",
+                    EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1 \
+                                                     AND search IS NOT NULL), \
+                    (SELECT seq FROM relay_progress), (SELECT max(seq) FROM messages)",
         )
         .bind(last_event)
         .fetch_one(pool)
@@ -480,7 +481,7 @@ async fn catch_up(
         let last = last.unwrap_or(0);
         let mut reached = vec![
             ("index", indexed),
-            ("search", indexed && search >= last),
+            ("search", searchable),
             ("relay", indexed && relay >= last),
         ];
         if let Some((stream, target)) = stream.as_mut()

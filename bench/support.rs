@@ -235,16 +235,12 @@ impl Sender {
     }
 }
 
-/// After rows were loaded straight into `messages`: the relay and the search indexer take
-/// them as done (steady state: what was loaded is published and searchable already, and
-/// they do not work through it during the run).
+/// After rows were loaded straight into `messages`: the relay takes them as done (steady
+/// state: what was loaded is published already, and it does not work through it during
+/// the run).
 pub async fn loaded_rows_are_settled(db: &mut sqlx::PgConnection) {
-    for mark in ["relay_progress", "search_progress"] {
-        sqlx::query(&format!(
-            "UPDATE {mark} SET seq = (SELECT max(seq) FROM messages)"
-        ))
+    sqlx::query("UPDATE relay_progress SET seq = (SELECT max(seq) FROM messages)")
         .execute(&mut *db)
         .await
         .unwrap();
-    }
 }

@@ -25,6 +25,7 @@
 # database (BENCH_DB, default city_bridge_compare) and free ports.
 #
 #   scripts/bench-compare.sh    # BENCH_SECONDS=15 BENCH_CLIENTS=10000 BENCH_UPDATES=30
+#   BENCH_ONLY=bridge-ingest scripts/bench-compare.sh   # the bridge's ingest alone (no table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"  # one descriptor per client on each side
@@ -112,6 +113,7 @@ run_bridge $NATS_ENV
 BENCH_BRIDGE_PID=$bridge BENCH_NATS_PID=$nats BENCH_NATS_URL=$nats_url BENCH_NATS_STREAM=BENCH_COMPARE \
   BENCH_WAIT_FOR=index,search,relay cargo bench --quiet --bench ingest | tee "$out/ingest-bridge.txt"
 stop "$bridge"
+if [ "${BENCH_ONLY:-}" = bridge-ingest ]; then exit 0; fi
 settle
 
 echo "== ingest: durable Node peer (node:http + pg, one unnest INSERT … ON CONFLICT per transaction)"

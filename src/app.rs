@@ -78,8 +78,6 @@ pub struct Shared {
     pub typing: crate::messaging::TypingThrottle,
     /// Send rate limits per user and per channel.
     pub limits: RateLimits,
-    /// Wakes the search indexer: messages were indexed.
-    pub search_due: Arc<tokio::sync::Notify>,
     /// Wakes the outbox relay: events were written.
     pub relay_due: Arc<tokio::sync::Notify>,
     /// The last health checks.
@@ -165,7 +163,6 @@ impl AppState {
             (receiving, offered, handed)
         });
         let relay_due = Arc::new(tokio::sync::Notify::new());
-        let search_due = Arc::new(tokio::sync::Notify::new());
         let namespaces = CompiledNamespaces::new(&config.registration.namespaces);
         let indexer = Arc::new(crate::ingest::Indexer::new(crate::ingest::IndexerParts {
             store: store.clone(),
@@ -178,12 +175,8 @@ impl AppState {
         }));
         // The index's followers.
         workers.spawn(
-            "index followers: relay and search",
-            crate::messaging::wake_readers(
-                indexer.subscribe(),
-                Arc::clone(&relay_due),
-                Arc::clone(&search_due),
-            ),
+            "index followers: relay",
+            crate::messaging::wake_readers(indexer.subscribe(), Arc::clone(&relay_due)),
         );
         workers.spawn(
             "index followers: people's memberships",
@@ -276,7 +269,6 @@ impl AppState {
             users: Arc::default(),
             typing: crate::messaging::TypingThrottle::default(),
             limits,
-            search_due,
             relay_due,
             health: crate::health::Health::default(),
         }));
@@ -373,7 +365,7 @@ pub async fn run(
             }
         });
     }
-    if let Some(receiving) = &state.receiving {
+    if state.receiving.is_some() {
         workers.spawn(
             "homeserver check",
             crate::health::check_homeserver(state.clone()),
@@ -383,14 +375,6 @@ pub async fn run(
             crate::rooms::reconcile(state.rooms.clone(), state.messenger.clone()),
         );
         workers.spawn("dead-letter retention", prune_dead_letters(state.clone()));
-        workers.spawn(
-            "search indexer",
-            crate::messaging::index_search(
-                state.store.clone(),
-                Arc::clone(&receiving.journal),
-                Arc::clone(&state.search_due),
-            ),
-        );
         let relay = crate::outbox::Relay::new(
             state.store.clone(),
             state.bus.clone(),
@@ -461,6 +445,12 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Frames and answers go out when written, as Node's servers do: a small frame
+        // held back until the client acknowledges the previous one (Nagle's algorithm
+        // against a delayed ACK) waits up to 40 ms.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(router.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

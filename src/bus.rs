@@ -189,7 +189,12 @@ impl Bus {
                     refused: None,
                 }
             }
-            Self::Nats { jetstream, .. } => {
+            Self::Nats {
+                client, jetstream, ..
+            } => {
+                if let Some(published) = publish_chain(client, jetstream, events).await {
+                    return published;
+                }
                 let mut acks = Vec::with_capacity(events.len());
                 let mut refused = None;
                 let mut previous: Option<&str> = None;
@@ -360,6 +365,59 @@ pub struct Published {
 }
 
 /// Why `error` refuses its event for good, or `None` when it may pass another time.
+/// Publishes `events` as one chain, each one expecting the previous one's id as the
+/// stream's last, and only the last one acknowledged: JetStream takes an event only right
+/// after the one it expects, so the last one's acknowledgement proves every one of them
+/// stored, in order. One acknowledgement a batch instead of one an event (each a reply to
+/// route, parse and wake a task for, in the bridge and in nats-server). `None` when that
+/// proof does not come (an event refused or dropped as a duplicate breaks the chain, and
+/// then the last one is refused too): the caller publishes them again one by one, each
+/// acknowledged, and JetStream drops the ones it has as duplicates.
+async fn publish_chain(
+    client: &async_nats::Client,
+    jetstream: &async_nats::jetstream::Context,
+    events: &[(String, String, Bytes)],
+) -> Option<Published> {
+    use async_nats::header::{NATS_EXPECTED_LAST_MESSAGE_ID, NATS_MESSAGE_ID};
+    let ((last_subject, last_id, last_payload), rest) = events.split_last()?;
+    if rest.is_empty() {
+        return None;
+    }
+    let mut previous: Option<&str> = None;
+    for (subject, id, payload) in rest {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, id.as_str());
+        if let Some(previous) = previous {
+            headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, previous);
+        }
+        client
+            .publish_with_headers(subject.clone(), headers, payload.clone())
+            .await
+            .ok()?;
+        previous = Some(id);
+    }
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(last_payload.clone())
+        .message_id(last_id.as_str())
+        .expected_last_message_id(previous?);
+    let ack = jetstream
+        .send_publish(last_subject.clone(), publish)
+        .await
+        .ok()?;
+    let ack = tokio::time::timeout(std::time::Duration::from_secs(10), ack)
+        .await
+        .ok()?
+        .ok()?;
+    if ack.duplicate {
+        return None;
+    }
+    crate::metrics::metrics().publishes("jetstream", "ok", events.len());
+    Some(Published {
+        stored: events.len(),
+        refused: None,
+    })
+}
+
 fn refused_for_good(error: &async_nats::jetstream::context::PublishError) -> Option<String> {
     use async_nats::jetstream::{ErrorCode, context::PublishErrorKind};
     match error.kind() {

@@ -291,9 +291,14 @@ impl Metrics {
 
     /// Counts one bus publish.
     pub fn publish(&self, kind: &'static str, outcome: &'static str) {
+        self.publishes(kind, outcome, 1);
+    }
+
+    /// Counts `n` publishes with one outcome.
+    pub fn publishes(&self, kind: &'static str, outcome: &'static str, n: usize) {
         self.bus_publishes
             .get_or_create(&KindOutcome { kind, outcome })
-            .inc();
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 }
 

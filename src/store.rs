@@ -1,14 +1,5 @@
 //! Postgres via sqlx — the only place SQL lives.
 
-/// What search finds a message of the row `m` by: its preview and, for a file, its name
-/// with `.`, `_` and `-` as spaces (so `city_plan.pdf` is found by `plan`).
-macro_rules! searchable_text {
-    () => {
-        "to_tsvector('simple', m.content_preview || ' ' || \
-         translate(COALESCE(m.media->>'name', ''), '._-', '   '))"
-    };
-}
-
 mod agents;
 mod journal;
 mod messages;
@@ -18,6 +9,7 @@ mod pins;
 mod reads;
 mod room_state;
 mod rooms;
+pub mod search;
 mod spaces;
 mod transactions;
 
@@ -32,8 +24,8 @@ pub use self::{
     agents::Agent,
     journal::JournalEntry,
     messages::{
-        ChannelView, Cursor, MAX_REACTION_KEYS, MIN_PREFIX_CHARS, MemberRow, MessageView, Page,
-        ReactionCount, SearchHit, channel_id, searchable,
+        ChannelView, Cursor, MAX_REACTION_KEYS, MemberRow, MessageView, Page, ReactionCount,
+        SearchHit, channel_id, searchable,
     },
     model::Effects,
     model::MAX_PINS,

@@ -1,6 +1,6 @@
 //! What a committed batch changed, told to whoever follows the index. The [`Indexer`]
 //! publishes one [`Committed`] after each commit on one in-process channel ([`Commits`]);
-//! the relay and search wake-ups, live presence and the agents' invitations each subscribe
+//! the relay wake-up, live presence and the agents' invitations each subscribe
 //! to it and take what they need, so the indexer calls none of them.
 //!
 //! Each subscriber has its own unbounded queue: publishing never waits on a subscriber, and

@@ -97,8 +97,6 @@ pub struct Journal {
     queue: mpsc::Sender<Appended>,
     /// Held from an append to its hand-over: positions reach the indexer in order.
     order: Mutex<()>,
-    /// When the indexer last applied a batch.
-    last_applied: std::sync::Mutex<Option<Instant>>,
     /// Messages the pipeline indexed outside the journal (an API send, a discovered
     /// room's history), which Synapse's push is likely to bring again.
     indexed_directly: std::sync::Mutex<RecentIds>,
@@ -126,7 +124,6 @@ impl Journal {
         let journal = Self {
             queue,
             order: Mutex::new(()),
-            last_applied: std::sync::Mutex::new(None),
             indexed_directly: std::sync::Mutex::default(),
             appended: std::sync::atomic::AtomicI64::new(0),
             indexed: tokio::sync::watch::Sender::new(0),
@@ -196,18 +193,6 @@ impl Journal {
     /// Transactions appended and waiting for the indexer.
     pub fn backlog(&self) -> usize {
         QUEUE - self.queue.capacity()
-    }
-
-    /// Whether transactions are flowing: waiting, or one applied in the last `within`.
-    /// Work that can wait (search) gives way.
-    pub fn busy(&self, within: Duration) -> bool {
-        self.backlog() > 0 || self.last_applied().is_some_and(|at| at.elapsed() < within)
-    }
-
-    fn last_applied(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.last_applied
-            .lock()
-            .expect("journal clock is not poisoned")
     }
 }
 
@@ -302,7 +287,6 @@ pub async fn run_indexer(
         if let Some(last) = apply_until_done(&indexer, &batch).await {
             mark = last;
             journal.indexed.send_replace(last);
-            *journal.last_applied() = Some(Instant::now());
             if let Batch::Handed(entries) = &batch {
                 let metrics = crate::metrics::metrics();
                 for entry in entries {

@@ -1,7 +1,7 @@
 //! The ingest pipeline of one batch of timeline events (a pushed transaction, or a page
 //! of an adopted room's history): envelopes → route to city rooms → read → one Postgres
 //! transaction → room upgrades and encryption in the room directory → what was committed
-//! published to the index's followers ([`Commits`]: the relay and search wake-ups, live
+//! published to the index's followers ([`Commits`]: the relay wake-up, live
 //! presence, agents accepting invites). [`Indexer::apply`] takes the ingest turn for the
 //! whole batch, so batches apply one at a time, in the order they take it; no caller can
 //! forget it, and the indexer holds what it works with.

@@ -1,7 +1,6 @@
 //! After a committed batch: the relay is woken for what it changed in the message index
 //! (the outbox rows were written in the same transaction; new messages are read from the
-//! index itself) and the search indexer for new messages; typing goes on the bus for every
-//! instance's channel listeners.
+//! index itself); typing goes on the bus for every instance's channel listeners.
 
 use std::sync::Arc;
 
@@ -13,24 +12,16 @@ use crate::{
     bus::Bus,
     domain::events::{Typing, subjects::TYPING_PREFIX},
     ingest::Subscription,
-    store::Effects,
 };
 
-/// Follows the index: wakes the relay and the search indexer for what each committed
-/// batch changed, until the indexer is gone.
-pub async fn wake_readers(mut commits: Subscription, relay: Arc<Notify>, search: Arc<Notify>) {
+/// Follows the index: wakes the relay for what each committed batch changed, until the
+/// indexer is gone. (Search needs no wake-up: a message is searchable in the commit that
+/// indexes it.)
+pub async fn wake_readers(mut commits: Subscription, relay: Arc<Notify>) {
     while let Some(committed) = commits.recv().await {
-        wake_for(&relay, &search, &committed.effects);
-    }
-}
-
-fn wake_for(relay: &Notify, search: &Notify, effects: &Effects) {
-    if effects.is_empty() {
-        return;
-    }
-    relay.notify_one();
-    if !effects.created.is_empty() {
-        search.notify_one();
+        if !committed.effects.is_empty() {
+            relay.notify_one();
+        }
     }
 }
 

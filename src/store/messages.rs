@@ -430,74 +430,38 @@ impl Store {
         admin: bool,
         limit: i64,
     ) -> Result<Vec<SearchHit>> {
-        let Some(tsquery) = prefix_query(query) else {
+        let Some(query) = super::search::Query::parse(query) else {
             return Ok(Vec::new());
         };
-        // The highlight's markers are two control characters the text is stripped of, so
-        // text cannot forge them (a literal `<b>` is escaped like any other).
-        let rows = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS}, \
-                    ts_headline('simple', translate(m.content_preview, chr(1) || chr(2), ''), \
-                                to_tsquery('simple', $2), \
-                                'StartSel=' || chr(1) || ', StopSel=' || chr(2) || \
-                                ', HighlightAll=true') AS highlight \
-             FROM message_search s \
-             JOIN messages m ON m.matrix_event_id = s.event_id \
+        let views: Vec<MessageView> = sqlx::query_as(&format!(
+            "SELECT {MESSAGE_COLUMNS} \
+             FROM messages m \
              JOIN city_rooms c ON c.id = m.channel_id \
-             WHERE s.tsv @@ to_tsquery('simple', $2) \
+             WHERE m.search @@ $2::tsquery \
                AND m.redacted_at IS NULL AND m.msgtype IS NOT NULL \
                AND NOT c.encrypted AND c.archived_at IS NULL \
                AND ($3::text IS NULL OR m.channel_id = $3) \
                AND ($4 OR c.visibility = 'public' OR EXISTS ( \
                    SELECT 1 FROM room_members rm WHERE rm.room_id = c.id \
                    AND rm.user_id = $1 AND rm.membership = 'join')) \
-             ORDER BY ts_rank(s.tsv, to_tsquery('simple', $2)) DESC, m.seq DESC \
+             ORDER BY ts_rank(m.search, $2::tsquery) DESC, m.seq DESC \
              LIMIT $5"
         ))
         .bind(viewer)
-        .bind(&tsquery)
+        .bind(query.tsquery())
         .bind(channel.map(CityRoomId::as_str))
         .bind(admin)
         .bind(limit)
         .fetch_all(&self.search)
         .await
         .map_err(search_error)?;
-        rows.iter()
-            .map(|row| {
-                let message = <MessageView as sqlx::FromRow<PgRow>>::from_row(row)?;
-                let highlight: String = row.try_get("highlight")?;
-                Ok(SearchHit {
-                    message,
-                    highlight: escape_highlight(&highlight),
-                })
+        Ok(views
+            .into_iter()
+            .map(|message| SearchHit {
+                highlight: query.highlight(&message.content_preview),
+                message,
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
-    }
-
-    /// Makes up to `limit` messages indexed since the last call searchable; how many
-    /// were looked at (fewer than `limit`: caught up). (Naming every channel lets the
-    /// `(channel_id, seq)` index find the new rows instead of scanning the table.)
-    pub async fn index_search(&self, limit: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(concat!(
-            "WITH todo AS ( \
-                     SELECT matrix_event_id, seq, content_preview, msgtype, redacted_at, media \
-                     FROM messages \
-                     WHERE seq > (SELECT seq FROM search_progress) ORDER BY seq LIMIT $1), \
-                 indexed AS ( \
-                     INSERT INTO message_search (event_id, tsv) \
-                     SELECT m.matrix_event_id, ",
-            searchable_text!(),
-            " FROM todo m \
-                     WHERE m.msgtype IS NOT NULL AND m.redacted_at IS NULL \
-                       AND m.content_preview <> '' \
-                     ON CONFLICT (event_id) DO UPDATE SET tsv = EXCLUDED.tsv) \
-                 UPDATE search_progress SET seq = GREATEST(seq, (SELECT max(seq) FROM todo)) \
-                 RETURNING (SELECT count(*) FROM todo)"
-        ))
-        .bind(limit)
-        .fetch_one(&self.pool)
-        .await?)
+            .collect())
     }
 
     /// The event a user's earlier send with this `Idempotency-Key` made.
@@ -582,33 +546,9 @@ pub fn channel_id(id_or_slug: &str) -> Option<CityRoomId> {
         .or_else(|| Slug::parse(id_or_slug).ok().map(|s| s.city_room_id()))
 }
 
-/// The shortest word matched as a prefix: shorter ones match whole words only, so that a
-/// letter or two cannot make a query rank half the index.
-pub const MIN_PREFIX_CHARS: usize = 3;
-
-/// `word:* & word` of the query's words, quoted for `to_tsquery`: words of at least
-/// [`MIN_PREFIX_CHARS`] as prefixes, shorter ones whole, single letters left out; `None`
-/// without a word of two letters or more.
-fn prefix_query(query: &str) -> Option<String> {
-    let words: Vec<String> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().nth(1).is_some())
-        .take(16)
-        .map(|w| {
-            let prefix = if w.chars().count() >= MIN_PREFIX_CHARS {
-                ":*"
-            } else {
-                ""
-            };
-            format!("'{}'{prefix}", w.to_lowercase())
-        })
-        .collect();
-    (!words.is_empty()).then(|| words.join(" & "))
-}
-
 /// Whether `query` has something to search for (a word of two letters or more).
 pub fn searchable(query: &str) -> bool {
-    prefix_query(query).is_some()
+    super::search::Query::parse(query).is_some()
 }
 
 /// A search that waited too long for its pool or ran past its statement timeout is the
@@ -624,24 +564,6 @@ fn search_error(error: sqlx::Error) -> crate::Error {
     } else {
         error.into()
     }
-}
-
-/// Escapes a headline for HTML, turning the markers Postgres added (`\u{1}`, `\u{2}`) into
-/// `<b>`/`</b>`.
-fn escape_highlight(headline: &str) -> String {
-    let mut out = String::with_capacity(headline.len());
-    for c in headline.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\u{1}' => out.push_str("<b>"),
-            '\u{2}' => out.push_str("</b>"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -663,27 +585,6 @@ mod tests {
         for bad in ["", "1-", "2-ff", "1-zz", "1--1", "1-ffffffffffffffffff"] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn prefix_queries() {
-        assert_eq!(
-            prefix_query("Привіт, місто!").as_deref(),
-            Some("'привіт':* & 'місто':*")
-        );
-        assert_eq!(prefix_query(" ,; "), None);
-        assert_eq!(prefix_query("it's").as_deref(), Some("'it'"));
-        assert_eq!(prefix_query("a"), None, "one letter is no query");
-        assert_eq!(prefix_query("в місті").as_deref(), Some("'місті':*"));
-        assert!(!searchable("a b c"));
-    }
-
-    #[test]
-    fn highlights_escape_everything_but_the_markers() {
-        assert_eq!(
-            escape_highlight("\u{1}місто\u{2} <script> <b>forged</b>"),
-            "<b>місто</b> &lt;script&gt; &lt;b&gt;forged&lt;/b&gt;"
-        );
     }
 
     #[test]

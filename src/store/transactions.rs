@@ -341,14 +341,14 @@ async fn apply_edits(
     }
     let col = |f: fn(&MessageEdit) -> &str| edits.iter().map(|e| f(e)).collect::<Vec<&str>>();
     let times: Vec<DateTime<Utc>> = edits.iter().map(|e| e.edited_at).collect();
-    let updated: Vec<String> = sqlx::query_scalar(
+    let updated: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "UPDATE messages m SET content_preview = u.preview, edited_at = u.ts \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) \
               AS u(target, sender, preview, ts, room) \
          WHERE m.matrix_event_id = u.target AND m.sender_matrix_id = u.sender AND m.matrix_room_id = u.room \
            AND m.redacted_at IS NULL AND m.msgtype IS NOT NULL \
            AND (m.edited_at IS NULL OR m.edited_at <= u.ts) \
-         RETURNING m.matrix_event_id",
+         RETURNING m.matrix_event_id, m.content_preview, m.media->>'name'",
     )
     .bind(col(|e| e.target.as_str()))
     .bind(col(|e| e.sender_matrix_id.as_str()))
@@ -358,16 +358,22 @@ async fn apply_edits(
     .fetch_all(&mut *conn)
     .await?;
     if !updated.is_empty() {
-        // Searchable already (or soon, with the new text by the indexer): search the new text.
-        sqlx::query(concat!(
-            "UPDATE message_search s SET tsv = ",
-            searchable_text!(),
-            " FROM messages m WHERE m.matrix_event_id = s.event_id AND s.event_id = ANY($1)"
-        ))
-        .bind(&updated)
+        // Found by the new text (and still by its file's name).
+        let ids: Vec<&str> = updated.iter().map(|(id, ..)| id.as_str()).collect();
+        let search: Vec<Option<String>> = updated
+            .iter()
+            .map(|(_, preview, name)| super::search::document(preview, name.as_deref()))
+            .collect();
+        sqlx::query(
+            "UPDATE messages m SET search = u.sv::tsvector \
+             FROM UNNEST($1::text[], $2::text[]) AS u(id, sv) WHERE m.matrix_event_id = u.id",
+        )
+        .bind(&ids)
+        .bind(&search)
         .execute(conn)
         .await?;
     }
+    let updated = updated.into_iter().map(|(id, ..)| id).collect();
     Ok(updated)
 }
 
@@ -386,7 +392,7 @@ async fn apply_redactions(
     let rooms = col(|r| r.matrix_room_id.as_str());
     let senders = col(|r| r.sender_matrix_id.as_str());
     let deleted: Vec<String> = sqlx::query_scalar(
-        "UPDATE messages m SET content_preview = '', media = NULL, redacted_at = u.ts \
+        "UPDATE messages m SET content_preview = '', media = NULL, search = NULL, redacted_at = u.ts \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) \
               AS u(target, room, sender, local, ts) \
          WHERE m.matrix_event_id = u.target AND m.matrix_room_id = u.room \
@@ -400,12 +406,6 @@ async fn apply_redactions(
     .bind(times)
     .fetch_all(&mut *conn)
     .await?;
-    if !deleted.is_empty() {
-        sqlx::query("DELETE FROM message_search WHERE event_id = ANY($1)")
-            .bind(&deleted)
-            .execute(&mut *conn)
-            .await?;
-    }
     let reactions: Vec<(String, String)> = sqlx::query_as(
         "DELETE FROM reactions r \
          USING UNNEST($1::text[], $2::text[], $3::text[], $4::bool[]) AS u(target, room, sender, local) \

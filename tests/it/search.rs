@@ -4,14 +4,16 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::Connection as _;
 
-use crate::support::{Bridge, MatrixUser, alias, api, city_room, env, eventually, jwt, unique};
+use crate::support::{
+    Bridge, MatrixUser, alias, api, city_room, encode, env, eventually, jwt, unique,
+};
 
 /// The search results for `q` as `token`'s holder sees them, once `event_id` is among them.
 async fn found(token: &str, q: &str, event_id: &str) -> Value {
-    let path = format!("/api/messaging/search?q={q}");
+    let path = format!("/api/messaging/search?q={}", encode(q));
     eventually("the message searchable", || async {
         let (status, body) = api(Method::GET, &path, Some(token), None).await;
         assert_eq!(status, 200, "{body}");
@@ -78,12 +80,13 @@ async fn searches_stuck_in_the_database_never_hold_up_synapse() {
     found(&token, "indexed", &before).await;
 
     // Every search now waits on a lock (as one that scans a huge index would run): more
-    // searches at once than the bridge has database connections.
+    // searches at once than the bridge has database connections. (Searches read who may
+    // see a channel; indexing a message does not.)
     let mut locker = sqlx::PgConnection::connect(&env().database_url)
         .await
         .unwrap();
     sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE message_search IN ACCESS EXCLUSIVE MODE")
+    sqlx::query("LOCK TABLE room_members IN ACCESS EXCLUSIVE MODE")
         .execute(&mut locker)
         .await
         .unwrap();
@@ -127,5 +130,69 @@ async fn searches_stuck_in_the_database_never_hold_up_synapse() {
         assert_eq!(body["error"], "busy", "{body}");
     }
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    bridge.stop().await;
+}
+
+/// The event ids `q` finds, as `token`'s holder sees them.
+async fn hits(token: &str, q: &str) -> Vec<String> {
+    let path = format!("/api/messaging/search?q={}", encode(q));
+    let (status, body) = api(Method::GET, &path, Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["matrix_event_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn search_finds_words_with_any_apostrophe_and_follows_edits_and_redactions() {
+    let bridge = Bridge::start().await;
+    let slug = city_room(bridge.pool(), "Search words").await;
+    let alice = MatrixUser::register("alice").await;
+    let token = jwt(&format!("user:{}", alice.localpart()), &[]);
+    let room_id = alice.join(&alias(&slug)).await.unwrap();
+    let word = unique("ринок");
+    let event_id = alice
+        .send_text(&room_id, &format!("Свіже М'ЯСО на {word}, don't miss"))
+        .await;
+
+    // Typed with another apostrophe: the same word.
+    for (q, marked) in [
+        (format!("мʼясо {word}"), "<b>М'ЯСО</b>"),
+        (format!("м’ясо {word}"), "<b>М'ЯСО</b>"),
+        (format!("don’t {word}"), "<b>don't</b>"),
+    ] {
+        let hit = found(&token, &q, &event_id).await;
+        let highlight = hit["highlight"].as_str().unwrap();
+        assert!(highlight.contains(marked), "{q}: {highlight}");
+        assert!(highlight.contains(&format!("<b>{word}</b>")), "{q}: {highlight}");
+    }
+
+    // An edit: found by the new text, no longer by the old one.
+    let new_word = unique("площа");
+    alice
+        .send(
+            &room_id,
+            "m.room.message",
+            json!({
+                "msgtype": "m.text",
+                "body": format!("* {new_word}"),
+                "m.new_content": {"msgtype": "m.text", "body": new_word},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
+            }),
+        )
+        .await
+        .unwrap();
+    found(&token, &new_word, &event_id).await;
+    assert!(hits(&token, &word).await.is_empty(), "the old text is gone");
+
+    // A redaction: found by nothing.
+    alice.redact(&room_id, &event_id).await;
+    eventually("the redacted message unsearchable", || async {
+        hits(&token, &new_word).await.is_empty().then_some(())
+    })
+    .await;
     bridge.stop().await;
 }

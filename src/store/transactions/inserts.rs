@@ -23,6 +23,8 @@ struct MessageColumns<'a> {
     media: Vec<Option<String>>,
     /// Each message's mentioned users joined by spaces (no user id has one), or NULL.
     mentions: Vec<Option<String>>,
+    /// The search vector in Postgres's text form, cast to `tsvector` in the statement.
+    search: Vec<Option<String>>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -64,8 +66,19 @@ impl<'a> MessageColumns<'a> {
                     })
                 })
                 .collect(),
+            search: messages.iter().map(|m| searchable(m)).collect(),
         }
     }
+}
+
+/// What search finds `message` by: the words of its preview and of its file's name (none
+/// for an encrypted or pre-redacted message).
+fn searchable(message: &NewMessage) -> Option<String> {
+    if message.msgtype.is_none() || message.preview.is_empty() {
+        return None;
+    }
+    let name = message.media.as_ref().and_then(|m| m.name.as_deref());
+    crate::store::search::document(&message.preview, name)
 }
 
 /// Inserts new messages in the order given (their stream positions follow it); the ones
@@ -95,7 +108,7 @@ pub(super) async fn insert_messages_at(
     };
     let sql = format!(
         "WITH inserted AS ({insert}), \
-              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $14)) \
+              mark AS (UPDATE ingest_progress SET pos = GREATEST(pos, $15)) \
          SELECT matrix_event_id, seq FROM inserted ORDER BY seq"
     );
     bind_messages(sqlx::query_as(&sql), messages)
@@ -122,12 +135,13 @@ macro_rules! insert_messages_sql {
     () => {
         "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
                            sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
-                           reply_to, thread_root, media, mentions) \
-     SELECT c, r, e, s, sm, st, mt, p, t, rt, th, md::jsonb, string_to_array(mn, ' ') \
+                           reply_to, thread_root, media, mentions, search) \
+     SELECT c, r, e, s, sm, st, mt, p, t, rt, th, md::jsonb, string_to_array(mn, ' '), \
+            sv::tsvector \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], \
-                 $12::text[], $13::text[]) \
-          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, md, mn, n) \
+                 $12::text[], $13::text[], $14::text[]) \
+          WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, md, mn, sv, n) \
      ORDER BY n"
     };
 }
@@ -157,4 +171,5 @@ fn bind_messages<'q>(query: MessagesQuery<'q>, messages: &[&'q NewMessage]) -> M
         .bind(columns.thread_root)
         .bind(columns.media)
         .bind(columns.mentions)
+        .bind(columns.search)
 }

@@ -1,0 +1,345 @@
+//! The words search works on, made here for both sides: the vector a message is found by
+//! (written in the statement that indexes the message) and the query. One tokenizer for
+//! both, so a query asks for exactly what a message holds, and Postgres's text parser runs
+//! on neither (it was a third of the index's CPU).
+//!
+//! A word is a run of letters and digits, lowercased; an apostrophe between two letters
+//! stays inside it (Ukrainian `м'ясо`, English `don't`), whichever of `'`, `’` or `ʼ` it is
+//! typed with: all three are kept as `ʼ`. No stemming (Postgres has no Ukrainian
+//! dictionary): query words match as prefixes instead.
+
+use std::fmt::Write as _;
+
+/// The longest lexeme Postgres takes, in bytes (longer words are not searchable).
+const MAX_LEXEME_BYTES: usize = 2047;
+/// The largest position a tsvector holds; later words share it.
+const MAX_POSITION: usize = 16_383;
+/// Positions a tsvector keeps for one lexeme.
+const MAX_POSITIONS: usize = 256;
+/// Query words used; the rest are ignored.
+const MAX_QUERY_WORDS: usize = 16;
+
+/// The shortest word matched as a prefix: shorter ones match whole words only, so that a
+/// letter or two cannot make a query rank half the index.
+pub const MIN_PREFIX_CHARS: usize = 3;
+
+fn is_apostrophe(c: char) -> bool {
+    matches!(c, '\'' | '\u{2019}' | '\u{2BC}')
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() && !is_apostrophe(c)
+}
+
+/// The words of `text` in order: each one's byte range in `text` and its search form.
+fn words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
+    let mut chars = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        let mut start = None;
+        let mut word = String::new();
+        let mut previous_is_word = false;
+        while let Some((i, c)) = chars.next() {
+            let next_is_word = chars.peek().is_some_and(|&(_, n)| is_word_char(n));
+            if is_word_char(c) {
+                start.get_or_insert(i);
+                word.extend(c.to_lowercase());
+                previous_is_word = true;
+            } else if is_apostrophe(c) && previous_is_word && next_is_word {
+                word.push('\u{2BC}');
+                previous_is_word = false;
+            } else if let Some(start) = start {
+                return Some((start..i, word));
+            }
+        }
+        start.map(|start| (start..text.len(), word))
+    })
+}
+
+/// The tsvector a message is found by, in Postgres's text form: the words of its preview,
+/// then of its file's name; `None` without a word. (On the ingest path: the words go into
+/// one buffer, not a string each.)
+pub fn document(preview: &str, file_name: Option<&str>) -> Option<String> {
+    let mut buffer = String::with_capacity(preview.len() + file_name.map_or(0, str::len));
+    // Each word: its range in `buffer` and its position.
+    let mut found: Vec<(u32, u32, u16)> = Vec::with_capacity(preview.len() / 5 + 1);
+    for text in std::iter::once(preview).chain(file_name) {
+        for_each_word(text, &mut buffer, |start, end| {
+            if end - start <= MAX_LEXEME_BYTES {
+                let position = (found.len() + 1).min(MAX_POSITION);
+                let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                found.push((as_u32(start), as_u32(end), position as u16));
+                true
+            } else {
+                false
+            }
+        });
+    }
+    if found.is_empty() {
+        return None;
+    }
+    let word = |&(start, end, _): &(u32, u32, u16)| &buffer[start as usize..end as usize];
+    // Stable: each lexeme's positions stay in order.
+    found.sort_by(|a, b| word(a).cmp(word(b)));
+    let mut out = String::with_capacity(buffer.len() + found.len() * 6);
+    let mut current: Option<&str> = None;
+    let (mut positions, mut last) = (0, 0);
+    for entry in &found {
+        let (lexeme, position) = (word(entry), entry.2);
+        if current == Some(lexeme) {
+            // Words past the last position share it: once is enough.
+            if positions < MAX_POSITIONS && position != last {
+                out.push(',');
+                push_number(&mut out, position);
+                positions += 1;
+                last = position;
+            }
+            continue;
+        }
+        if current.is_some() {
+            out.push(' ');
+        }
+        // Words hold no quote or backslash: nothing to escape.
+        out.push('\'');
+        out.push_str(lexeme);
+        out.push_str("':");
+        push_number(&mut out, position);
+        current = Some(lexeme);
+        (positions, last) = (1, position);
+    }
+    Some(out)
+}
+
+fn push_number(out: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).expect("digits"));
+}
+
+/// Appends each word of `text` to `buffer` in its search form and calls `found` with its
+/// range there; a word `found` refuses is taken back out.
+fn for_each_word(text: &str, buffer: &mut String, mut found: impl FnMut(usize, usize) -> bool) {
+    let mut start: Option<usize> = None;
+    let mut previous_is_word = false;
+    let mut chars = text.chars().peekable();
+    let mut end_word = |buffer: &mut String, start: &mut Option<usize>| {
+        if let Some(from) = start.take()
+            && !found(from, buffer.len())
+        {
+            buffer.truncate(from);
+        }
+    };
+    while let Some(c) = chars.next() {
+        if c.is_ascii() {
+            if c.is_ascii_alphanumeric() {
+                start.get_or_insert(buffer.len());
+                buffer.push(c.to_ascii_lowercase());
+                previous_is_word = true;
+                continue;
+            }
+            if c != '\'' {
+                end_word(buffer, &mut start);
+                previous_is_word = false;
+                continue;
+            }
+        }
+        if is_word_char(c) {
+            start.get_or_insert(buffer.len());
+            buffer.extend(c.to_lowercase());
+            previous_is_word = true;
+        } else if is_apostrophe(c)
+            && previous_is_word
+            && chars.peek().is_some_and(|&n| is_word_char(n))
+        {
+            buffer.push('\u{2BC}');
+            previous_is_word = false;
+        } else {
+            end_word(buffer, &mut start);
+            previous_is_word = false;
+        }
+    }
+    end_word(buffer, &mut start);
+}
+
+/// A search query: its words, the longer ones as prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    terms: Vec<(String, bool)>,
+}
+
+impl Query {
+    /// The words of `query` of two letters or more (at most 16); `None` without one.
+    pub fn parse(query: &str) -> Option<Self> {
+        let terms: Vec<(String, bool)> = words(query)
+            .map(|(_, word)| word)
+            .filter(|w| w.chars().nth(1).is_some() && w.len() <= MAX_LEXEME_BYTES)
+            .take(MAX_QUERY_WORDS)
+            .map(|w| {
+                let prefix = w.chars().count() >= MIN_PREFIX_CHARS;
+                (w, prefix)
+            })
+            .collect();
+        (!terms.is_empty()).then_some(Self { terms })
+    }
+
+    /// The tsquery, in Postgres's text form: every word, `word:*` for a prefix.
+    pub fn tsquery(&self) -> String {
+        let mut out = String::new();
+        for (i, (word, prefix)) in self.terms.iter().enumerate() {
+            if i > 0 {
+                out.push_str(" & ");
+            }
+            let _ = write!(out, "'{word}'{}", if *prefix { ":*" } else { "" });
+        }
+        out
+    }
+
+    fn matches(&self, word: &str) -> bool {
+        self.terms.iter().any(|(term, prefix)| {
+            if *prefix {
+                word.starts_with(term.as_str())
+            } else {
+                word == term
+            }
+        })
+    }
+
+    /// `text` as HTML, the words the query matches in `<b>`: everything else is escaped,
+    /// so text cannot forge a highlight.
+    pub fn highlight(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len() + 16);
+        let mut done = 0;
+        for (range, word) in words(text) {
+            if self.matches(&word) {
+                escape_into(&mut out, &text[done..range.start]);
+                out.push_str("<b>");
+                escape_into(&mut out, &text[range.clone()]);
+                out.push_str("</b>");
+                done = range.end;
+            }
+        }
+        escape_into(&mut out, &text[done..]);
+        out
+    }
+}
+
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<String> {
+        words(text).map(|(_, w)| w).collect()
+    }
+
+    #[test]
+    fn words_are_lowercased_runs_of_letters_and_digits() {
+        assert_eq!(
+            split("Привіт, Місто! city-plan_2027.pdf"),
+            ["привіт", "місто", "city", "plan", "2027", "pdf"]
+        );
+        assert_eq!(split(" ,; "), Vec::<String>::new());
+        assert_eq!(split("ÉCOLE straße"), ["école", "straße"]);
+    }
+
+    #[test]
+    fn an_apostrophe_inside_a_word_is_one_whichever_is_typed() {
+        for text in ["м'ясо", "м’ясо", "мʼясо", "М'ЯСО"] {
+            assert_eq!(split(text), ["мʼясо"], "{text}");
+        }
+        assert_eq!(split("'quoted' it's"), ["quoted", "itʼs"]);
+        assert_eq!(split("a''b ʼʼ"), ["a", "b"]);
+    }
+
+    #[test]
+    fn documents_list_each_word_once_with_its_positions() {
+        assert_eq!(
+            document("Місто і місто", Some("city_plan.pdf")).as_deref(),
+            Some("'city':4 'pdf':6 'plan':5 'місто':1,3 'і':2")
+        );
+        assert_eq!(document("", None), None);
+        assert_eq!(document("!!!", Some("...")), None);
+        let long = "x".repeat(MAX_LEXEME_BYTES + 1);
+        assert_eq!(document(&format!("{long} ok"), None).as_deref(), Some("'ok':1"));
+    }
+
+    #[test]
+    fn documents_hold_the_words_queries_and_highlights_read() {
+        for text in [
+            "Повідомлення: the energy cooperative meets on Thursday; Дякую!",
+            "м'ясо м’ясо мʼясо 'quoted' a''b ʼʼ it's O'Brien",
+            "ÉCOLE Straße İstanbul ǅemal x²y ½ ٣٤ 北京 e\u{301}",
+            "tabs\tand\nlines, émojis 🙂🙂 and_underscores-and.dots",
+        ] {
+            let mut expected: Vec<String> = words(text).map(|(_, w)| w).collect();
+            expected.sort();
+            expected.dedup();
+            let document = document(text, None).unwrap();
+            let lexemes: Vec<String> = document
+                .split(' ')
+                .map(|entry| entry[1..entry.rfind("':").unwrap()].to_owned())
+                .collect();
+            assert_eq!(lexemes, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn documents_stay_within_what_postgres_takes() {
+        let many = "слово ".repeat(MAX_POSITION + 10);
+        let doc = document(&many, None).unwrap();
+        assert_eq!(doc.matches(',').count() + 1, MAX_POSITIONS);
+        let past = (0..MAX_POSITION + 5)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let doc = document(&past, None).unwrap();
+        assert!(doc.contains(&format!("'w{}':{MAX_POSITION}", MAX_POSITION + 4)));
+    }
+
+    #[test]
+    fn queries() {
+        let q = |s: &str| Query::parse(s).map(|q| q.tsquery());
+        assert_eq!(
+            q("Привіт, місто!").as_deref(),
+            Some("'привіт':* & 'місто':*")
+        );
+        assert_eq!(q(" ,; "), None);
+        assert_eq!(q("it's").as_deref(), Some("'itʼs':*"));
+        assert_eq!(q("a"), None, "one letter is no query");
+        assert_eq!(q("в місті").as_deref(), Some("'місті':*"));
+        assert_eq!(q("ok").as_deref(), Some("'ok'"), "two letters: the whole word");
+        assert_eq!(q("a b c"), None);
+    }
+
+    #[test]
+    fn highlights_mark_matching_words_and_escape_everything_else() {
+        let query = Query::parse("міст ok").unwrap();
+        assert_eq!(
+            query.highlight("Місто <script> <b>forged</b> ok okay"),
+            "<b>Місто</b> &lt;script&gt; &lt;b&gt;forged&lt;/b&gt; <b>ok</b> okay"
+        );
+        assert_eq!(
+            Query::parse("м'ясо").unwrap().highlight("свіже м’ясо"),
+            "свіже <b>м’ясо</b>"
+        );
+    }
+}
