@@ -55,10 +55,38 @@ fn words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> +
     })
 }
 
-/// The tsvector a message is found by, in Postgres's text form: the words of its preview,
-/// then of its file's name; `None` without a word. (On the ingest path: the words go into
-/// one buffer, not a string each.)
-pub fn document(preview: &str, file_name: Option<&str>) -> Option<String> {
+/// A tsvector in Postgres's binary form, as `tsvectorrecv` reads it (no text for Postgres
+/// to parse): the number of lexemes, then each one null-terminated with its positions,
+/// lexemes in Postgres's order (bytewise) and positions rising.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsVector(Vec<u8>);
+
+impl sqlx::Type<sqlx::Postgres> for TsVector {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_name("tsvector")
+    }
+}
+
+impl sqlx::postgres::PgHasArrayType for TsVector {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_name("_tsvector")
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for TsVector {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        buf.extend_from_slice(&self.0);
+        Ok(sqlx::encode::IsNull::No)
+    }
+}
+
+/// The tsvector a message is found by: the words of its preview, then of its file's name;
+/// `None` without a word. (On the ingest path: the words go into one buffer, not a string
+/// each.)
+pub fn document(preview: &str, file_name: Option<&str>) -> Option<TsVector> {
     let mut buffer = String::with_capacity(preview.len() + file_name.map_or(0, str::len));
     // Each word: its range in `buffer` and its position.
     let mut found: Vec<(u32, u32, u16)> = Vec::with_capacity(preview.len() / 5 + 1);
@@ -80,48 +108,35 @@ pub fn document(preview: &str, file_name: Option<&str>) -> Option<String> {
     let word = |&(start, end, _): &(u32, u32, u16)| &buffer[start as usize..end as usize];
     // Stable: each lexeme's positions stay in order.
     found.sort_by(|a, b| word(a).cmp(word(b)));
-    let mut out = String::with_capacity(buffer.len() + found.len() * 6);
+    let mut out = Vec::with_capacity(4 + buffer.len() + found.len() * 5);
+    out.extend_from_slice(&[0; 4]);
+    let mut lexemes: u32 = 0;
+    // Where the current lexeme's count of positions is, and the count.
+    let (mut count_at, mut positions, mut last) = (0, 0u16, 0);
     let mut current: Option<&str> = None;
-    let (mut positions, mut last) = (0, 0);
     for entry in &found {
         let (lexeme, position) = (word(entry), entry.2);
         if current == Some(lexeme) {
             // Words past the last position share it: once is enough.
-            if positions < MAX_POSITIONS && position != last {
-                out.push(',');
-                push_number(&mut out, position);
+            if usize::from(positions) < MAX_POSITIONS && position != last {
+                out.extend_from_slice(&position.to_be_bytes());
                 positions += 1;
+                out[count_at..count_at + 2].copy_from_slice(&positions.to_be_bytes());
                 last = position;
             }
             continue;
         }
-        if current.is_some() {
-            out.push(' ');
-        }
-        // Words hold no quote or backslash: nothing to escape.
-        out.push('\'');
-        out.push_str(lexeme);
-        out.push_str("':");
-        push_number(&mut out, position);
+        lexemes += 1;
+        out.extend_from_slice(lexeme.as_bytes());
+        out.push(0);
+        count_at = out.len();
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&position.to_be_bytes());
         current = Some(lexeme);
         (positions, last) = (1, position);
     }
-    Some(out)
-}
-
-fn push_number(out: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[i..]).expect("digits"));
+    out[..4].copy_from_slice(&lexemes.to_be_bytes());
+    Some(TsVector(out))
 }
 
 /// Appends each word of `text` to `buffer` in its search form and calls `found` with its
@@ -251,6 +266,35 @@ mod tests {
         words(text).map(|(_, w)| w).collect()
     }
 
+    /// The text form Postgres would print for a binary tsvector.
+    fn text(vector: &TsVector) -> String {
+        let bytes = &vector.0;
+        let count = u32::from_be_bytes(bytes[..4].try_into().unwrap());
+        let mut at = 4;
+        let mut entries = Vec::new();
+        for _ in 0..count {
+            let end = at + bytes[at..].iter().position(|&b| b == 0).unwrap();
+            let lexeme = std::str::from_utf8(&bytes[at..end]).unwrap().to_owned();
+            at = end + 1;
+            let n = u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+            at += 2;
+            let positions: Vec<String> = (0..n)
+                .map(|i| {
+                    let p = at + 2 * usize::from(i);
+                    u16::from_be_bytes([bytes[p], bytes[p + 1]]).to_string()
+                })
+                .collect();
+            at += 2 * usize::from(n);
+            entries.push(format!("'{lexeme}':{}", positions.join(",")));
+        }
+        assert_eq!(at, bytes.len(), "nothing after the last lexeme");
+        entries.join(" ")
+    }
+
+    fn document_text(preview: &str, name: Option<&str>) -> Option<String> {
+        document(preview, name).map(|v| text(&v))
+    }
+
     #[test]
     fn words_are_lowercased_runs_of_letters_and_digits() {
         assert_eq!(
@@ -273,13 +317,16 @@ mod tests {
     #[test]
     fn documents_list_each_word_once_with_its_positions() {
         assert_eq!(
-            document("Місто і місто", Some("city_plan.pdf")).as_deref(),
+            document_text("Місто і місто", Some("city_plan.pdf")).as_deref(),
             Some("'city':4 'pdf':6 'plan':5 'місто':1,3 'і':2")
         );
         assert_eq!(document("", None), None);
         assert_eq!(document("!!!", Some("...")), None);
         let long = "x".repeat(MAX_LEXEME_BYTES + 1);
-        assert_eq!(document(&format!("{long} ok"), None).as_deref(), Some("'ok':1"));
+        assert_eq!(
+            document_text(&format!("{long} ok"), None).as_deref(),
+            Some("'ok':1")
+        );
     }
 
     #[test]
@@ -293,7 +340,7 @@ mod tests {
             let mut expected: Vec<String> = words(text).map(|(_, w)| w).collect();
             expected.sort();
             expected.dedup();
-            let document = document(text, None).unwrap();
+            let document = document_text(text, None).unwrap();
             let lexemes: Vec<String> = document
                 .split(' ')
                 .map(|entry| entry[1..entry.rfind("':").unwrap()].to_owned())
@@ -305,13 +352,13 @@ mod tests {
     #[test]
     fn documents_stay_within_what_postgres_takes() {
         let many = "слово ".repeat(MAX_POSITION + 10);
-        let doc = document(&many, None).unwrap();
+        let doc = document_text(&many, None).unwrap();
         assert_eq!(doc.matches(',').count() + 1, MAX_POSITIONS);
         let past = (0..MAX_POSITION + 5)
             .map(|i| format!("w{i}"))
             .collect::<Vec<_>>()
             .join(" ");
-        let doc = document(&past, None).unwrap();
+        let doc = document_text(&past, None).unwrap();
         assert!(doc.contains(&format!("'w{}':{MAX_POSITION}", MAX_POSITION + 4)));
     }
 

@@ -360,13 +360,13 @@ async fn apply_edits(
     if !updated.is_empty() {
         // Found by the new text (and still by its file's name).
         let ids: Vec<&str> = updated.iter().map(|(id, ..)| id.as_str()).collect();
-        let search: Vec<Option<String>> = updated
+        let search: Vec<Option<super::search::TsVector>> = updated
             .iter()
             .map(|(_, preview, name)| super::search::document(preview, name.as_deref()))
             .collect();
         sqlx::query(
-            "UPDATE messages m SET search = u.sv::tsvector \
-             FROM UNNEST($1::text[], $2::text[]) AS u(id, sv) WHERE m.matrix_event_id = u.id",
+            "UPDATE messages m SET search = u.sv \
+             FROM UNNEST($1::text[], $2::tsvector[]) AS u(id, sv) WHERE m.matrix_event_id = u.id",
         )
         .bind(&ids)
         .bind(&search)

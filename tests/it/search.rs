@@ -158,6 +158,19 @@ async fn search_finds_words_with_any_apostrophe_and_follows_edits_and_redactions
         .send_text(&room_id, &format!("Свіже М'ЯСО на {word}, don't miss"))
         .await;
 
+    found(&token, &word, &event_id).await;
+    // Postgres holds the words the bridge made (the binary form it was sent, read back).
+    let stored: String =
+        sqlx::query_scalar("SELECT search::text FROM messages WHERE matrix_event_id = $1")
+            .bind(&event_id)
+            .fetch_one(bridge.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        format!("'donʼt':5 'miss':6 'мʼясо':2 'на':3 '{word}':4 'свіже':1")
+    );
+
     // Typed with another apostrophe: the same word.
     for (q, marked) in [
         (format!("мʼясо {word}"), "<b>М'ЯСО</b>"),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres};
 
-use crate::store::model::NewMessage;
+use crate::store::{model::NewMessage, search::TsVector};
 
 /// The columns of a batch of messages, as arrays for `UNNEST`.
 struct MessageColumns<'a> {
@@ -23,8 +23,8 @@ struct MessageColumns<'a> {
     media: Vec<Option<String>>,
     /// Each message's mentioned users joined by spaces (no user id has one), or NULL.
     mentions: Vec<Option<String>>,
-    /// The search vector in Postgres's text form, cast to `tsvector` in the statement.
-    search: Vec<Option<String>>,
+    /// The search vectors, in Postgres's binary form.
+    search: Vec<Option<TsVector>>,
 }
 
 impl<'a> MessageColumns<'a> {
@@ -73,7 +73,7 @@ impl<'a> MessageColumns<'a> {
 
 /// What search finds `message` by: the words of its preview and of its file's name (none
 /// for an encrypted or pre-redacted message).
-fn searchable(message: &NewMessage) -> Option<String> {
+fn searchable(message: &NewMessage) -> Option<TsVector> {
     if message.msgtype.is_none() || message.preview.is_empty() {
         return None;
     }
@@ -137,10 +137,10 @@ macro_rules! insert_messages_sql {
                            sender_matrix_id, sender_type, msgtype, content_preview, created_at, \
                            reply_to, thread_root, media, mentions, search) \
      SELECT c, r, e, s, sm, st, mt, p, t, rt, th, md::jsonb, string_to_array(mn, ' '), \
-            sv::tsvector \
+            sv \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], \
-                 $12::text[], $13::text[], $14::text[]) \
+                 $12::text[], $13::text[], $14::tsvector[]) \
           WITH ORDINALITY AS u(c, r, e, s, sm, st, mt, p, t, rt, th, md, mn, sv, n) \
      ORDER BY n"
     };
