@@ -26,6 +26,7 @@
 #
 #   scripts/bench-compare.sh    # BENCH_SECONDS=15 BENCH_CLIENTS=10000 BENCH_UPDATES=30
 #   BENCH_ONLY=bridge-ingest scripts/bench-compare.sh   # the bridge's ingest alone (no table)
+#   BENCH_ONLY=fanout scripts/bench-compare.sh          # the fan-out pair alone (no table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"  # one descriptor per client on each side
@@ -108,6 +109,7 @@ run_peer() {  # port command…
 }
 
 echo "== load average before: $load_before ($(nproc) cores)"
+if [ "${BENCH_ONLY:-}" != fanout ]; then
 echo "== ingest: city-bridge (journal before the 200; index, search and the relay into JetStream counted until caught up)"
 run_bridge $NATS_ENV
 BENCH_BRIDGE_PID=$bridge BENCH_NATS_PID=$nats BENCH_NATS_URL=$nats_url BENCH_NATS_STREAM=BENCH_COMPARE \
@@ -139,6 +141,7 @@ run_peer "$port" node bench/peers/appservice.mjs
 (unset BENCH_DATABASE_URL; BENCH_BRIDGE_URL=http://127.0.0.1:$port BENCH_BRIDGE_PID=$peer \
   cargo bench --quiet --bench ingest) | tee "$out/ingest-bare.txt"
 stop "$peer"
+fi
 stop "$nats"
 
 echo "== presence fan-out, cores pinned: city-bridge on CPU 1 (TOKIO_WORKER_THREADS=1), load generator on CPU 0"
@@ -152,6 +155,7 @@ BENCH_BRIDGE_ADDR=127.0.0.1:$port BENCH_BRIDGE_PID=$peer taskset -c 0 cargo benc
   | tee "$out/fanout-peer.txt"
 stop "$peer"
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "${BENCH_ONLY:-}" = fanout ]; then exit 0; fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 row() {  # name file

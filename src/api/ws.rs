@@ -169,10 +169,16 @@ async fn deliver(
     kind: &'static str,
 ) -> bool {
     let closing = matches!(outgoing, Message::Close(_));
-    let sent = matches!(
-        tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
-        Ok(Ok(()))
-    );
+    // Most sends complete at once (the socket has room): no timer for those.
+    let mut send = std::pin::pin!(sink.send(outgoing));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+    let sent = match first {
+        std::task::Poll::Ready(result) => result.is_ok(),
+        std::task::Poll::Pending => matches!(
+            tokio::time::timeout(SEND_TIMEOUT, send).await,
+            Ok(Ok(()))
+        ),
+    };
     if !sent && !closing {
         crate::metrics::metrics().frame(kind, "dropped");
     }
@@ -231,6 +237,7 @@ async fn serve(
 ) {
     let _connected = Connected::new("presence");
     let metrics = crate::metrics::metrics();
+    let sent = metrics.frame_counter("presence", "sent");
     // Subscribe before taking the snapshot, so no update falls between the two.
     let mut updates = hub.subscribe();
     let (mut sink, mut incoming) = socket.split();
@@ -248,7 +255,7 @@ async fn serve(
             update = updates.recv() => match update {
                 // Private rooms only for those who may see them.
                 Ok(update) if viewer.may_see(update.visibility) => {
-                    metrics.frame("presence", "sent");
+                    sent.inc();
                     Message::Text(update.text)
                 }
                 Ok(_) => continue,

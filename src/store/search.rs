@@ -106,8 +106,8 @@ pub fn document(preview: &str, file_name: Option<&str>) -> Option<TsVector> {
         return None;
     }
     let word = |&(start, end, _): &(u32, u32, u16)| &buffer[start as usize..end as usize];
-    // Stable: each lexeme's positions stay in order.
-    found.sort_by(|a, b| word(a).cmp(word(b)));
+    // By lexeme, then position.
+    found.sort_unstable_by(|a, b| word(a).cmp(word(b)).then(a.2.cmp(&b.2)));
     let mut out = Vec::with_capacity(4 + buffer.len() + found.len() * 5);
     out.extend_from_slice(&[0; 4]);
     let mut lexemes: u32 = 0;
@@ -139,6 +139,19 @@ pub fn document(preview: &str, file_name: Option<&str>) -> Option<TsVector> {
     Some(TsVector(out))
 }
 
+/// The lowercase of a letter of the basic Cyrillic block (U+0400–U+045F: Ukrainian's
+/// alphabet but `ґ`, Russian's, and more): what `char::to_lowercase` gives, without its
+/// table search. `None` for any other character.
+fn basic_cyrillic_lowercase(c: char) -> Option<char> {
+    let lower = match u32::from(c) {
+        upper @ 0x0400..=0x040F => upper + 0x50,
+        upper @ 0x0410..=0x042F => upper + 0x20,
+        lower @ 0x0430..=0x045F => lower,
+        _ => return None,
+    };
+    char::from_u32(lower)
+}
+
 /// Appends each word of `text` to `buffer` in its search form and calls `found` with its
 /// range there; a word `found` refuses is taken back out.
 fn for_each_word(text: &str, buffer: &mut String, mut found: impl FnMut(usize, usize) -> bool) {
@@ -166,7 +179,11 @@ fn for_each_word(text: &str, buffer: &mut String, mut found: impl FnMut(usize, u
                 continue;
             }
         }
-        if is_word_char(c) {
+        if let Some(lower) = basic_cyrillic_lowercase(c) {
+            start.get_or_insert(buffer.len());
+            buffer.push(lower);
+            previous_is_word = true;
+        } else if is_word_char(c) {
             start.get_or_insert(buffer.len());
             buffer.extend(c.to_lowercase());
             previous_is_word = true;
@@ -303,6 +320,17 @@ mod tests {
         );
         assert_eq!(split(" ,; "), Vec::<String>::new());
         assert_eq!(split("ÉCOLE straße"), ["école", "straße"]);
+    }
+
+    #[test]
+    fn basic_cyrillic_lowercases_as_the_standard_library_does() {
+        for c in '\u{400}'..='\u{45F}' {
+            let expected: String = c.to_lowercase().collect();
+            assert_eq!(basic_cyrillic_lowercase(c).map(String::from), Some(expected), "{c}");
+            assert!(is_word_char(c), "{c}");
+        }
+        assert_eq!(basic_cyrillic_lowercase('Ґ'), None);
+        assert_eq!(basic_cyrillic_lowercase('A'), None);
     }
 
     #[test]
