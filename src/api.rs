@@ -7,7 +7,7 @@ mod extract;
 mod internal;
 mod messaging;
 mod openapi;
-mod ws;
+pub(crate) mod ws;
 
 use axum::{
     Json, Router,

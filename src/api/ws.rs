@@ -1,8 +1,8 @@
 //! `GET /ws/city/presence`: a snapshot of every city room the client may see on connect
 //! (private rooms only for admins), then `room.presence` updates of those rooms as they
-//! are published. Every client reads the same shared queue at its own
-//! pace: one that falls behind gets a fresh snapshot, one that is stuck is dropped, and
-//! neither delays anyone else.
+//! are published, written to every socket by one writer (`presence.rs`): a client whose
+//! socket cannot take an update at once gets a fresh snapshot once it can, one that is
+//! stuck is dropped, and neither delays anyone else.
 //!
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
@@ -23,6 +23,10 @@
 
 use std::time::Duration;
 
+mod presence;
+
+pub use presence::PresenceSockets;
+
 use axum::{
     extract::{
         Query, State, WebSocketUpgrade,
@@ -38,11 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{extract::user_claims, messaging::Person};
 use crate::{
-    app::AppState,
-    auth::bearer_token,
-    error::ApiError,
-    metrics::Connected,
-    presence::{PresenceHub, Viewer},
+    app::AppState, auth::bearer_token, error::ApiError, metrics::Connected, presence::Viewer,
 };
 
 /// A client whose socket accepts nothing for this long is considered stuck.
@@ -174,10 +174,9 @@ async fn deliver(
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
     let sent = match first {
         std::task::Poll::Ready(result) => result.is_ok(),
-        std::task::Poll::Pending => matches!(
-            tokio::time::timeout(SEND_TIMEOUT, send).await,
-            Ok(Ok(()))
-        ),
+        std::task::Poll::Pending => {
+            matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
+        }
     };
     if !sent && !closing {
         crate::metrics::metrics().frame(kind, "dropped");
@@ -218,67 +217,14 @@ pub async fn presence(
         admin: claims.is_admin(),
     };
     let expires = token_end(claims.valid_for());
-    let hub = state.hub.clone();
+    let sockets = std::sync::Arc::clone(&state.presence_sockets);
     let stopping = state.workers.cancelled();
     // Small buffers: ten thousand idle clients must stay cheap.
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, hub, viewer, expires, stopping)))
-}
-
-async fn serve(
-    socket: WebSocket,
-    hub: std::sync::Arc<PresenceHub>,
-    viewer: Viewer,
-    expires: tokio::time::Instant,
-    stopping: CancellationToken,
-) {
-    let _connected = Connected::new("presence");
-    let metrics = crate::metrics::metrics();
-    let sent = metrics.frame_counter("presence", "sent");
-    // Subscribe before taking the snapshot, so no update falls between the two.
-    let mut updates = hub.subscribe();
-    let (mut sink, mut incoming) = socket.split();
-    let snapshot = Message::Text(Utf8Bytes::from(hub.snapshot(viewer)));
-    if !matches!(
-        tokio::time::timeout(SEND_TIMEOUT, sink.send(snapshot)).await,
-        Ok(Ok(()))
-    ) {
-        return;
-    }
-    let expiry = tokio::time::sleep_until(expires);
-    tokio::pin!(expiry);
-    loop {
-        let outgoing = tokio::select! {
-            update = updates.recv() => match update {
-                // Private rooms only for those who may see them.
-                Ok(update) if viewer.may_see(update.visibility) => {
-                    sent.inc();
-                    Message::Text(update.text)
-                }
-                Ok(_) => continue,
-                // Fell behind the shared queue (a burst, or a slow reader): catch up with a
-                // fresh snapshot instead of replaying. Nobody else waited for it.
-                Err(RecvError::Lagged(_)) => {
-                    metrics.frame("presence", "resynced");
-                    Message::Text(Utf8Bytes::from(hub.snapshot(viewer)))
-                }
-                Err(RecvError::Closed) => break,
-            },
-            received = incoming.next() => match from_client(received) {
-                FromClient::Answer(answer) => answer,
-                FromClient::Nothing | FromClient::Typing(_) => continue,
-                FromClient::Gone => break,
-            },
-            () = &mut expiry => token_expired(),
-            () = stopping.cancelled() => going_away(),
-        };
-        if !deliver(&mut sink, outgoing, "presence").await {
-            break;
-        }
-    }
+        .on_upgrade(move |socket| sockets.serve(socket, viewer, expires, stopping)))
 }
 
 /// # `GET /ws/messaging/{channel_id}`

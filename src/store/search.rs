@@ -326,7 +326,11 @@ mod tests {
     fn basic_cyrillic_lowercases_as_the_standard_library_does() {
         for c in '\u{400}'..='\u{45F}' {
             let expected: String = c.to_lowercase().collect();
-            assert_eq!(basic_cyrillic_lowercase(c).map(String::from), Some(expected), "{c}");
+            assert_eq!(
+                basic_cyrillic_lowercase(c).map(String::from),
+                Some(expected),
+                "{c}"
+            );
             assert!(is_word_char(c), "{c}");
         }
         assert_eq!(basic_cyrillic_lowercase('Ґ'), None);
@@ -401,7 +405,11 @@ mod tests {
         assert_eq!(q("it's").as_deref(), Some("'itʼs':*"));
         assert_eq!(q("a"), None, "one letter is no query");
         assert_eq!(q("в місті").as_deref(), Some("'місті':*"));
-        assert_eq!(q("ok").as_deref(), Some("'ok'"), "two letters: the whole word");
+        assert_eq!(
+            q("ok").as_deref(),
+            Some("'ok'"),
+            "two letters: the whole word"
+        );
         assert_eq!(q("a b c"), None);
     }
 

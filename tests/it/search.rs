@@ -180,7 +180,10 @@ async fn search_finds_words_with_any_apostrophe_and_follows_edits_and_redactions
         let hit = found(&token, &q, &event_id).await;
         let highlight = hit["highlight"].as_str().unwrap();
         assert!(highlight.contains(marked), "{q}: {highlight}");
-        assert!(highlight.contains(&format!("<b>{word}</b>")), "{q}: {highlight}");
+        assert!(
+            highlight.contains(&format!("<b>{word}</b>")),
+            "{q}: {highlight}"
+        );
     }
 
     // An edit: found by the new text, no longer by the old one.
