@@ -7,7 +7,7 @@ mod extract;
 mod internal;
 mod messaging;
 mod openapi;
-pub(crate) mod ws;
+mod ws;
 
 use axum::{
     Json, Router,

@@ -64,8 +64,6 @@ pub struct Shared {
     pub live: Arc<LivePresence>,
     /// Latest presence per room as the bus carries it, and the WebSocket fan-out.
     pub hub: Arc<PresenceHub>,
-    /// The presence WebSockets and their writer.
-    pub presence_sockets: Arc<crate::api::ws::PresenceSockets>,
     /// City rooms and their Matrix rooms.
     pub rooms: Rooms,
     /// The agents' Matrix users.
@@ -136,8 +134,6 @@ impl AppState {
             Arc::clone(&hub).run(presence_updates, store.clone()),
         );
         workers.spawn("room catalog", Arc::clone(&hub).keep_catalog(store.clone()));
-        let presence_sockets = crate::api::ws::PresenceSockets::new(Arc::clone(&hub));
-        workers.spawn("presence sockets", Arc::clone(&presence_sockets).run());
         let sender = config.sender();
         let live = LivePresence::new(
             &sender,
@@ -268,7 +264,6 @@ impl AppState {
             bus,
             live,
             hub,
-            presence_sockets,
             messenger,
             channels: Arc::default(),
             users: Arc::default(),

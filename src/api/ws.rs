@@ -1,8 +1,8 @@
 //! `GET /ws/city/presence`: a snapshot of every city room the client may see on connect
 //! (private rooms only for admins), then `room.presence` updates of those rooms as they
-//! are published, written to every socket by one writer (`presence.rs`): a client whose
-//! socket cannot take an update at once gets a fresh snapshot once it can, one that is
-//! stuck is dropped, and neither delays anyone else.
+//! are published. Every client reads the same shared queue at its own
+//! pace: one that falls behind gets a fresh snapshot, one that is stuck is dropped, and
+//! neither delays anyone else.
 //!
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
@@ -23,10 +23,6 @@
 
 use std::time::Duration;
 
-mod presence;
-
-pub use presence::PresenceSockets;
-
 use axum::{
     extract::{
         Query, State, WebSocketUpgrade,
@@ -42,7 +38,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{extract::user_claims, messaging::Person};
 use crate::{
-    app::AppState, auth::bearer_token, error::ApiError, metrics::Connected, presence::Viewer,
+    app::AppState,
+    auth::bearer_token,
+    error::ApiError,
+    metrics::Connected,
+    presence::{PresenceHub, Viewer},
 };
 
 /// A client whose socket accepts nothing for this long is considered stuck.
@@ -217,14 +217,67 @@ pub async fn presence(
         admin: claims.is_admin(),
     };
     let expires = token_end(claims.valid_for());
-    let sockets = std::sync::Arc::clone(&state.presence_sockets);
+    let hub = state.hub.clone();
     let stopping = state.workers.cancelled();
     // Small buffers: ten thousand idle clients must stay cheap.
     Ok(upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| sockets.serve(socket, viewer, expires, stopping)))
+        .on_upgrade(move |socket| serve(socket, hub, viewer, expires, stopping)))
+}
+
+async fn serve(
+    socket: WebSocket,
+    hub: std::sync::Arc<PresenceHub>,
+    viewer: Viewer,
+    expires: tokio::time::Instant,
+    stopping: CancellationToken,
+) {
+    let _connected = Connected::new("presence");
+    let metrics = crate::metrics::metrics();
+    let sent = metrics.frame_counter("presence", "sent");
+    // Subscribe before taking the snapshot, so no update falls between the two.
+    let mut updates = hub.subscribe();
+    let (mut sink, mut incoming) = socket.split();
+    let snapshot = Message::Text(Utf8Bytes::from(hub.snapshot(viewer)));
+    if !matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(snapshot)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let expiry = tokio::time::sleep_until(expires);
+    tokio::pin!(expiry);
+    loop {
+        let outgoing = tokio::select! {
+            update = updates.recv() => match update {
+                // Private rooms only for those who may see them.
+                Ok(update) if viewer.may_see(update.visibility) => {
+                    sent.inc();
+                    Message::Text(update.text)
+                }
+                Ok(_) => continue,
+                // Fell behind the shared queue (a burst, or a slow reader): catch up with a
+                // fresh snapshot instead of replaying. Nobody else waited for it.
+                Err(RecvError::Lagged(_)) => {
+                    metrics.frame("presence", "resynced");
+                    Message::Text(Utf8Bytes::from(hub.snapshot(viewer)))
+                }
+                Err(RecvError::Closed) => break,
+            },
+            received = incoming.next() => match from_client(received) {
+                FromClient::Answer(answer) => answer,
+                FromClient::Nothing | FromClient::Typing(_) => continue,
+                FromClient::Gone => break,
+            },
+            () = &mut expiry => token_expired(),
+            () = stopping.cancelled() => going_away(),
+        };
+        if !deliver(&mut sink, outgoing, "presence").await {
+            break;
+        }
+    }
 }
 
 /// # `GET /ws/messaging/{channel_id}`
@@ -378,5 +431,115 @@ async fn serve_feed(socket: WebSocket, feed: Feed) {
         if !deliver(&mut sink, outgoing, kind).await {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::{extract::WebSocketUpgrade, routing::get};
+    use serde_json::Value;
+    use tokio_tungstenite::{connect_async, tungstenite::Message as Frame};
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{domain::Visibility, presence::RoomPresence};
+
+    /// A `room.presence` of `general` with `online` people, padded to ~16 KB so that a
+    /// few thousand fill any socket's buffers.
+    fn update(online: usize) -> Vec<u8> {
+        serde_json::to_vec(&RoomPresence {
+            room_slug: "general".to_owned(),
+            matrix_room_id: "!general:city.org".to_owned(),
+            matrix_room_alias: None,
+            online_count: online,
+            typing_count: 512,
+            typing_users: (0..512)
+                .map(|n| format!("@typist{n:05}:city.org"))
+                .collect(),
+            last_event_ts: None,
+        })
+        .unwrap()
+    }
+
+    fn json(frame: Frame) -> Value {
+        serde_json::from_str(frame.to_text().unwrap()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_holds_nobody_up_and_is_caught_up_with_a_snapshot() {
+        let hub = PresenceHub::new();
+        hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
+        let served = Arc::clone(&hub);
+        let app = axum::Router::new().route(
+            "/",
+            get(move |upgrade: WebSocketUpgrade| {
+                let hub = Arc::clone(&served);
+                async move {
+                    upgrade.on_upgrade(move |ws| {
+                        let forever = tokio::time::Instant::now() + Duration::from_secs(3600);
+                        serve(
+                            ws,
+                            hub,
+                            Viewer { admin: false },
+                            forever,
+                            CancellationToken::new(),
+                        )
+                    })
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (mut slow, _) = connect_async(&url).await.unwrap();
+        let (mut fast, _) = connect_async(&url).await.unwrap();
+        for socket in [&mut slow, &mut fast] {
+            let snapshot = json(socket.next().await.unwrap().unwrap());
+            assert_eq!(snapshot["type"], "snapshot");
+        }
+
+        // 2,000 updates (32 MB) while `slow` reads nothing: `fast` gets every one of them.
+        const UPDATES: usize = 2_000;
+        let reader = tokio::spawn(async move {
+            for n in 1..=UPDATES {
+                let frame = json(fast.next().await.unwrap().unwrap());
+                assert_eq!(frame["online_count"], n, "in order, none missed");
+            }
+        });
+        for n in 1..=UPDATES {
+            hub.receive(&update(n));
+            if n % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .expect("the reading client is not held up by the one that does not read")
+            .unwrap();
+
+        // `slow` reads again: what its socket held, in order, then a snapshot with the
+        // latest state.
+        let mut last = 0;
+        let caught_up = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let frame = json(slow.next().await.unwrap().unwrap());
+                if frame["type"] == "snapshot" {
+                    return frame;
+                }
+                let n = frame["online_count"].as_u64().unwrap();
+                assert!(n > last, "in order: {n} after {last}");
+                last = n;
+            }
+        })
+        .await
+        .expect("a snapshot after what the socket held");
+        assert!(
+            last < UPDATES as u64,
+            "its socket could not hold every update"
+        );
+        assert_eq!(caught_up["rooms"][0]["online_count"], UPDATES);
     }
 }
