@@ -289,14 +289,6 @@ impl Metrics {
             .inc();
     }
 
-    /// The counter of one kind and outcome of WebSocket frames, to keep (no label lookup
-    /// for each frame on a fan-out).
-    pub fn frame_counter(&self, kind: &'static str, outcome: &'static str) -> Counter {
-        self.ws_frames
-            .get_or_create(&KindOutcome { kind, outcome })
-            .clone()
-    }
-
     /// Counts one bus publish.
     pub fn publish(&self, kind: &'static str, outcome: &'static str) {
         self.publishes(kind, outcome, 1);

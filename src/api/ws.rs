@@ -169,15 +169,10 @@ async fn deliver(
     kind: &'static str,
 ) -> bool {
     let closing = matches!(outgoing, Message::Close(_));
-    // Most sends complete at once (the socket has room): no timer for those.
-    let mut send = std::pin::pin!(sink.send(outgoing));
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
-    let sent = match first {
-        std::task::Poll::Ready(result) => result.is_ok(),
-        std::task::Poll::Pending => {
-            matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
-        }
-    };
+    let sent = matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(outgoing)).await,
+        Ok(Ok(()))
+    );
     if !sent && !closing {
         crate::metrics::metrics().frame(kind, "dropped");
     }
@@ -236,7 +231,6 @@ async fn serve(
 ) {
     let _connected = Connected::new("presence");
     let metrics = crate::metrics::metrics();
-    let sent = metrics.frame_counter("presence", "sent");
     // Subscribe before taking the snapshot, so no update falls between the two.
     let mut updates = hub.subscribe();
     let (mut sink, mut incoming) = socket.split();
@@ -254,7 +248,7 @@ async fn serve(
             update = updates.recv() => match update {
                 // Private rooms only for those who may see them.
                 Ok(update) if viewer.may_see(update.visibility) => {
-                    sent.inc();
+                    metrics.frame("presence", "sent");
                     Message::Text(update.text)
                 }
                 Ok(_) => continue,
@@ -436,13 +430,11 @@ async fn serve_feed(socket: WebSocket, feed: Feed) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use axum::{extract::WebSocketUpgrade, routing::get};
     use serde_json::Value;
     use tokio_tungstenite::{connect_async, tungstenite::Message as Frame};
-
-    use std::sync::Arc;
 
     use super::*;
     use crate::{domain::Visibility, presence::RoomPresence};
