@@ -8,7 +8,7 @@
 //! typed with: all three are kept as `ʼ`. No stemming (Postgres has no Ukrainian
 //! dictionary): query words match as prefixes instead.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, ops::Range};
 
 /// The longest lexeme Postgres takes, in bytes (longer words are not searchable).
 const MAX_LEXEME_BYTES: usize = 2047;
@@ -31,28 +31,19 @@ fn is_word_char(c: char) -> bool {
     c.is_alphanumeric() && !is_apostrophe(c)
 }
 
-/// The words of `text` in order: each one's byte range in `text` and its search form.
-fn words(text: &str) -> impl Iterator<Item = (std::ops::Range<usize>, String)> + '_ {
-    let mut chars = text.char_indices().peekable();
-    std::iter::from_fn(move || {
-        let mut start = None;
-        let mut word = String::new();
-        let mut previous_is_word = false;
-        while let Some((i, c)) = chars.next() {
-            let next_is_word = chars.peek().is_some_and(|&(_, n)| is_word_char(n));
-            if is_word_char(c) {
-                start.get_or_insert(i);
-                word.extend(c.to_lowercase());
-                previous_is_word = true;
-            } else if is_apostrophe(c) && previous_is_word && next_is_word {
-                word.push('\u{2BC}');
-                previous_is_word = false;
-            } else if let Some(start) = start {
-                return Some((start..i, word));
-            }
-        }
-        start.map(|start| (start..text.len(), word))
-    })
+/// The words of `text` in order: each one's byte range in `text` and its search form
+/// (for queries and highlights; documents take them straight from [`for_each_word`]).
+fn words(text: &str) -> Vec<(Range<usize>, String)> {
+    let mut buffer = String::with_capacity(text.len());
+    let mut spans = Vec::new();
+    for_each_word(text, &mut buffer, |source, word| {
+        spans.push((source, word));
+        true
+    });
+    spans
+        .into_iter()
+        .map(|(source, word)| (source, buffer[word].to_owned()))
+        .collect()
 }
 
 /// A tsvector in Postgres's binary form, as `tsvectorrecv` reads it (no text for Postgres
@@ -91,11 +82,11 @@ pub fn document(preview: &str, file_name: Option<&str>) -> Option<TsVector> {
     // Each word: its range in `buffer` and its position.
     let mut found: Vec<(u32, u32, u16)> = Vec::with_capacity(preview.len() / 5 + 1);
     for text in std::iter::once(preview).chain(file_name) {
-        for_each_word(text, &mut buffer, |start, end| {
-            if end - start <= MAX_LEXEME_BYTES {
+        for_each_word(text, &mut buffer, |_, word| {
+            if word.len() <= MAX_LEXEME_BYTES {
                 let position = (found.len() + 1).min(MAX_POSITION);
                 let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-                found.push((as_u32(start), as_u32(end), position as u16));
+                found.push((as_u32(word.start), as_u32(word.end), position as u16));
                 true
             } else {
                 false
@@ -152,53 +143,53 @@ fn basic_cyrillic_lowercase(c: char) -> Option<char> {
     char::from_u32(lower)
 }
 
-/// Appends each word of `text` to `buffer` in its search form and calls `found` with its
-/// range there; a word `found` refuses is taken back out.
-fn for_each_word(text: &str, buffer: &mut String, mut found: impl FnMut(usize, usize) -> bool) {
-    let mut start: Option<usize> = None;
+/// Appends each word of `text` to `buffer` in its search form and calls `found` with the
+/// word's range in `text` and its range in `buffer`; a word `found` refuses is taken back
+/// out. The one tokenizer: documents, queries and highlights all read words through it.
+fn for_each_word(
+    text: &str,
+    buffer: &mut String,
+    mut found: impl FnMut(Range<usize>, Range<usize>) -> bool,
+) {
+    // Where the current word starts: in `text`, and in `buffer`.
+    let mut start: Option<(usize, usize)> = None;
     let mut previous_is_word = false;
-    let mut chars = text.chars().peekable();
-    let mut end_word = |buffer: &mut String, start: &mut Option<usize>| {
-        if let Some(from) = start.take()
-            && !found(from, buffer.len())
+    let mut chars = text.char_indices().peekable();
+    let mut end_word = |buffer: &mut String, start: &mut Option<(usize, usize)>, end: usize| {
+        if let Some((source, from)) = start.take()
+            && !found(source..end, from..buffer.len())
         {
             buffer.truncate(from);
         }
     };
-    while let Some(c) = chars.next() {
-        if c.is_ascii() {
-            if c.is_ascii_alphanumeric() {
-                start.get_or_insert(buffer.len());
-                buffer.push(c.to_ascii_lowercase());
-                previous_is_word = true;
-                continue;
-            }
-            if c != '\'' {
-                end_word(buffer, &mut start);
-                previous_is_word = false;
-                continue;
-            }
-        }
-        if let Some(lower) = basic_cyrillic_lowercase(c) {
-            start.get_or_insert(buffer.len());
+    while let Some((at, c)) = chars.next() {
+        let lower = if c.is_ascii_alphanumeric() {
+            Some(c.to_ascii_lowercase())
+        } else if c.is_ascii() {
+            None
+        } else {
+            basic_cyrillic_lowercase(c)
+        };
+        if let Some(lower) = lower {
+            start.get_or_insert((at, buffer.len()));
             buffer.push(lower);
             previous_is_word = true;
         } else if is_word_char(c) {
-            start.get_or_insert(buffer.len());
+            start.get_or_insert((at, buffer.len()));
             buffer.extend(c.to_lowercase());
             previous_is_word = true;
         } else if is_apostrophe(c)
             && previous_is_word
-            && chars.peek().is_some_and(|&n| is_word_char(n))
+            && chars.peek().is_some_and(|&(_, n)| is_word_char(n))
         {
             buffer.push('\u{2BC}');
             previous_is_word = false;
         } else {
-            end_word(buffer, &mut start);
+            end_word(buffer, &mut start, at);
             previous_is_word = false;
         }
     }
-    end_word(buffer, &mut start);
+    end_word(buffer, &mut start, text.len());
 }
 
 /// A search query: its words, the longer ones as prefixes.
@@ -211,6 +202,7 @@ impl Query {
     /// The words of `query` of two letters or more (at most 16); `None` without one.
     pub fn parse(query: &str) -> Option<Self> {
         let terms: Vec<(String, bool)> = words(query)
+            .into_iter()
             .map(|(_, word)| word)
             .filter(|w| w.chars().nth(1).is_some() && w.len() <= MAX_LEXEME_BYTES)
             .take(MAX_QUERY_WORDS)
@@ -280,7 +272,7 @@ mod tests {
     use super::*;
 
     fn split(text: &str) -> Vec<String> {
-        words(text).map(|(_, w)| w).collect()
+        words(text).into_iter().map(|(_, w)| w).collect()
     }
 
     /// The text form Postgres would print for a binary tsvector.
@@ -369,7 +361,7 @@ mod tests {
             "ÉCOLE Straße İstanbul ǅemal x²y ½ ٣٤ 北京 e\u{301}",
             "tabs\tand\nlines, émojis 🙂🙂 and_underscores-and.dots",
         ] {
-            let mut expected: Vec<String> = words(text).map(|(_, w)| w).collect();
+            let mut expected: Vec<String> = words(text).into_iter().map(|(_, w)| w).collect();
             expected.sort();
             expected.dedup();
             let document = document_text(text, None).unwrap();

@@ -11,18 +11,21 @@ use crate::support::{
     Bridge, MatrixUser, alias, api, city_room, encode, env, eventually, jwt, unique,
 };
 
-/// The search results for `q` as `token`'s holder sees them, once `event_id` is among them.
-async fn found(token: &str, q: &str, event_id: &str) -> Value {
+/// The search results for `q` as `token`'s holder sees them.
+async fn results(token: &str, q: &str) -> Vec<Value> {
     let path = format!("/api/messaging/search?q={}", encode(q));
+    let (status, body) = api(Method::GET, &path, Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["results"].as_array().unwrap().clone()
+}
+
+/// The result for `event_id` among those of `q`, once it is there.
+async fn found(token: &str, q: &str, event_id: &str) -> Value {
     eventually("the message searchable", || async {
-        let (status, body) = api(Method::GET, &path, Some(token), None).await;
-        assert_eq!(status, 200, "{body}");
-        body["results"]
-            .as_array()
-            .unwrap()
-            .iter()
+        results(token, q)
+            .await
+            .into_iter()
             .find(|r| r["matrix_event_id"] == event_id)
-            .cloned()
     })
     .await
 }
@@ -135,12 +138,8 @@ async fn searches_stuck_in_the_database_never_hold_up_synapse() {
 
 /// The event ids `q` finds, as `token`'s holder sees them.
 async fn hits(token: &str, q: &str) -> Vec<String> {
-    let path = format!("/api/messaging/search?q={}", encode(q));
-    let (status, body) = api(Method::GET, &path, Some(token), None).await;
-    assert_eq!(status, 200, "{body}");
-    body["results"]
-        .as_array()
-        .unwrap()
+    results(token, q)
+        .await
         .iter()
         .map(|r| r["matrix_event_id"].as_str().unwrap().to_owned())
         .collect()
