@@ -189,11 +189,6 @@ impl Journal {
             .lock()
             .expect("journal ids are not poisoned")
     }
-
-    /// Transactions appended and waiting for the indexer.
-    pub fn backlog(&self) -> usize {
-        QUEUE - self.queue.capacity()
-    }
 }
 
 /// The indexer: applies the journal in order until the bridge shuts down. Rows after the

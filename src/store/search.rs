@@ -21,7 +21,7 @@ const MAX_QUERY_WORDS: usize = 16;
 
 /// The shortest word matched as a prefix: shorter ones match whole words only, so that a
 /// letter or two cannot make a query rank half the index.
-pub const MIN_PREFIX_CHARS: usize = 3;
+const MIN_PREFIX_CHARS: usize = 3;
 
 fn is_apostrophe(c: char) -> bool {
     matches!(c, '\'' | '\u{2019}' | '\u{2BC}')
