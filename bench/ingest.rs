@@ -467,21 +467,21 @@ async fn catch_up(
     loop {
         // The indexer applies the journal in order: the last event indexed, all are. The
         // relay is then compared with the last message.
-        let (indexed, searchable, relay, last): (bool, bool, i64, Option<i64>) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1), \
-                    EXISTS (SELECT 1 FROM messages WHERE matrix_event_id = $1 \
-                                                     AND search IS NOT NULL), \
+        // The last event's search vector: absent while it is not indexed.
+        let (searchable, relay, last): (Option<bool>, i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT search IS NOT NULL FROM messages WHERE matrix_event_id = $1), \
                     (SELECT seq FROM relay_progress), (SELECT max(seq) FROM messages)",
         )
         .bind(last_event)
         .fetch_one(pool)
         .await
         .unwrap();
+        let indexed = searchable.is_some();
         let at = since.elapsed();
         let last = last.unwrap_or(0);
         let mut reached = vec![
             ("index", indexed),
-            ("search", searchable),
+            ("search", searchable == Some(true)),
             ("relay", indexed && relay >= last),
         ];
         if let Some((stream, target)) = stream.as_mut()
