@@ -21,7 +21,7 @@ use crate::{
     matrix::{Homeserver, RetryPolicy},
     messaging::{ChannelHub, Puppets, RateLimits},
     presence::{LivePresence, PresenceHub},
-    rooms::{CitySpace, CreationsInFlight, Discovery, RoomDirectory, RoomLocks, Rooms},
+    rooms::{CatchUp, CitySpace, CreationsInFlight, Discovery, RoomDirectory, RoomLocks, Rooms},
     store::Store,
     workers::Workers,
 };
@@ -159,6 +159,7 @@ impl AppState {
             let receiving = Receiving {
                 journal: Arc::new(journal),
                 discovery: Arc::new(discovery),
+                catch_up: Arc::new(CatchUp::new(&config.server_name)),
             };
             (receiving, offered, handed)
         });
@@ -276,6 +277,10 @@ impl AppState {
             state.workers.spawn(
                 "discovery",
                 Arc::clone(&receiving.discovery).run(offered, state.rooms.clone()),
+            );
+            state.workers.spawn(
+                "catch-up after Synapse's recoveries",
+                Arc::clone(&receiving.catch_up).run(state.rooms.clone()),
             );
         }
         Ok(state)

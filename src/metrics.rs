@@ -86,6 +86,8 @@ pub struct Metrics {
     pub dead_letters: Counter,
     /// Journal positions no row took, skipped by the indexer.
     pub journal_positions_skipped: Counter,
+    /// Messages Synapse never pushed, found by reading rooms back after its recovery.
+    pub caught_up_messages: Counter,
     /// Outbox events that could not be published, recorded and skipped.
     pub outbox_dead_letters: Counter,
     /// Homeserver calls, by endpoint and final status.
@@ -127,6 +129,7 @@ impl Metrics {
             index_lag_seconds: seconds_histogram(),
             dead_letters: Counter::default(),
             journal_positions_skipped: Counter::default(),
+            caught_up_messages: Counter::default(),
             outbox_dead_letters: Counter::default(),
             homeserver_calls: Family::default(),
             homeserver_retries: Family::default(),
@@ -170,6 +173,11 @@ impl Metrics {
             "journal_positions_skipped",
             "Journal positions no row took, skipped by the indexer",
             metrics.journal_positions_skipped.clone(),
+        );
+        registry.register(
+            "caught_up_messages",
+            "Messages Synapse never pushed, found by reading the rooms back after its recovery",
+            metrics.caught_up_messages.clone(),
         );
         registry.register(
             "outbox_dead_letters",

@@ -2,14 +2,17 @@
 //! (`directory.rs`), making a city room's Matrix room exist exactly once (`ensure.rs`,
 //! with `creations.rs` for ingestion to meet creations under way), the lifecycle asked for
 //! through the API (`lifecycle.rs`: create, rename, archive, backfill, with
-//! `power_levels.rs`), the reconciler of rooms left pending (`reconciler.rs`) and the
-//! discovery of city rooms Synapse has but the bridge never recorded (`discovery.rs`), and
-//! the city as a Matrix Space with a sub-space per microDAO (`space.rs`).
+//! `power_levels.rs`), the reconciler of rooms left pending (`reconciler.rs`), the
+//! discovery of city rooms Synapse has but the bridge never recorded (`discovery.rs`), the
+//! reading back of what Synapse did not push (`history.rs`, `catch_up.rs`), and the city
+//! as a Matrix Space with a sub-space per microDAO (`space.rs`).
 
+mod catch_up;
 mod creations;
 mod directory;
 mod discovery;
 mod ensure;
+mod history;
 mod lifecycle;
 mod power_levels;
 mod reconciler;
@@ -23,6 +26,7 @@ use std::{
 use tokio::sync::OwnedMutexGuard;
 
 pub use self::{
+    catch_up::CatchUp,
     creations::{Creation, CreationsInFlight},
     directory::{MappedRoom, RoomDirectory},
     discovery::Discovery,

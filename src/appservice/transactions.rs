@@ -25,17 +25,35 @@ pub async fn push_events(
     let metrics = crate::metrics::metrics();
     metrics.transactions.inc();
     let body = body.0;
-    let pushed = read(&body)?;
     // Only the receiving instance routes Synapse's pushes here.
     let Some(receiving) = &state.receiving else {
         return Err(MatrixError::unrecognized());
     };
-    if !pushed.events.is_empty() {
-        receiving
-            .journal
-            .append(&state.store, &txn_id, &body, &pushed.events)
-            .await?;
-    }
+    let appended = async {
+        let pushed = read(&body)?;
+        if !pushed.events.is_empty() {
+            receiving
+                .journal
+                .append(&state.store, &txn_id, &body, &pushed.events)
+                .await?;
+        }
+        Ok::<_, MatrixError>(pushed)
+    };
+    let pushed = match appended.await {
+        Ok(pushed) => pushed,
+        Err(error) => {
+            // Synapse queues this and what follows, and recovers.
+            receiving.catch_up.refused();
+            return Err(error);
+        }
+    };
+    // Events Synapse held back tell that it is recovering from an outage of the bridge.
+    let first = pushed.events.first().and_then(|event| Sent::of(event));
+    receiving.catch_up.accepted(
+        first
+            .as_ref()
+            .map(|sent| (sent.sender.as_ref(), sent.origin_server_ts)),
+    );
     let ephemeral = if pushed.ephemeral.is_empty() {
         pushed.legacy_ephemeral
     } else {
@@ -67,6 +85,20 @@ pub async fn push_events(
         .ack_seconds
         .observe(received.elapsed().as_secs_f64());
     Ok(axum::Json(serde_json::Map::new()))
+}
+
+/// Who sent an event, and when (milliseconds since the Unix epoch).
+#[derive(serde::Deserialize)]
+struct Sent<'a> {
+    #[serde(borrow)]
+    sender: std::borrow::Cow<'a, str>,
+    origin_server_ts: u64,
+}
+
+impl<'a> Sent<'a> {
+    fn of(event: &'a serde_json::value::RawValue) -> Option<Self> {
+        serde_json::from_str(event.get()).ok()
+    }
 }
 
 fn read(body: &Bytes) -> Result<PushedBody<'_>, MatrixError> {

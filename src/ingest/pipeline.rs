@@ -25,7 +25,7 @@ use crate::{
     Result,
     config::NamespaceSet,
     domain::Slug,
-    rooms::{CreationsInFlight, Discovery, RoomDirectory},
+    rooms::{CatchUp, CreationsInFlight, Discovery, RoomDirectory},
     store::{Batch, Store},
 };
 
@@ -53,6 +53,8 @@ pub struct Indexer {
 pub struct Indexed {
     /// Row changes applied (a replayed event's change applies as a no-op).
     pub changes: usize,
+    /// Messages the index did not have before.
+    pub created: usize,
     /// Events recorded as dead letters.
     pub dead_letters: usize,
 }
@@ -65,6 +67,8 @@ pub struct Receiving {
     pub journal: Arc<Journal>,
     /// Rooms to look at.
     pub discovery: Arc<Discovery>,
+    /// Signs of Synapse's recoveries, after which the rooms are read back.
+    pub catch_up: Arc<CatchUp>,
 }
 
 /// What the [`Indexer`] is built from.
@@ -290,6 +294,7 @@ impl Indexer {
                 self.directory.insert(room_id, room);
             }
         }
+        let created = applied.effects.created.len();
         self.commits.publish(Committed {
             effects: applied.effects,
             memberships,
@@ -300,6 +305,7 @@ impl Indexer {
         });
         Ok(Indexed {
             changes: applied.changes,
+            created,
             dead_letters: applied.dead_letters,
         })
     }

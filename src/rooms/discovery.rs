@@ -13,9 +13,7 @@ use std::{
     },
 };
 
-use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, events::AnyTimelineEvent, serde::Raw,
-};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, serde::Raw};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -25,10 +23,6 @@ use crate::{Result, domain::Slug};
 
 /// Rooms waiting to be looked at, at most this many.
 const QUEUE: usize = 1024;
-/// Timeline events read back from an adopted room, at most.
-const HISTORY_LIMIT: usize = 10_000;
-/// Events per page, and per ingested batch.
-const PAGE: u32 = 100;
 
 /// Unknown rooms, offered by ingestion, looked at by one worker.
 #[derive(Debug)]
@@ -169,67 +163,5 @@ async fn discover(rooms: &Rooms, room_id: &RoomId) -> Result<()> {
     };
     info!(%room_id, %slug, "found the unrecorded Matrix room of a city room; adopting it");
     rooms.record(&room, room_id, false).await?;
-    Ok(())
-}
-
-#[derive(Deserialize, Default)]
-struct Unsigned {
-    #[serde(default)]
-    redacted_because: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct TimelineEnvelope {
-    #[serde(default)]
-    state_key: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    unsigned: Option<Unsigned>,
-}
-
-/// Reads back what was said in a room the bridge just adopted — its current state and up
-/// to 10,000 timeline events — and indexes it through the ingest pipeline, oldest first.
-/// Idempotent per event, like every ingestion.
-impl Rooms {
-    /// Reads back what was said in a room the bridge just adopted (see [`index_history`]).
-    pub async fn index_history(&self, room_id: &RoomId) -> Result<()> {
-        index_history(self, room_id).await
-    }
-}
-
-async fn index_history(rooms: &Rooms, room_id: &RoomId) -> Result<()> {
-    let homeserver = &rooms.homeserver;
-    // Membership, name, topic as they are now: the timeline's older state events could
-    // otherwise undo newer pushes.
-    let current: Vec<Raw<AnyTimelineEvent>> = homeserver
-        .room_state(room_id)
-        .await?
-        .into_iter()
-        .map(Raw::cast_unchecked)
-        .collect();
-    let mut timeline = Vec::new();
-    let mut from = None;
-    while timeline.len() < HISTORY_LIMIT {
-        let (chunk, next) = homeserver.history_page(room_id, from, PAGE).await?;
-        timeline.extend(chunk.into_iter().filter(|raw| {
-            raw.deserialize_as_unchecked::<TimelineEnvelope>()
-                .is_ok_and(|e| {
-                    e.state_key.is_none() && e.unsigned.is_none_or(|u| u.redacted_because.is_none())
-                })
-        }));
-        match next {
-            Some(next) => from = Some(next),
-            None => break,
-        }
-    }
-    timeline.reverse();
-    let txn_id = format!("history:{room_id}");
-    let mut indexed = 0;
-    for batch in [current, timeline] {
-        for chunk in batch.chunks(PAGE as usize) {
-            let applied = rooms.indexer.apply_raw(&txn_id, chunk).await?;
-            indexed += applied.changes;
-        }
-    }
-    info!(%room_id, indexed, "indexed the history of an adopted room");
     Ok(())
 }

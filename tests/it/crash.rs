@@ -89,6 +89,9 @@ async fn sigkill_while_messages_are_sent_loses_nothing() {
     // had already put the bridge in recovery when the ping came; otherwise the next retry
     // may be minutes away — longer still when an earlier test (a database outage) left
     // Synapse backing off. Nothing may be lost either way: wait for Synapse's schedule.
+    // Messages 30–39 are sent while Synapse's recovery ends, the moment it can leave a
+    // transaction queued and unsent (two runs in four before the bridge read rooms back
+    // after a recovery: `rooms/catch_up.rs`).
     let indexed: i64 = eventually_within(
         Duration::from_secs(300),
         "all 40 messages indexed after the restart",

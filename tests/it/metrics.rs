@@ -10,7 +10,7 @@ use crate::support::{
 };
 
 /// Every sample of a scrape: `name{labels}` (labels sorted) → value.
-async fn scrape(url: &str) -> HashMap<String, f64> {
+pub(crate) async fn scrape(url: &str) -> HashMap<String, f64> {
     let response = reqwest::get(url).await.expect("metrics reachable");
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
@@ -37,7 +37,7 @@ async fn scrape(url: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-fn get(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub(crate) fn get(samples: &HashMap<String, f64>, key: &str) -> f64 {
     samples.get(key).copied().unwrap_or(0.0)
 }
 

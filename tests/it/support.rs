@@ -628,6 +628,33 @@ async fn synapse_script_with(action: &str, extra: &[(&str, &str)]) {
     assert!(status.success(), "synapse.sh {action} failed");
 }
 
+/// Runs `sql` (with `?` parameters) on the running test Synapse's own database (SQLite)
+/// and gives the rows. Only for the failure mode Synapse cannot be made to show on purpose,
+/// a transaction its recovery leaves queued, which a test then makes by hand.
+pub async fn synapse_sql(sql: &str, params: &[&str]) -> Vec<Vec<Value>> {
+    const SCRIPT: &str = "import json, sqlite3, sys\n\
+        db = sqlite3.connect(sys.argv[1], timeout=30)\n\
+        rows = db.execute(sys.argv[2], sys.argv[3:]).fetchall()\n\
+        db.commit()\n\
+        print(json.dumps(rows))";
+    let database = format!("{}/homeserver.db", var("CITY_BRIDGE_TEST_SYNAPSE_DIR"));
+    let output = tokio::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/synapse/.venv/bin/python"
+    ))
+    .args(["-c", SCRIPT, database.as_str(), sql])
+    .args(params)
+    .output()
+    .await
+    .expect("run Synapse's Python");
+    assert!(
+        output.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("rows as JSON")
+}
+
 /// Stops the test Synapse (really: the process ends).
 pub async fn stop_synapse() {
     synapse_script("stop").await;
