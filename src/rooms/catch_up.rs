@@ -132,30 +132,31 @@ fn millis(duration: Duration) -> u64 {
 
 /// Reads every city room's timeline back from `since` and indexes what the index lacks.
 async fn read_back(rooms: &Rooms, since: MilliSecondsSinceUnixEpoch) {
-    let mut created = 0;
+    let mut found = 0;
     let all = rooms.directory.all();
     for (room_id, _) in &all {
         match index_timeline(rooms, room_id, Window::Since(since)).await {
-            Ok(n) => created += n,
+            Ok(0) => {}
+            Ok(created) => {
+                found += created;
+                crate::metrics::metrics()
+                    .caught_up_messages
+                    .inc_by(u64::try_from(created).unwrap_or(0));
+                warn!(
+                    %room_id,
+                    created,
+                    "indexed messages Synapse had not pushed (a transaction held back by its recovery)"
+                );
+            }
             Err(error) => {
-                warn!(%room_id, %error, "could not read the room back after Synapse's recovery")
+                warn!(%room_id, %error, "could not read the room back after Synapse's recovery");
             }
         }
     }
-    crate::metrics::metrics()
-        .caught_up_messages
-        .inc_by(u64::try_from(created).unwrap_or(0));
-    if created > 0 {
-        warn!(
-            created,
-            "indexed messages Synapse had not pushed (a transaction held back by its recovery)"
-        );
-    } else {
-        debug!(
-            rooms = all.len(),
-            "read the rooms back after Synapse's recovery: nothing missing"
-        );
-    }
+    debug!(
+        rooms = all.len(),
+        found, "read the rooms back after Synapse's recovery"
+    );
 }
 
 #[cfg(test)]
