@@ -45,7 +45,7 @@ fn event_template(room_id: &str) -> (String, String) {
         "event_id": "@@ID@@",
         "room_id": room_id,
         "sender": "@alice:localhost",
-        "origin_server_ts": 1_763_000_000_000_u64,
+        "origin_server_ts": SENT_PLACEHOLDER,
         "content": {
             "msgtype": "m.text",
             "body": body,
@@ -62,7 +62,22 @@ fn event_template(room_id: &str) -> (String, String) {
     (before.to_owned(), after.to_owned())
 }
 
+/// Stands for `origin_server_ts` in the template: each transaction's events are stamped
+/// with the time it is pushed, as Synapse's are (a late local event is what the bridge
+/// takes for a sign of Synapse recovering, and reads the rooms back for).
+const SENT_PLACEHOLDER: u64 = 1_000_000_000_000;
+
 fn transaction_body(template: &(String, String), run: &str, first: u64, count: u64) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        .to_string();
+    let placeholder = SENT_PLACEHOLDER.to_string();
+    let template = (
+        template.0.replace(&placeholder, &now),
+        template.1.replace(&placeholder, &now),
+    );
     let mut body =
         String::with_capacity((template.0.len() + template.1.len() + 48) * count as usize + 16);
     body.push_str(r#"{"events":["#);
