@@ -15,6 +15,7 @@
 //! transaction Synapse holds is applied as a replay when it is sent at last.
 
 use std::{
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -43,6 +44,10 @@ const PASSES: [Duration; 3] = [
     Duration::from_secs(30),
     Duration::from_secs(120),
 ];
+/// However long the signs go on, the passes are put off no longer than this after the
+/// first: a Synapse whose clock is more than [`HELD`] apart from the bridge's makes every
+/// push a sign.
+const LONGEST_WAIT: Duration = Duration::from_secs(120);
 
 /// Signs of Synapse's recoveries, from the pushes; and the worker that reads the rooms back
 /// after each ([`CatchUp::run`]).
@@ -100,25 +105,55 @@ impl CatchUp {
     /// Reads the rooms back after each recovery until the bridge shuts down: from a
     /// [`MARGIN`] before the first sign of it, at each of [`PASSES`] after the last sign.
     pub async fn run(self: Arc<Self>, rooms: Rooms) {
+        self.run_with(|since| read_back(&rooms, since)).await;
+    }
+
+    /// The schedule of [`CatchUp::run`], with `pass` reading the rooms back. A sign while
+    /// the series of signs is younger than [`LONGEST_WAIT`] starts the passes over; later
+    /// ones only widen the window, so that signs that never stop still leave passes.
+    async fn run_with<F, Fut>(&self, mut pass: F)
+    where
+        F: FnMut(MilliSecondsSinceUnixEpoch) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         loop {
             self.seen.notified().await;
-            let mut since = u64::MAX;
-            'recovery: loop {
-                let seen_at = self.seen_at.load(Ordering::Relaxed);
-                since = since.min(seen_at.saturating_sub(millis(MARGIN)));
-                let last_sign = Instant::now();
-                for after in PASSES {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(last_sign + after) => {}
-                        // Still recovering: the passes start over, the window kept.
-                        () = self.seen.notified() => continue 'recovery,
+            let first_sign = Instant::now();
+            let mut last_sign = first_sign;
+            let mut since = self.since();
+            let mut next = 0;
+            let mut warned = false;
+            while let Some(after) = PASSES.get(next) {
+                let due = last_sign.min(first_sign + LONGEST_WAIT) + *after;
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {
+                        pass(MilliSecondsSinceUnixEpoch(UInt::new_saturating(since))).await;
+                        next += 1;
                     }
-                    let since = UInt::new_saturating(since);
-                    read_back(&rooms, MilliSecondsSinceUnixEpoch(since)).await;
+                    () = self.seen.notified() => {
+                        since = since.min(self.since());
+                        last_sign = Instant::now();
+                        if last_sign < first_sign + LONGEST_WAIT {
+                            next = 0;
+                        } else if !warned {
+                            warned = true;
+                            warn!(
+                                "Synapse has looked to be recovering for two minutes: local events \
+                                 keep arriving more than 2 s after they were sent (is Synapse's \
+                                 clock apart from the bridge's, or Synapse far behind?)"
+                            );
+                        }
+                    }
                 }
-                break;
             }
         }
+    }
+
+    /// The start of the window to read back, from the last sign.
+    fn since(&self) -> u64 {
+        self.seen_at
+            .load(Ordering::Relaxed)
+            .saturating_sub(millis(MARGIN))
     }
 }
 
@@ -197,5 +232,65 @@ mod tests {
             "the first push accepted after a refusal"
         );
         assert!(!sign(&catch_up, None), "only the first");
+    }
+
+    /// Runs the schedule for `for_` of paused time, with a sign at each of `signs` (from
+    /// the start); the moments of the passes.
+    async fn passes(signs: Vec<Duration>, for_: Duration) -> Vec<Duration> {
+        let catch_up = Arc::new(CatchUp::new(
+            ServerName::parse("city.example").unwrap().as_ref(),
+        ));
+        let start = Instant::now();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let worker = {
+            let (catch_up, log) = (Arc::clone(&catch_up), Arc::clone(&log));
+            tokio::spawn(async move {
+                catch_up
+                    .run_with(|_| {
+                        log.lock().unwrap().push(start.elapsed());
+                        async {}
+                    })
+                    .await;
+            })
+        };
+        for at in signs {
+            tokio::time::sleep_until(start + at).await;
+            catch_up.refused();
+            catch_up.accepted(None);
+        }
+        tokio::time::sleep_until(start + for_).await;
+        worker.abort();
+        let _ = worker.await;
+        Arc::try_unwrap(log).unwrap().into_inner().unwrap()
+    }
+
+    fn secs(s: &[u64]) -> Vec<Duration> {
+        s.iter().copied().map(Duration::from_secs).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rooms_are_read_back_three_times_after_the_last_sign() {
+        // Signs 2 s apart (a recovery under way): nothing until they stop.
+        let seen = passes(secs(&[0, 2, 4]), Duration::from_secs(600)).await;
+        assert_eq!(seen, secs(&[9, 34, 124]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn signs_that_never_stop_put_the_passes_off_two_minutes_at_most() {
+        // A sign every 0.7 s for ten minutes (never at the moment of a pass).
+        let signs = (0..857).map(|n| Duration::from_millis(700 * n)).collect();
+        let seen = passes(signs, Duration::from_secs(600)).await;
+        // 120 s after each series' first sign, then 5, 30 and 120 s on; the next sign
+        // (at 240.1 s) starts a new series.
+        let ms = |ms: &[u64]| {
+            ms.iter()
+                .copied()
+                .map(Duration::from_millis)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seen,
+            ms(&[125_000, 150_000, 240_000, 365_100, 390_100, 480_100])
+        );
     }
 }
