@@ -29,24 +29,15 @@ pub async fn push_events(
     let Some(receiving) = &state.receiving else {
         return Err(MatrixError::unrecognized());
     };
-    let appended = async {
-        let pushed = read(&body)?;
-        if !pushed.events.is_empty() {
-            receiving
-                .journal
-                .append(&state.store, &txn_id, &body, &pushed.events)
-                .await?;
-        }
-        Ok::<_, MatrixError>(pushed)
-    };
-    let pushed = match appended.await {
-        Ok(pushed) => pushed,
-        Err(error) => {
-            // Synapse queues this and what follows, and recovers.
-            receiving.catch_up.refused();
-            return Err(error);
-        }
-    };
+    // On a refusal Synapse queues this and what follows, and recovers.
+    let pushed = read(&body).inspect_err(|_| receiving.catch_up.refused())?;
+    if !pushed.events.is_empty() {
+        receiving
+            .journal
+            .append(&state.store, &txn_id, &body, &pushed.events)
+            .await
+            .inspect_err(|_| receiving.catch_up.refused())?;
+    }
     // Events Synapse held back tell that it is recovering from an outage of the bridge.
     let first = pushed.events.first().and_then(|event| Sent::of(event));
     receiving.catch_up.accepted(

@@ -48,6 +48,8 @@ const PASSES: [Duration; 3] = [
 /// first: a Synapse whose clock is more than [`HELD`] apart from the bridge's makes every
 /// push a sign.
 const LONGEST_WAIT: Duration = Duration::from_secs(120);
+/// When a pass Synapse cut short (unreachable) is taken again.
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(30);
 
 /// Signs of Synapse's recoveries, from the pushes; and the worker that reads the rooms back
 /// after each ([`CatchUp::run`]).
@@ -114,7 +116,7 @@ impl CatchUp {
     async fn run_with<F, Fut>(&self, mut pass: F)
     where
         F: FnMut(MilliSecondsSinceUnixEpoch) -> Fut,
-        Fut: Future<Output = ()>,
+        Fut: Future<Output = bool>,
     {
         loop {
             self.seen.notified().await;
@@ -122,17 +124,30 @@ impl CatchUp {
             let mut last_sign = first_sign;
             let mut since = self.since();
             let mut next = 0;
+            // A pass Synapse cut short, taken again then.
+            let mut retry_at = None;
             let mut warned = false;
             while let Some(after) = PASSES.get(next) {
-                let due = last_sign.min(first_sign + LONGEST_WAIT) + *after;
+                let base = last_sign.min(first_sign + LONGEST_WAIT);
+                let due = retry_at.unwrap_or(base + *after);
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => {
-                        pass(MilliSecondsSinceUnixEpoch(UInt::new_saturating(since))).await;
-                        next += 1;
+                        if pass(MilliSecondsSinceUnixEpoch(UInt::new_saturating(since))).await {
+                            retry_at = None;
+                            // Passes that fell due meanwhile (while Synapse was away) are done.
+                            let now = Instant::now();
+                            next += 1;
+                            while PASSES.get(next).is_some_and(|after| base + *after <= now) {
+                                next += 1;
+                            }
+                        } else {
+                            retry_at = Some(Instant::now() + RETRY_UNREACHABLE);
+                        }
                     }
                     () = self.seen.notified() => {
                         since = since.min(self.since());
                         last_sign = Instant::now();
+                        retry_at = None;
                         if last_sign < first_sign + LONGEST_WAIT {
                             next = 0;
                         } else if !warned {
@@ -165,8 +180,10 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Reads every city room's timeline back from `since` and indexes what the index lacks.
-async fn read_back(rooms: &Rooms, since: MilliSecondsSinceUnixEpoch) {
+/// Reads every city room's timeline back from `since` and indexes what the index lacks;
+/// whether it read them all (not when Synapse could not be reached: the rest would fail
+/// alike, so the pass stops there, to be taken again).
+async fn read_back(rooms: &Rooms, since: MilliSecondsSinceUnixEpoch) -> bool {
     let mut found = 0;
     let all = rooms.directory.all();
     for (room_id, _) in &all {
@@ -183,6 +200,14 @@ async fn read_back(rooms: &Rooms, since: MilliSecondsSinceUnixEpoch) {
                     "indexed messages Synapse had not pushed (a transaction held back by its recovery)"
                 );
             }
+            Err(crate::Error::Homeserver(error)) if error.is_unavailable() => {
+                warn!(
+                    %error,
+                    "Synapse is unreachable: the rooms are read back again in {} s",
+                    RETRY_UNREACHABLE.as_secs()
+                );
+                return false;
+            }
             Err(error) => {
                 warn!(%room_id, %error, "could not read the room back after Synapse's recovery");
             }
@@ -192,6 +217,7 @@ async fn read_back(rooms: &Rooms, since: MilliSecondsSinceUnixEpoch) {
         rooms = all.len(),
         found, "read the rooms back after Synapse's recovery"
     );
+    true
 }
 
 #[cfg(test)]
@@ -235,8 +261,9 @@ mod tests {
     }
 
     /// Runs the schedule for `for_` of paused time, with a sign at each of `signs` (from
-    /// the start); the moments of the passes.
-    async fn passes(signs: Vec<Duration>, for_: Duration) -> Vec<Duration> {
+    /// the start) and Synapse unreachable for the first `unreachable_for` passes; the
+    /// moments of the passes.
+    async fn passes(signs: Vec<Duration>, unreachable_for: usize, for_: Duration) -> Vec<Duration> {
         let catch_up = Arc::new(CatchUp::new(
             ServerName::parse("city.example").unwrap().as_ref(),
         ));
@@ -247,8 +274,10 @@ mod tests {
             tokio::spawn(async move {
                 catch_up
                     .run_with(|_| {
-                        log.lock().unwrap().push(start.elapsed());
-                        async {}
+                        let mut log = log.lock().unwrap();
+                        log.push(start.elapsed());
+                        let reached = log.len() > unreachable_for;
+                        async move { reached }
                     })
                     .await;
             })
@@ -271,7 +300,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_rooms_are_read_back_three_times_after_the_last_sign() {
         // Signs 2 s apart (a recovery under way): nothing until they stop.
-        let seen = passes(secs(&[0, 2, 4]), Duration::from_secs(600)).await;
+        let seen = passes(secs(&[0, 2, 4]), 0, Duration::from_secs(600)).await;
         assert_eq!(seen, secs(&[9, 34, 124]));
     }
 
@@ -279,7 +308,7 @@ mod tests {
     async fn signs_that_never_stop_put_the_passes_off_two_minutes_at_most() {
         // A sign every 0.7 s for ten minutes (never at the moment of a pass).
         let signs = (0..857).map(|n| Duration::from_millis(700 * n)).collect();
-        let seen = passes(signs, Duration::from_secs(600)).await;
+        let seen = passes(signs, 0, Duration::from_secs(600)).await;
         // 120 s after each series' first sign, then 5, 30 and 120 s on; the next sign
         // (at 240.1 s) starts a new series.
         let ms = |ms: &[u64]| {
@@ -292,5 +321,13 @@ mod tests {
             seen,
             ms(&[125_000, 150_000, 240_000, 365_100, 390_100, 480_100])
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_synapse_cuts_short_is_taken_again_30_s_later() {
+        let seen = passes(secs(&[0]), 2, Duration::from_secs(600)).await;
+        // 5 s (unreachable), 35 s (unreachable), 65 s (in place of the pass due at 30 s),
+        // then 120 s after the sign.
+        assert_eq!(seen, secs(&[5, 35, 65, 120]));
     }
 }

@@ -40,6 +40,15 @@ pub enum Window {
     Since(MilliSecondsSinceUnixEpoch),
 }
 
+impl Window {
+    fn since(self) -> Option<MilliSecondsSinceUnixEpoch> {
+        match self {
+            Self::Whole => None,
+            Self::Since(at) => Some(at),
+        }
+    }
+}
+
 impl Rooms {
     /// Reads back what was said in a room the bridge just adopted — its current state and
     /// up to 10,000 timeline events — and indexes it.
@@ -56,10 +65,7 @@ impl Rooms {
 /// instead, since an older state event could otherwise undo a newer push.
 pub async fn index_timeline(rooms: &Rooms, room_id: &RoomId, window: Window) -> Result<usize> {
     let homeserver = &rooms.homeserver;
-    let since = match window {
-        Window::Whole => None,
-        Window::Since(at) => Some(at),
-    };
+    let since = window.since();
     let mut timeline = Vec::new();
     let mut state_changed = since.is_none();
     let mut from = None;
@@ -94,9 +100,9 @@ pub async fn index_timeline(rooms: &Rooms, room_id: &RoomId, window: Window) -> 
     } else {
         Vec::new()
     };
-    let txn_id = match window {
-        Window::Whole => format!("history:{room_id}"),
-        Window::Since(_) => format!("catch-up:{room_id}"),
+    let txn_id = match since {
+        None => format!("history:{room_id}"),
+        Some(_) => format!("catch-up:{room_id}"),
     };
     let mut created = 0;
     for batch in [current, timeline] {

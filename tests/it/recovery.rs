@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::support::{
-    Bridge, GATEWAY_SECRET, MatrixUser, alias, api, city_room, count, encode, eventually, hs_token,
-    message_event, push, synapse_sql, unique,
+    Bridge, GATEWAY_SECRET, MatrixUser, alias, api, city_room, count, encode, eventually,
+    eventually_within, hs_token, message_event, push, start_synapse, stop_synapse, synapse_sql,
+    unique,
 };
 
 async fn matrix_room_of(pool: &PgPool, slug: &str) -> Option<String> {
@@ -511,28 +512,16 @@ async fn queued_transaction(event_id: &str) -> (String, Vec<String>) {
     .await
 }
 
-/// Synapse's recovery from an outage of the bridge can leave a transaction queued and
-/// unsent until the next outage: one made in the instant between the recovery's last look
-/// at its queue and marking the appservice up (the SIGKILL test met it in two runs of
-/// four). That instant cannot be hit on purpose, so this test makes its outcome by hand:
-/// while the bridge is away, the second message's transaction is taken out of Synapse's
-/// queue. Nothing pushes it; the bridge finds it by reading the room back once it sees
-/// Synapse recovering, and counts it.
-#[tokio::test]
-async fn a_message_synapse_never_pushes_is_indexed_after_its_recovery() {
-    let bridge = Bridge::start().await;
+/// A city room with Alice in it, and a restart of `bridge` during which Synapse queues
+/// Alice's first message and then loses her second one from its queue, as its recovery
+/// would leave it (see below): the restarted bridge, the channel, and the two event ids.
+async fn restart_with_a_message_held_back(bridge: Bridge) -> (Bridge, String, String, String) {
     let pool = bridge.pool().clone();
     let slug = city_room(&pool, "Held back").await;
     let alice = MatrixUser::register("alice").await;
     let room_id = alice.join(&alias(&slug)).await.expect("join");
     let before = alice.send_text(&room_id, "before the outage").await;
     wait_indexed(&pool, &before).await;
-    let metrics = format!("{}/metrics", bridge.url());
-    let counted = |samples: &std::collections::HashMap<String, f64>| {
-        crate::metrics::get(samples, "city_bridge_caught_up_messages_total{}")
-    };
-    let caught_up_before = counted(&crate::metrics::scrape(&metrics).await);
-
     let sent = std::sync::Mutex::new(Vec::new());
     let bridge = bridge
         .restart_with(&[], || async {
@@ -569,8 +558,28 @@ async fn a_message_synapse_never_pushes_is_indexed_after_its_recovery() {
         })
         .await;
     let [queued, held]: [String; 2] = sent.into_inner().unwrap().try_into().unwrap();
+    (bridge, format!("room_city_{slug}"), queued, held)
+}
 
-    let channel = format!("room_city_{slug}");
+fn caught_up(samples: &std::collections::HashMap<String, f64>) -> f64 {
+    crate::metrics::get(samples, "city_bridge_caught_up_messages_total{}")
+}
+
+/// Synapse's recovery from an outage of the bridge can leave a transaction queued and
+/// unsent until the next outage: one made in the instant between the recovery's last look
+/// at its queue and marking the appservice up (the SIGKILL test met it in two runs of
+/// four). That instant cannot be hit on purpose, so this test makes its outcome by hand:
+/// while the bridge is away, the second message's transaction is taken out of Synapse's
+/// queue. Nothing pushes it; the bridge finds it by reading the room back once it sees
+/// Synapse recovering, and counts it.
+#[tokio::test]
+async fn a_message_synapse_never_pushes_is_indexed_after_its_recovery() {
+    let bridge = Bridge::start().await;
+    let pool = bridge.pool().clone();
+    let metrics = format!("{}/metrics", bridge.url());
+    let caught_up_before = caught_up(&crate::metrics::scrape(&metrics).await);
+    let (bridge, channel, queued, held) = restart_with_a_message_held_back(bridge).await;
+
     assert_eq!(
         wait_indexed(&pool, &queued).await,
         (
@@ -586,9 +595,53 @@ async fn a_message_synapse_never_pushes_is_indexed_after_its_recovery() {
     );
     // Counted once the room's read-back is committed (the pass goes on to other rooms).
     eventually("the message counted as caught up", || async {
-        let caught_up = counted(&crate::metrics::scrape(&metrics).await);
-        (caught_up > caught_up_before).then_some(())
+        let now = caught_up(&crate::metrics::scrape(&metrics).await);
+        (now > caught_up_before).then_some(())
     })
     .await;
+    bridge.stop().await;
+}
+
+/// The same, with Synapse gone when the rooms are read back: the pass stops at the first
+/// room it cannot read and is taken again; once Synapse is back, the message is found.
+#[tokio::test]
+async fn a_read_back_that_finds_synapse_gone_is_taken_again_once_it_is_back() {
+    let bridge = Bridge::start().await;
+    let pool = bridge.pool().clone();
+    let metrics = format!("{}/metrics", bridge.url());
+    let unreachable = |samples: &std::collections::HashMap<String, f64>| {
+        crate::metrics::get(
+            samples,
+            "city_bridge_homeserver_calls_total{endpoint=message::get_message_events::v3,status=network}",
+        )
+    };
+    let unreachable_before = unreachable(&crate::metrics::scrape(&metrics).await);
+    let (bridge, channel, queued, held) = restart_with_a_message_held_back(bridge).await;
+    wait_indexed(&pool, &queued).await;
+
+    // Synapse's recovery is over (it pushed `queued`): Synapse goes before the rooms are
+    // read back, or at the latest before the second pass.
+    stop_synapse().await;
+    eventually_within(
+        Duration::from_secs(60),
+        "a room read back while Synapse is gone",
+        || async {
+            let now = unreachable(&crate::metrics::scrape(&metrics).await);
+            (now > unreachable_before).then_some(())
+        },
+    )
+    .await;
+    start_synapse().await;
+    let (pool, id) = (pool.clone(), held.clone());
+    let found = eventually_within(
+        Duration::from_secs(90),
+        "the held-back message read back once Synapse is back",
+        || {
+            let (pool, id) = (pool.clone(), id.clone());
+            async move { indexed(&pool, &id).await }
+        },
+    )
+    .await;
+    assert_eq!(found, (channel, "held back by the recovery".to_owned()));
     bridge.stop().await;
 }
