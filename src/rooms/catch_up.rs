@@ -9,9 +9,8 @@
 //!
 //! So once Synapse is seen recovering — a push was refused, or a local user's pushed
 //! event was sent before the bridge started or arrives more than [`HELD`] after it was
-//! sent — the bridge reads every city room's timeline back
-//! from a minute before that moment, a few times over the following minutes, and indexes
-//! what the index lacks. Reading back is idempotent per event, like every ingestion; the
+//! sent — the bridge reads every city room's timeline back from a minute before that
+//! moment, a few times over the following minutes, and indexes what the index lacks. Reading back is idempotent per event, like every ingestion; the
 //! transaction Synapse holds is applied as a replay when it is sent at last.
 
 use std::{
@@ -80,9 +79,7 @@ impl CatchUp {
             seen: Notify::default(),
         }
     }
-}
 
-impl CatchUp {
     /// The bridge refused a push: Synapse will queue and recover.
     pub fn refused(&self) {
         self.refused.store(true, Ordering::Relaxed);
