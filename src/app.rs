@@ -176,10 +176,6 @@ impl AppState {
         }));
         // The index's followers.
         workers.spawn(
-            "index followers: relay",
-            crate::messaging::wake_readers(indexer.subscribe(), Arc::clone(&relay_due)),
-        );
-        workers.spawn(
             "index followers: people's memberships",
             crate::messaging::follow_members(indexer.subscribe(), bus.clone()),
         );
@@ -385,6 +381,7 @@ pub async fn run(
             state.bus.clone(),
             state.config.stream.clone(),
             Arc::clone(&state.relay_due),
+            state.messenger.indexer.subscribe(),
         );
         workers.spawn("outbox relay", relay.run());
         workers.spawn(

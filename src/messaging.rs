@@ -18,7 +18,7 @@ pub use self::{
     creators::{settle_creators, with_level},
     hub::{ChannelHub, RESYNC},
     limits::RateLimits,
-    live::{typing, wake_readers},
+    live::typing,
     reads::{
         RECEIPT_WAITS_FOR_INDEX, Receipt, TYPING_RESEND, TYPING_TIMEOUT, TypingThrottle,
         follow_members, member_changed, read_moved, receipts, record_receipt,

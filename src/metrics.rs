@@ -47,6 +47,13 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// One label: where something came from.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Where from.
+    pub source: &'static str,
+}
+
 /// One label: a kind.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -90,6 +97,9 @@ pub struct Metrics {
     pub caught_up_messages: Counter,
     /// Outbox events that could not be published, recorded and skipped.
     pub outbox_dead_letters: Counter,
+    /// New messages the relay took, by source: `handed` (as this instance's indexer
+    /// wrote them) or `read_back` (from the index).
+    pub relay_messages: Family<SourceLabel, Counter>,
     /// Homeserver calls, by endpoint and final status.
     pub homeserver_calls: Family<CallLabels, Counter>,
     /// Retries of homeserver calls, by endpoint.
@@ -131,6 +141,7 @@ impl Metrics {
             journal_positions_skipped: Counter::default(),
             caught_up_messages: Counter::default(),
             outbox_dead_letters: Counter::default(),
+            relay_messages: Family::default(),
             homeserver_calls: Family::default(),
             homeserver_retries: Family::default(),
             homeserver_seconds: Family::new_with_constructor(seconds_histogram),
@@ -183,6 +194,11 @@ impl Metrics {
             "outbox_dead_letters",
             "Outbox events that could not be published, recorded and skipped",
             metrics.outbox_dead_letters.clone(),
+        );
+        registry.register(
+            "relay_messages",
+            "New messages the relay took: handed by this instance's indexer, or read back",
+            metrics.relay_messages.clone(),
         );
         registry.register(
             "homeserver_calls",

@@ -25,12 +25,16 @@ use crate::{
         ChangeDetail, MessageChanged, MessageCreated, MessageTruncated,
         subjects::{self, TYPING_PREFIX},
     },
+    ingest::{Committed, Subscription},
     messaging::ChannelHub,
-    store::{MessageView, Pending, Store},
+    store::{Handed, MessageView, Pending, Store},
 };
 
 /// Events read and published per round.
 const BATCH: i64 = 500;
+
+/// The most new messages kept as the indexer handed them; the relay reads the rest back.
+const HANDED_MAX: usize = 4 * BATCH as usize;
 
 /// The outbox relay: what it reads and publishes with, and what wakes it.
 #[derive(Debug)]
@@ -39,21 +43,56 @@ pub struct Relay {
     bus: Bus,
     stream: StreamConfig,
     due: Arc<Notify>,
+    commits: Subscription,
+    handed: Handed,
 }
 
 impl Relay {
-    /// A relay publishing `store`'s outbox on `bus` into `stream`, woken by `due`.
-    pub fn new(store: Store, bus: Bus, stream: StreamConfig, due: Arc<Notify>) -> Self {
+    /// A relay publishing `store`'s outbox on `bus` into `stream`, woken by `due` and by
+    /// the indexer's `commits` (whose new messages it takes as they were written).
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        stream: StreamConfig,
+        due: Arc<Notify>,
+        commits: Subscription,
+    ) -> Self {
         Self {
             store,
             bus,
             stream,
             due,
+            commits,
+            handed: Handed::new(),
+        }
+    }
+
+    /// Keeps the new messages of `committed`, as many as fit.
+    fn take(&mut self, committed: &Committed) {
+        let room = HANDED_MAX.saturating_sub(self.handed.len());
+        self.handed
+            .extend(committed.messages.iter().take(room).cloned());
+    }
+
+    /// Waits `period` while another instance relays: what this one's indexer commits is
+    /// not kept.
+    async fn stand_by(&mut self, period: Duration) {
+        self.handed.clear();
+        let until = tokio::time::sleep(period);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => return,
+                committed = self.commits.recv() => if committed.is_none() {
+                    until.await;
+                    return;
+                },
+            }
         }
     }
 
     /// Runs the relay while this instance holds the lease; stands by otherwise.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         if let Err(error) = self.ensure_stream().await {
             // Publishing retries until the stream exists (NATS may be down at start).
             warn!(%error, "cannot create the JetStream stream yet");
@@ -64,7 +103,7 @@ impl Relay {
                     info!("this instance relays the outbox");
                     self.lead(lease).await;
                 }
-                Ok(None) => tokio::time::sleep(Duration::from_secs(5)).await,
+                Ok(None) => self.stand_by(Duration::from_secs(5)).await,
                 Err(error) => {
                     warn!(%error, "cannot take the relay lease");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -85,7 +124,7 @@ impl Relay {
     }
 
     /// Publishes while the lease holds (its connection answers).
-    async fn lead(&self, mut lease: sqlx::PgConnection) {
+    async fn lead(&mut self, mut lease: sqlx::PgConnection) {
         let epoch = loop {
             match self.store.outbox_epoch().await {
                 Ok(epoch) => break epoch,
@@ -101,6 +140,7 @@ impl Relay {
         loop {
             tokio::select! {
                 () = self.due.notified() => {}
+                Some(committed) = self.commits.recv() => self.take(&committed),
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             if last_check.elapsed() > Duration::from_secs(15) {
@@ -114,7 +154,10 @@ impl Relay {
                 }
             }
             loop {
-                let pending = match self.store.pending(BATCH).await {
+                while let Ok(committed) = self.commits.try_recv() {
+                    self.take(&committed);
+                }
+                let pending = match self.store.pending(BATCH, &mut self.handed).await {
                     Ok(pending) => pending,
                     Err(error) => {
                         warn!(%error, "cannot read the outbox");
@@ -263,7 +306,7 @@ async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Res
             Pending::Created(view, _) => (
                 subjects::MESSAGE_CREATED,
                 to_bytes(&created(view)),
-                Some(("message.created", view)),
+                Some(("message.created", &**view)),
             ),
             Pending::Row(row) => match (
                 &row.payload,

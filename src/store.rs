@@ -29,7 +29,7 @@ pub use self::{
     },
     model::Effects,
     model::MAX_PINS,
-    outbox::{OutboxRow, Pending},
+    outbox::{Handed, OutboxRow, Pending},
     pins::Pins,
     reads::{ChannelSummary, LastMessage, UNREAD_CAP, Unread},
     rooms::{CityRoom, NewRoom, Recorded, RoomUpdate, UnsettledCreator},

@@ -14,13 +14,19 @@ use std::sync::{Arc, Mutex};
 use ruma::{OwnedRoomId, OwnedUserId, events::room::member::MembershipState};
 use tokio::sync::mpsc;
 
-use crate::{domain::CityRoomId, store::Effects};
+use crate::{
+    domain::CityRoomId,
+    store::{Effects, MessageView},
+};
 
 /// What one committed batch changed.
 #[derive(Debug, Default)]
 pub struct Committed {
     /// The message index rows it really changed.
     pub effects: Effects,
+    /// The new messages as written, with their positions (handed to the relay, which
+    /// then need not read them back).
+    pub messages: Vec<(Arc<MessageView>, i64)>,
     /// Memberships it recorded: room, user, membership.
     pub memberships: Vec<(OwnedRoomId, OwnedUserId, MembershipState)>,
     /// Activity per mapped room: the newest event's time (ms).

@@ -26,8 +26,26 @@ use crate::{
     config::NamespaceSet,
     domain::Slug,
     rooms::{CatchUp, CreationsInFlight, Discovery, RoomDirectory},
-    store::{Batch, Store},
+    store::{Batch, MessageView, Store},
 };
+
+/// The new messages of `batch` as written: `created` (event id, position) follows the
+/// batch's order, and skips what the index already had.
+fn written(batch: &Batch, created: &[(String, i64)]) -> Vec<(Arc<MessageView>, i64)> {
+    let mut created = created.iter().peekable();
+    batch
+        .changes
+        .iter()
+        .filter_map(|(_, change)| match change {
+            Change::Message(m) => Some(m),
+            _ => None,
+        })
+        .filter_map(|m| {
+            let (_, seq) = created.next_if(|(id, _)| id.as_str() == m.event_id.as_str())?;
+            Some((Arc::new(MessageView::indexed(m, *seq)), *seq))
+        })
+        .collect()
+}
 
 /// How long ingestion waits for a room creation under way that has not returned yet,
 /// before deciding that a room of the bridge's own it has not seen is not a city room.
@@ -295,8 +313,10 @@ impl Indexer {
             }
         }
         let created = applied.effects.created.len();
+        let messages = written(&batch, &applied.effects.created);
         self.commits.publish(Committed {
             effects: applied.effects,
+            messages,
             memberships,
             activity,
             invited_agents,

@@ -10,7 +10,10 @@ use super::{Store, rooms::COLUMNS};
 use crate::{
     Result,
     domain::{CityRoomId, Slug},
-    store::{CityRoom, model::Media},
+    store::{
+        CityRoom,
+        model::{Media, NewMessage},
+    },
 };
 
 /// A position in a channel's stream, opaque to clients.
@@ -122,6 +125,36 @@ impl<'r> sqlx::FromRow<'r, PgRow> for MessageView {
             reaction_keys: reactions.0.keys,
             cursor: Cursor(row.try_get("seq")?).encode(),
         })
+    }
+}
+
+impl MessageView {
+    /// `message` as the index has it once written at `seq`, before anything happened to
+    /// it (no edit, redaction or reaction; not pinned): what [`sqlx::FromRow`] reads back
+    /// for it then.
+    pub fn indexed(message: &NewMessage, seq: i64) -> Self {
+        let event_id = message.event_id.to_string();
+        Self {
+            id: event_id.clone(),
+            channel_id: message.channel_id.as_str().to_owned(),
+            matrix_event_id: event_id,
+            sender_id: message.sender_id.clone(),
+            sender_matrix_id: message.sender_matrix_id.to_string(),
+            sender_type: message.sender_type.as_str().to_owned(),
+            msgtype: message.msgtype.map(str::to_owned),
+            content_preview: message.preview.clone(),
+            media: message.media.as_deref().cloned(),
+            created_at: message.created_at,
+            edited_at: None,
+            redacted: false,
+            reply_to: message.reply_to.as_ref().map(ToString::to_string),
+            thread_root: message.thread_root.as_ref().map(ToString::to_string),
+            pinned: false,
+            reactions: Vec::new(),
+            reaction_count: 0,
+            reaction_keys: 0,
+            cursor: Cursor(seq).encode(),
+        }
     }
 }
 

@@ -1,18 +1,18 @@
 //! The outbox: rows written with the changes they describe, and what the relay reads
 //! (new messages by `seq`, unsent rows by `pos`, one order) and marks.
 
+use std::{collections::VecDeque, sync::Arc};
+
 use sqlx::PgConnection;
 
 use super::{MessageView, Store};
 use crate::Result;
 
 /// One event for the bus, at its position.
-// Most pending events are created messages: boxing them would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pending {
     /// A message indexed since the relay's mark (`messaging.message.created`).
-    Created(MessageView, i64),
+    Created(Arc<MessageView>, i64),
     /// An outbox row.
     Row(OutboxRow),
 }
@@ -103,7 +103,12 @@ impl Store {
     /// Up to `limit` events not published yet, in position order: messages after the
     /// relay's mark merged with unsent outbox rows, read in one snapshot (a reaction
     /// committed between two reads could otherwise go out before its message).
-    pub async fn pending(&self, limit: i64) -> Result<Vec<Pending>> {
+    ///
+    /// `handed` are messages this instance's indexer wrote, in position order, as it wrote
+    /// them: when they are exactly the messages after the mark, they are taken from there
+    /// instead of being read back (only their positions and the channels' pins are read).
+    /// Those behind the mark are dropped.
+    pub async fn pending(&self, limit: i64, handed: &mut Handed) -> Result<Vec<Pending>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -111,7 +116,19 @@ impl Store {
         let mark: i64 = sqlx::query_scalar("SELECT seq FROM relay_progress")
             .fetch_one(&mut *tx)
             .await?;
-        let created = messages_after(&mut tx, mark, limit).await?;
+        while handed.front().is_some_and(|(_, seq)| *seq <= mark) {
+            handed.pop_front();
+        }
+        let (created, source) = match handed_after(&mut tx, mark, limit, handed).await? {
+            Some(created) => (created, "handed"),
+            None => (messages_after(&mut tx, mark, limit).await?, "read_back"),
+        };
+        if !created.is_empty() {
+            crate::metrics::metrics()
+                .relay_messages
+                .get_or_create(&crate::metrics::SourceLabel { source })
+                .inc_by(u64::try_from(created.len()).unwrap_or(u64::MAX));
+        }
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT pos, subject, channel_id, event_id, key, payload FROM outbox \
              WHERE sent_at IS NULL ORDER BY pos LIMIT $1",
@@ -280,11 +297,63 @@ impl Store {
 
 /// Messages after `mark`, up to `limit`, with their positions. (In position order by
 /// `messages_seq`: the next rows, then stop.)
+/// Messages written by this instance's indexer, with their positions, oldest first.
+pub type Handed = VecDeque<(Arc<MessageView>, i64)>;
+
+/// The first of `handed`, taken out, when they are exactly the messages after `mark` (up
+/// to `limit`), with their pins as they are now; `None` when any other is there (written
+/// by another instance, or not handed because the queue was full) or one is missing.
+async fn handed_after(
+    conn: &mut PgConnection,
+    mark: i64,
+    limit: i64,
+    handed: &mut Handed,
+) -> Result<Option<Vec<(Arc<MessageView>, i64)>>> {
+    if handed.is_empty() {
+        return Ok(None);
+    }
+    let mut channels: Vec<&str> = handed
+        .iter()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(|(view, _)| view.channel_id.as_str())
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let (positions, pinned): (Vec<i64>, Vec<String>) = sqlx::query_as(
+        "SELECT ARRAY(SELECT seq FROM messages WHERE seq > $1 ORDER BY seq LIMIT $2), \
+                ARRAY(SELECT unnest(pinned_events) FROM city_rooms WHERE id = ANY($3))",
+    )
+    .bind(mark)
+    .bind(limit)
+    .bind(&channels)
+    .fetch_one(conn)
+    .await?;
+    let same = positions.len() <= handed.len()
+        && positions
+            .iter()
+            .zip(handed.iter())
+            .all(|(p, (_, seq))| p == seq);
+    if !same {
+        return Ok(None);
+    }
+    Ok(Some(
+        handed
+            .drain(..positions.len())
+            .map(|(mut view, seq)| {
+                if pinned.contains(&view.matrix_event_id) {
+                    Arc::make_mut(&mut view).pinned = true;
+                }
+                (view, seq)
+            })
+            .collect(),
+    ))
+}
+
 async fn messages_after(
     conn: &mut PgConnection,
     mark: i64,
     limit: i64,
-) -> Result<Vec<(MessageView, i64)>> {
+) -> Result<Vec<(Arc<MessageView>, i64)>> {
     let views: Vec<MessageView> = sqlx::query_as(&format!(
         "SELECT {} FROM messages m WHERE m.seq > $2 ORDER BY m.seq LIMIT $3",
         super::messages::NEW_MESSAGE_COLUMNS
@@ -298,7 +367,7 @@ async fn messages_after(
         .into_iter()
         .map(|v| {
             let seq = super::Cursor::decode(&v.cursor).map_or(0, |c| c.0);
-            (v, seq)
+            (Arc::new(v), seq)
         })
         .collect())
 }

@@ -104,8 +104,18 @@ impl Drop for PrivateNats {
     }
 }
 
-/// Every `messaging.message.created` of `channel` in the stream, in stream order.
+/// Every `messaging.message.created` of `channel` in the stream, in stream order: the
+/// message ids.
 async fn created_in_stream(nats: &str, stream: &str, channel: &str) -> Vec<String> {
+    created_payloads(nats, stream, channel)
+        .await
+        .iter()
+        .map(|v| v["matrix_event_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every `messaging.message.created` of `channel` in the stream, in stream order.
+async fn created_payloads(nats: &str, stream: &str, channel: &str) -> Vec<Value> {
     let client = async_nats::connect(nats).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream(stream).await.expect("the stream exists");
@@ -118,7 +128,7 @@ async fn created_in_stream(nats: &str, stream: &str, channel: &str) -> Vec<Strin
         .unwrap();
     let pending = consumer.clone().info().await.unwrap().num_pending;
     let mut messages = consumer.messages().await.unwrap();
-    let mut ids = Vec::new();
+    let mut payloads = Vec::new();
     for _ in 0..pending {
         let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
@@ -127,10 +137,10 @@ async fn created_in_stream(nats: &str, stream: &str, channel: &str) -> Vec<Strin
             .unwrap();
         let v: Value = serde_json::from_slice(&m.payload).unwrap();
         if v["channel_id"] == channel {
-            ids.push(v["matrix_event_id"].as_str().unwrap().to_owned());
+            payloads.push(v);
         }
     }
-    ids
+    payloads
 }
 
 #[tokio::test]
@@ -505,5 +515,178 @@ async fn a_message_with_many_reactions_stays_bounded_everywhere() {
     assert_eq!(update["count"], 1);
     assert_eq!(update["message"]["reactions"].as_array().unwrap().len(), 20);
     assert_eq!(update["message"]["reaction_keys"], 30);
+    bridge.stop().await;
+}
+
+/// A city room of this test's own, joined by a new user (through Synapse), for
+/// transactions pushed by hand: the slug, the Matrix room, the user.
+async fn pushed_room(bridge: &Bridge) -> (String, String, MatrixUser) {
+    let slug = crate::support::city_room(bridge.pool(), "Pushed").await;
+    let alice = MatrixUser::register("alice").await;
+    let room_id = alice.join(&crate::support::alias(&slug)).await.unwrap();
+    (slug, room_id, alice)
+}
+
+/// How many new messages the relay has taken from `source` (`handed`, `read_back`).
+async fn relay_took(metrics: &str, source: &str) -> f64 {
+    crate::metrics::get(
+        &crate::metrics::scrape(metrics).await,
+        &format!("city_bridge_relay_messages_total{{source={source}}}"),
+    )
+}
+
+/// Pushes `events` as Synapse would, and waits until they are indexed.
+async fn push_events(events: Vec<Value>) {
+    let (status, body) = crate::support::push(
+        &unique("txn"),
+        &json!({ "events": events }),
+        Some(&crate::support::hs_token()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn the_platform_is_told_of_a_new_message_as_the_api_shows_it() {
+    let nats = PrivateNats::start().await;
+    let stream = unique("EVENTS_");
+    let url = nats.url();
+    let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;
+    let (slug, room_id, alice) = pushed_room(&bridge).await;
+    let channel_id = format!("room_city_{slug}");
+    let metrics = format!("{}/metrics", bridge.url());
+    let handed_before = relay_took(&metrics, "handed").await;
+    let server = &crate::support::env().server_name;
+    let agent = format!("@agent_{}:{server}", unique("scribe"));
+    let [text, image, emote] =
+        ["text", "image", "emote"].map(|k| format!("${}:{server}", unique(k)));
+    let at = |n: u64| 1_765_000_000_000_u64 + n;
+    // The image is pinned before it is indexed: the pin comes first in the transaction.
+    push_events(vec![
+        json!({"type": "m.room.pinned_events", "state_key": "", "event_id": format!("${}:{server}", unique("pins")),
+               "room_id": room_id, "sender": alice.user_id, "origin_server_ts": at(0),
+               "content": {"pinned": [image]}}),
+        json!({"type": "m.room.message", "event_id": text, "room_id": room_id, "sender": alice.user_id,
+               "origin_server_ts": at(1), "content": {"msgtype": "m.text", "body": "Зустріч о сьомій"}}),
+        json!({"type": "m.room.message", "event_id": image, "room_id": room_id, "sender": alice.user_id,
+               "origin_server_ts": at(2),
+               "content": {"msgtype": "m.image", "body": "roof.png", "url": format!("mxc://{server}/roof"),
+                           "info": {"mimetype": "image/png", "size": 1234, "w": 640, "h": 480},
+                           "m.mentions": {"user_ids": [agent]},
+                           "m.relates_to": {"rel_type": "m.thread", "event_id": text, "is_falling_back": true,
+                                            "m.in_reply_to": {"event_id": text}}}}),
+        json!({"type": "m.room.message", "event_id": emote, "room_id": room_id, "sender": agent,
+               "origin_server_ts": at(3), "content": {"msgtype": "m.emote", "body": "waves"}}),
+    ])
+    .await;
+
+    let told = eventually("the three messages published", || async {
+        let payloads = created_payloads(&url, &stream, &channel_id).await;
+        (payloads.len() >= 3).then_some(payloads)
+    })
+    .await;
+    let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
+    let (status, page) = api(
+        Method::GET,
+        &format!("/api/messaging/channels/{slug}/messages"),
+        Some(&alice_jwt),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let shown = page["messages"].as_array().unwrap();
+    let ids: Vec<&str> = told
+        .iter()
+        .map(|p| p["matrix_event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [&text, &image, &emote], "once each, in order");
+    for payload in &told {
+        let id = &payload["matrix_event_id"];
+        let view = shown
+            .iter()
+            .find(|m| &m["matrix_event_id"] == id)
+            .unwrap_or_else(|| panic!("{id} in the history: {page}"));
+        assert_eq!(&payload["message"], view, "the message as the API shows it");
+        for (field, in_view) in [
+            ("sender_id", "sender_id"),
+            ("sender_type", "sender_type"),
+            ("preview", "content_preview"),
+            ("created_at", "created_at"),
+            ("msgtype", "msgtype"),
+            ("reply_to", "reply_to"),
+            ("thread_root", "thread_root"),
+            ("media", "media"),
+        ] {
+            assert_eq!(payload[field], view[in_view], "{field} of {id}");
+        }
+    }
+    let image_told = &told[1]["message"];
+    assert_eq!(
+        image_told["pinned"], true,
+        "pinned before it was indexed: {image_told}"
+    );
+    assert_eq!(image_told["thread_root"], text.as_str());
+    assert_eq!(image_told["media"]["mxc"], format!("mxc://{server}/roof"));
+    assert_eq!(image_told["media"]["width"], 640);
+    assert_eq!(told[2]["sender_type"], "agent");
+    assert_eq!(told[0]["message"]["content_preview"], "Зустріч о сьомій");
+    // Taken as the indexer wrote them, not read back.
+    assert_eq!(relay_took(&metrics, "handed").await - handed_before, 3.0);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_another_instance_indexed_is_published_in_its_place() {
+    let nats = PrivateNats::start().await;
+    let stream = unique("EVENTS_");
+    let url = nats.url();
+    let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;
+    let (slug, room_id, alice) = pushed_room(&bridge).await;
+    let channel_id = format!("room_city_{slug}");
+    let server = &crate::support::env().server_name;
+    let metrics = format!("{}/metrics", bridge.url());
+    let read_back_before = relay_took(&metrics, "read_back").await;
+    let [first, other, last] =
+        ["first", "other", "last"].map(|k| format!("${}:{server}", unique(k)));
+    let message =
+        |id: &str, body: &str| crate::support::message_event(&room_id, id, &alice.user_id, body);
+
+    // The relay cannot mark what it publishes until the test lets it: whatever it has
+    // published by then, the message written behind this instance's back comes next.
+    let mut hold = bridge.pool().begin().await.unwrap();
+    sqlx::query("SELECT seq FROM relay_progress FOR UPDATE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    push_events(vec![message(&first, "first")]).await;
+    // Another instance's indexer writes a message (this one's never hears of it)...
+    sqlx::query(
+        "INSERT INTO messages (channel_id, matrix_room_id, matrix_event_id, sender_id, \
+                               sender_matrix_id, sender_type, msgtype, content_preview, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'human', 'm.text', 'other', now())",
+    )
+    .bind(&channel_id)
+    .bind(&room_id)
+    .bind(&other)
+    .bind(format!("user:{}", alice.localpart()))
+    .bind(&alice.user_id)
+    .execute(bridge.pool())
+    .await
+    .unwrap();
+    // ... before this one indexes the next.
+    push_events(vec![message(&last, "last")]).await;
+    hold.rollback().await.unwrap();
+
+    let in_stream = eventually("the three messages published", || async {
+        let ids = created_in_stream(&url, &stream, &channel_id).await;
+        (ids.len() >= 3).then_some(ids)
+    })
+    .await;
+    assert_eq!(in_stream, [first, other, last], "each once, in order");
+    let read_back = relay_took(&metrics, "read_back").await - read_back_before;
+    assert!(
+        read_back >= 2.0,
+        "the round with the other's message read back: {read_back}"
+    );
     bridge.stop().await;
 }
