@@ -57,6 +57,8 @@ activity=$!
 wait "$bench"
 kill -INT "$perf" "$activity"; wait "$perf" || true; wait "$activity" || true
 cat "$out/ingest.txt"
+# Whether the relay took the new messages as the indexer handed them, or read them back.
+curl -fsS "$BENCH_BRIDGE_URL/metrics" | grep '^city_bridge_relay_messages_total' || true
 perf script -i "$out/perf.data" --no-inline -F comm,pid,tid,ip,sym,dso 2>/dev/null \
   | python3 scripts/perf-summary.py --bridge-pid "$bridge" --postgres-pids "$out/postgres-pids" \
   | tee "$out/summary.txt"

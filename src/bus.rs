@@ -175,12 +175,12 @@ impl Bus {
     /// first names the one before it (`Nats-Expected-Last-Msg-Id`): one that fails makes
     /// every later one of the call fail too, so nothing is stored ahead of an event that is
     /// published again.
-    pub async fn publish_acked(&self, events: &[(String, String, Bytes)]) -> Published {
+    pub async fn publish_acked(&self, events: &[(&str, &str, Bytes)]) -> Published {
         match self {
             Self::InProcess { tx, .. } => {
                 for (subject, _, payload) in events {
                     let _ = tx.send(BusMessage {
-                        subject: subject.clone(),
+                        subject: (*subject).to_owned(),
                         payload: payload.clone(),
                     });
                 }
@@ -201,12 +201,12 @@ impl Bus {
                 for (subject, id, payload) in events {
                     let mut publish = async_nats::jetstream::message::PublishMessage::build()
                         .payload(payload.clone())
-                        .message_id(id.as_str());
+                        .message_id(*id);
                     if let Some(previous) = previous {
                         publish = publish.expected_last_message_id(previous);
                     }
                     previous = Some(id);
-                    match jetstream.send_publish(subject.clone(), publish).await {
+                    match jetstream.send_publish((*subject).to_owned(), publish).await {
                         Ok(ack) => acks.push(ack),
                         Err(error) => {
                             crate::metrics::metrics().publish("jetstream", "failed");
@@ -376,7 +376,7 @@ pub struct Published {
 async fn publish_chain(
     client: &async_nats::Client,
     jetstream: &async_nats::jetstream::Context,
-    events: &[(String, String, Bytes)],
+    events: &[(&str, &str, Bytes)],
 ) -> Option<Published> {
     use async_nats::header::{NATS_EXPECTED_LAST_MESSAGE_ID, NATS_MESSAGE_ID};
     let ((last_subject, last_id, last_payload), rest) = events.split_last()?;
@@ -386,22 +386,22 @@ async fn publish_chain(
     let mut previous: Option<&str> = None;
     for (subject, id, payload) in rest {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(NATS_MESSAGE_ID, id.as_str());
+        headers.insert(NATS_MESSAGE_ID, *id);
         if let Some(previous) = previous {
             headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, previous);
         }
         client
-            .publish_with_headers(subject.clone(), headers, payload.clone())
+            .publish_with_headers((*subject).to_owned(), headers, payload.clone())
             .await
             .ok()?;
         previous = Some(id);
     }
     let publish = async_nats::jetstream::message::PublishMessage::build()
         .payload(last_payload.clone())
-        .message_id(last_id.as_str())
+        .message_id(*last_id)
         .expected_last_message_id(previous?);
     let ack = jetstream
-        .send_publish(last_subject.clone(), publish)
+        .send_publish((*last_subject).to_owned(), publish)
         .await
         .ok()?;
     let ack = tokio::time::timeout(std::time::Duration::from_secs(10), ack)

@@ -12,7 +12,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
+use bytes::{BufMut as _, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -34,7 +34,7 @@ use crate::{
 const BATCH: i64 = 500;
 
 /// The most new messages kept as the indexer handed them; the relay reads the rest back.
-const HANDED_MAX: usize = 4 * BATCH as usize;
+const HANDED_MAX: usize = 16 * BATCH as usize;
 
 /// The outbox relay: what it reads and publishes with, and what wakes it.
 #[derive(Debug)]
@@ -177,11 +177,11 @@ impl Relay {
                 };
                 // Published up to the first event that cannot be; that one is set aside.
                 let publishable = events.iter().take_while(|e| e.payload.is_ok()).count();
-                let ready: Vec<(String, String, Bytes)> = events[..publishable]
+                let ready: Vec<(&str, &str, Bytes)> = events[..publishable]
                     .iter()
                     .filter_map(|e| {
                         let payload = e.payload.as_ref().ok()?.clone();
-                        Some((e.subject.clone(), e.id.clone(), payload))
+                        Some((e.subject, e.id.as_str(), payload))
                     })
                     .collect();
                 let published = self.bus.publish_acked(&ready).await;
@@ -198,7 +198,7 @@ impl Relay {
                 if let Some((event, reason)) = poison {
                     match self
                         .store
-                        .outbox_dead_letter(&pending[done], &event.subject, &reason, event.size)
+                        .outbox_dead_letter(&pending[done], event.subject, &reason, event.size)
                         .await
                     {
                         Ok(()) => {
@@ -254,8 +254,8 @@ impl Relay {
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// One pending event, ready for the bus: its payload, or why it cannot be published.
-struct Outgoing {
-    subject: String,
+struct Outgoing<'a> {
+    subject: &'a str,
     id: String,
     payload: Result<Bytes, String>,
     /// The payload's size in bytes, as first written.
@@ -264,7 +264,11 @@ struct Outgoing {
 
 /// Subject, message id and payload of each pending event. Changes of a message carry the
 /// message as it is now. Payloads are written straight from the views (no JSON tree).
-async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Result<Vec<Outgoing>> {
+async fn payloads<'a>(
+    store: &Store,
+    epoch: &str,
+    pending: &'a [Pending],
+) -> crate::Result<Vec<Outgoing<'a>>> {
     let changed: Vec<&str> = pending
         .iter()
         .filter_map(|p| match p {
@@ -300,19 +304,20 @@ async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Res
         store.reaction_counts(&beyond_top).await?
     };
     let mut out = Vec::with_capacity(pending.len());
+    let mut buffer = PayloadBuffer::for_events(pending.len());
     for p in pending {
         let id = format!("{epoch}:{}", p.position());
         let (subject, payload, light) = match p {
             Pending::Created(view, _) => (
                 subjects::MESSAGE_CREATED,
-                to_bytes(&created(view)),
+                buffer.put(&created(view)),
                 Some(("message.created", &**view)),
             ),
             Pending::Row(row) => match (
                 &row.payload,
                 row.event_id.as_ref().and_then(|e| views.get(e)),
             ) {
-                (Some(payload), _) => (row.subject.as_str(), to_bytes(payload), None),
+                (Some(payload), _) => (row.subject.as_str(), buffer.put(payload), None),
                 (None, Some(view)) => {
                     let key = row.key.as_deref();
                     let count = view
@@ -326,13 +331,14 @@ async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Res
                                 .copied()
                         })
                         .unwrap_or(0);
-                    let (kind, payload) = changed_payload(&row.subject, key, count, view);
+                    let (kind, payload) =
+                        changed_payload(&mut buffer, &row.subject, key, count, view);
                     (row.subject.as_str(), payload, Some((kind, view)))
                 }
                 // The message is gone (its room was deleted): say what is known.
                 (None, None) => (
                     row.subject.as_str(),
-                    to_bytes(&json!({
+                    buffer.put(&json!({
                         "channel_id": row.channel_id, "matrix_event_id": row.event_id,
                     })),
                     None,
@@ -344,7 +350,7 @@ async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Res
             Ok(payload)
         } else if let Some((kind, view)) = light {
             // Without the view: a client reads the message from the API.
-            Ok(to_bytes(&MessageTruncated {
+            Ok(buffer.put(&MessageTruncated {
                 kind,
                 channel_id: &view.channel_id,
                 matrix_event_id: &view.matrix_event_id,
@@ -357,7 +363,7 @@ async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Res
             ))
         };
         out.push(Outgoing {
-            subject: subject.to_owned(),
+            subject,
             id,
             payload,
             size,
@@ -366,8 +372,21 @@ async fn payloads(store: &Store, epoch: &str, pending: &[Pending]) -> crate::Res
     Ok(out)
 }
 
-fn to_bytes(payload: &impl Serialize) -> Bytes {
-    Bytes::from(serde_json::to_vec(payload).expect("payloads serialize"))
+/// Where a round's payloads are written one after another: each is a slice of a few
+/// shared allocations, not a vector grown (and copied) a few times for each.
+struct PayloadBuffer(BytesMut);
+
+impl PayloadBuffer {
+    /// Room for `events` payloads of a typical size.
+    fn for_events(events: usize) -> Self {
+        Self(BytesMut::with_capacity(events.saturating_mul(1024)))
+    }
+
+    /// `payload` as JSON.
+    fn put(&mut self, payload: &impl Serialize) -> Bytes {
+        serde_json::to_writer((&mut self.0).writer(), payload).expect("payloads serialize");
+        self.0.split().freeze()
+    }
 }
 
 /// `messaging.message.created` of `view`.
@@ -390,6 +409,7 @@ fn created(view: &MessageView) -> MessageCreated<'_, MessageView, crate::store::
 
 /// The type and payload of a change of `view`; `count` is the reaction key's.
 fn changed_payload(
+    buffer: &mut PayloadBuffer,
     subject: &str,
     key: Option<&str>,
     count: i64,
@@ -408,7 +428,7 @@ fn changed_payload(
     };
     (
         kind,
-        to_bytes(&MessageChanged {
+        buffer.put(&MessageChanged {
             kind,
             channel_id: &view.channel_id,
             matrix_event_id: &view.matrix_event_id,

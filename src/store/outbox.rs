@@ -105,9 +105,10 @@ impl Store {
     /// committed between two reads could otherwise go out before its message).
     ///
     /// `handed` are messages this instance's indexer wrote, in position order, as it wrote
-    /// them: when they are exactly the messages after the mark, they are taken from there
-    /// instead of being read back (only their positions and the channels' pins are read).
-    /// Those behind the mark are dropped.
+    /// them: the messages after the mark are taken from there, as far as they are the
+    /// same, instead of being read back (only their positions and the channels' pins are
+    /// read); when the first is not there, they are read back. Those behind the mark are
+    /// dropped.
     pub async fn pending(&self, limit: i64, handed: &mut Handed) -> Result<Vec<Pending>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -119,9 +120,13 @@ impl Store {
         while handed.front().is_some_and(|(_, seq)| *seq <= mark) {
             handed.pop_front();
         }
-        let (created, source) = match handed_after(&mut tx, mark, limit, handed).await? {
-            Some(created) => (created, "handed"),
-            None => (messages_after(&mut tx, mark, limit).await?, "read_back"),
+        let (created, not_taken, source) = match handed_after(&mut tx, mark, limit, handed).await? {
+            Some(Taken { created, next }) => (created, next, "handed"),
+            None => (
+                messages_after(&mut tx, mark, limit).await?,
+                None,
+                "read_back",
+            ),
         };
         if !created.is_empty() {
             crate::metrics::metrics()
@@ -137,9 +142,10 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        // Both lists are complete up to their last position only when they are full.
+        // Both lists are complete up to their last position only when they are full, and
+        // the messages only up to the first one not taken.
         let full = |n: usize| i64::try_from(n).unwrap_or(i64::MAX) >= limit;
-        let mut bound = i64::MAX;
+        let mut bound = not_taken.map_or(i64::MAX, |next| next - 1);
         if full(created.len()) {
             bound = bound.min(created.last().map_or(i64::MAX, |(_, seq)| *seq));
         }
@@ -300,15 +306,25 @@ impl Store {
 /// Messages written by this instance's indexer, with their positions, oldest first.
 pub type Handed = VecDeque<(Arc<MessageView>, i64)>;
 
-/// The first of `handed`, taken out, when they are exactly the messages after `mark` (up
-/// to `limit`), with their pins as they are now; `None` when any other is there (written
-/// by another instance, or not handed because the queue was full) or one is missing.
+/// What of the messages after the mark was handed over.
+struct Taken {
+    /// The first of `handed`, taken out, with their pins as they are now.
+    created: Vec<(Arc<MessageView>, i64)>,
+    /// The position of the first message after them not handed over (yet): it and what
+    /// follows wait for the next round.
+    next: Option<i64>,
+}
+
+/// The messages after `mark` (up to `limit`) that `handed` holds, in order, from the
+/// first on: the indexer may have committed more than it has handed over yet, and those
+/// wait. `None` when the first is not handed (written by another instance, or not kept):
+/// the round reads them back.
 async fn handed_after(
     conn: &mut PgConnection,
     mark: i64,
     limit: i64,
     handed: &mut Handed,
-) -> Result<Option<Vec<(Arc<MessageView>, i64)>>> {
+) -> Result<Option<Taken>> {
     if handed.is_empty() {
         return Ok(None);
     }
@@ -328,25 +344,27 @@ async fn handed_after(
     .bind(&channels)
     .fetch_one(conn)
     .await?;
-    let same = positions.len() <= handed.len()
-        && positions
-            .iter()
-            .zip(handed.iter())
-            .all(|(p, (_, seq))| p == seq);
-    if !same {
+    let same = positions
+        .iter()
+        .zip(handed.iter())
+        .take_while(|(p, (_, seq))| *p == seq)
+        .count();
+    if same == 0 && !positions.is_empty() {
         return Ok(None);
     }
-    Ok(Some(
-        handed
-            .drain(..positions.len())
-            .map(|(mut view, seq)| {
-                if pinned.contains(&view.matrix_event_id) {
-                    Arc::make_mut(&mut view).pinned = true;
-                }
-                (view, seq)
-            })
-            .collect(),
-    ))
+    let created = handed
+        .drain(..same)
+        .map(|(mut view, seq)| {
+            if pinned.contains(&view.matrix_event_id) {
+                Arc::make_mut(&mut view).pinned = true;
+            }
+            (view, seq)
+        })
+        .collect();
+    Ok(Some(Taken {
+        created,
+        next: positions.get(same).copied(),
+    }))
 }
 
 async fn messages_after(
