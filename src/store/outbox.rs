@@ -344,14 +344,9 @@ async fn handed_after(
     .bind(&channels)
     .fetch_one(conn)
     .await?;
-    let same = positions
-        .iter()
-        .zip(handed.iter())
-        .take_while(|(p, (_, seq))| *p == seq)
-        .count();
-    if same == 0 && !positions.is_empty() {
+    let Some(same) = handed_prefix(&positions, handed.iter().map(|(_, seq)| *seq)) else {
         return Ok(None);
-    }
+    };
     let created = handed
         .drain(..same)
         .map(|(mut view, seq)| {
@@ -365,6 +360,17 @@ async fn handed_after(
         created,
         next: positions.get(same).copied(),
     }))
+}
+
+/// How many of the messages at `positions` (after the mark, in order) are the first of
+/// `handed` (their positions): `None` when the first of them is not.
+fn handed_prefix(positions: &[i64], handed: impl Iterator<Item = i64>) -> Option<usize> {
+    let same = positions
+        .iter()
+        .zip(handed)
+        .take_while(|(position, seq)| **position == *seq)
+        .count();
+    (same > 0 || positions.is_empty()).then_some(same)
 }
 
 async fn messages_after(
@@ -392,3 +398,33 @@ async fn messages_after(
 
 /// The advisory lock key of the relay ("city-bridge relay").
 const RELAY_LOCK: i64 = 0x6369_7479_7265_6c61;
+
+#[cfg(test)]
+mod tests {
+    use super::handed_prefix;
+
+    #[test]
+    fn handed_messages_are_taken_as_far_as_they_are_the_messages_after_the_mark() {
+        let take =
+            |positions: &[i64], handed: &[i64]| handed_prefix(positions, handed.iter().copied());
+        assert_eq!(take(&[4, 5, 7], &[4, 5, 7]), Some(3), "all of them");
+        assert_eq!(
+            take(&[4, 5, 7, 8], &[4, 5]),
+            Some(2),
+            "committed, not handed over yet: the next round"
+        );
+        assert_eq!(take(&[4, 5], &[4, 5, 9]), Some(2), "handed beyond the page");
+        assert_eq!(
+            take(&[4, 5, 6, 7], &[4, 5, 7]),
+            Some(2),
+            "another's message (6) after two: those two, then 6 is read back"
+        );
+        assert_eq!(
+            take(&[3, 4, 5], &[4, 5]),
+            None,
+            "another's first: read back"
+        );
+        assert_eq!(take(&[4, 5], &[]), None, "nothing handed: read back");
+        assert_eq!(take(&[], &[4, 5]), Some(0), "nothing after the mark");
+    }
+}
