@@ -9,6 +9,12 @@
 --     /usr/bin/time -f "$v %e s" psql -q city_lab -c "SELECT lab('$v', 300, 100)"
 --   done
 --
+-- The search index's settings, timed on `base` the same way (16:30 UTC, 600 batches of 100,
+-- two rounds): `fastupdate = off` 3.2–3.4 s against 1.2 s on; `gin_pending_list_limit` of
+-- 1,024 to 65,536 kB 0.84–1.25 s, no better than the default 4,096.
+--   psql -q city_lab -c "ALTER INDEX messages_search SET (fastupdate = off)"
+--   psql -q city_lab -c "ALTER INDEX messages_search SET (gin_pending_list_limit = 16384)"
+--
 -- 300 batches of 100 rows: seconds / 30,000 rows = per row. Variants: `base` (the bridge's
 -- statement: UNNEST … WITH ORDINALITY … ORDER BY n), `noorder` (no ordinality, no sort),
 -- `projectset` (unnest() in the select list: no tuplestores), `nosearch` (as `base`, no

@@ -28,6 +28,7 @@
 #   BENCH_ONLY=bridge-ingest scripts/bench-compare.sh   # the bridge's ingest alone (no table)
 #   BENCH_ONLY=fanout scripts/bench-compare.sh          # the fan-out pair alone (no table)
 #   BENCH_BRIDGE_BIN=path/to/city-bridge …               # another build of the bridge (A/B)
+#   BENCH_BRIDGE_LOG=warn …                              # the bridge's warnings in its output
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"  # one descriptor per client on each side
@@ -98,7 +99,7 @@ psql -q "$BENCH_DATABASE_URL" -c "UPDATE city_rooms SET matrix_room_id = '$BENCH
 run_bridge() {  # [taskset -c N] with extra environment…
   local pin=()
   if [ "$1" = taskset ]; then pin=(taskset -c "$3"); shift 3; fi
-  env $BRIDGE_ENV RUST_LOG=error "$@" "${pin[@]}" "${BENCH_BRIDGE_BIN:-target/release/city-bridge}" serve &
+  env $BRIDGE_ENV RUST_LOG="${BENCH_BRIDGE_LOG:-error}" "$@" "${pin[@]}" "${BENCH_BRIDGE_BIN:-target/release/city-bridge}" serve &
   bridge=$!; pids+=("$bridge")
   wait_for_bridge
 }
