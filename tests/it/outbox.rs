@@ -558,8 +558,8 @@ async fn the_platform_is_told_of_a_new_message_as_the_api_shows_it() {
     let handed_before = relay_took(&metrics, "handed").await;
     let server = &crate::support::env().server_name;
     let agent = format!("@agent_{}:{server}", unique("scribe"));
-    let [text, image, emote] =
-        ["text", "image", "emote"].map(|k| format!("${}:{server}", unique(k)));
+    let [text, image, emote, edited, redacted] = ["text", "image", "emote", "edited", "redacted"]
+        .map(|k| format!("${}:{server}", unique(k)));
     let at = |n: u64| 1_765_000_000_000_u64 + n;
     // The image is pinned before it is indexed: the pin comes first in the transaction.
     push_events(vec![
@@ -577,12 +577,25 @@ async fn the_platform_is_told_of_a_new_message_as_the_api_shows_it() {
                                             "m.in_reply_to": {"event_id": text}}}}),
         json!({"type": "m.room.message", "event_id": emote, "room_id": room_id, "sender": agent,
                "origin_server_ts": at(3), "content": {"msgtype": "m.emote", "body": "waves"}}),
+        // Changed before they are published: an edit, and a redaction (whose text must
+        // never go out).
+        json!({"type": "m.room.message", "event_id": edited, "room_id": room_id, "sender": alice.user_id,
+               "origin_server_ts": at(4), "content": {"msgtype": "m.text", "body": "at seven"}}),
+        json!({"type": "m.room.message", "event_id": format!("${}:{server}", unique("edit")), "room_id": room_id,
+               "sender": alice.user_id, "origin_server_ts": at(5),
+               "content": {"msgtype": "m.text", "body": "* at eight", "m.new_content": {"msgtype": "m.text", "body": "at eight"},
+                           "m.relates_to": {"rel_type": "m.replace", "event_id": edited}}}),
+        json!({"type": "m.room.message", "event_id": redacted, "room_id": room_id, "sender": alice.user_id,
+               "origin_server_ts": at(6), "content": {"msgtype": "m.text", "body": "my phone number"}}),
+        json!({"type": "m.room.redaction", "event_id": format!("${}:{server}", unique("redaction")), "room_id": room_id,
+               "sender": alice.user_id, "origin_server_ts": at(7), "redacts": redacted,
+               "content": {"redacts": redacted}}),
     ])
     .await;
 
-    let told = eventually("the three messages published", || async {
+    let told = eventually("the five messages published", || async {
         let payloads = created_payloads(&url, &stream, &channel_id).await;
-        (payloads.len() >= 3).then_some(payloads)
+        (payloads.len() >= 5).then_some(payloads)
     })
     .await;
     let alice_jwt = jwt(&format!("user:{}", alice.localpart()), &[]);
@@ -599,7 +612,11 @@ async fn the_platform_is_told_of_a_new_message_as_the_api_shows_it() {
         .iter()
         .map(|p| p["matrix_event_id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [&text, &image, &emote], "once each, in order");
+    assert_eq!(
+        ids,
+        [&text, &image, &emote, &edited, &redacted],
+        "once each, in order"
+    );
     for payload in &told {
         let id = &payload["matrix_event_id"];
         let view = shown
@@ -630,8 +647,18 @@ async fn the_platform_is_told_of_a_new_message_as_the_api_shows_it() {
     assert_eq!(image_told["media"]["width"], 640);
     assert_eq!(told[2]["sender_type"], "agent");
     assert_eq!(told[0]["message"]["content_preview"], "Зустріч о сьомій");
-    // Taken as the indexer wrote them, not read back.
-    assert_eq!(relay_took(&metrics, "handed").await - handed_before, 3.0);
+    assert_eq!(
+        told[3]["preview"], "at eight",
+        "edited before it was published"
+    );
+    assert_eq!(told[4]["message"]["redacted"], true);
+    assert!(
+        !told[4].to_string().contains("phone"),
+        "redacted before it was published: its text never goes out: {}",
+        told[4]
+    );
+    // Taken as the indexer wrote them, not read back (the changed ones read again).
+    assert_eq!(relay_took(&metrics, "handed").await - handed_before, 5.0);
     bridge.stop().await;
 }
 
