@@ -4,7 +4,9 @@
 //! yet — messages after its mark, unsent `outbox` rows — in position order, publishes each
 //! to JetStream with `Nats-Msg-Id = <epoch>:<position>`, waits for the acknowledgements,
 //! then marks them. A crash between the publish and the mark publishes again, and
-//! JetStream drops the duplicate. Without NATS it publishes in-process.
+//! JetStream drops the duplicate. Without NATS it publishes in-process. The new messages
+//! this instance's indexer wrote are handed to it as written, and only their positions are
+//! read to check them (`Store::pending`).
 //!
 //! [`feed_channels`]: every instance (receiver or API-only) feeds its channel WebSockets
 //! from the bus, so a client sees the same events wherever it is connected.
