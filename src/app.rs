@@ -80,6 +80,8 @@ pub struct Shared {
     pub limits: RateLimits,
     /// Wakes the outbox relay: events were written.
     pub relay_due: Arc<tokio::sync::Notify>,
+    /// The new messages the indexer wrote, kept for the relay.
+    pub relay_handoff: Arc<crate::outbox::Handoff>,
     /// The last health checks.
     pub health: crate::health::Health,
 }
@@ -175,6 +177,15 @@ impl AppState {
             sender: sender.clone(),
         }));
         // The index's followers.
+        let handoff = Arc::new(crate::outbox::Handoff::default());
+        workers.spawn(
+            "index followers: relay",
+            crate::outbox::hand_over(
+                indexer.subscribe(),
+                Arc::clone(&handoff),
+                Arc::clone(&relay_due),
+            ),
+        );
         workers.spawn(
             "index followers: people's memberships",
             crate::messaging::follow_members(indexer.subscribe(), bus.clone()),
@@ -267,6 +278,7 @@ impl AppState {
             typing: crate::messaging::TypingThrottle::default(),
             limits,
             relay_due,
+            relay_handoff: handoff,
             health: crate::health::Health::default(),
         }));
         if let (Some(receiving), Some(offered)) = (&state.receiving, offered) {
@@ -381,7 +393,7 @@ pub async fn run(
             state.bus.clone(),
             state.config.stream.clone(),
             Arc::clone(&state.relay_due),
-            state.messenger.indexer.subscribe(),
+            Arc::clone(&state.relay_handoff),
         );
         workers.spawn("outbox relay", relay.run());
         workers.spawn(

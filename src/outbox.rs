@@ -40,6 +40,45 @@ const BATCH: i64 = 2_000;
 /// The most new messages kept as the indexer handed them; the relay reads the rest back.
 const HANDED_MAX: usize = 8_000;
 
+/// New messages the indexer of this instance wrote, kept for the relay until it takes
+/// them: at most [`HANDED_MAX`] (what does not fit is read back), whether the relay is
+/// publishing, waiting for JetStream or standing by.
+#[derive(Debug, Default)]
+pub struct Handoff(std::sync::Mutex<Handed>);
+
+impl Handoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Handed> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps the new messages of `committed`, as many as fit.
+    fn keep(&self, committed: &Committed) {
+        let mut kept = self.lock();
+        let room = HANDED_MAX.saturating_sub(kept.len());
+        kept.extend(committed.messages.iter().take(room).cloned());
+    }
+
+    /// Moves what is kept to the end of `handed`, as much as fits there.
+    fn take_into(&self, handed: &mut Handed) {
+        let mut kept = self.lock();
+        let room = HANDED_MAX.saturating_sub(handed.len()).min(kept.len());
+        handed.extend(kept.drain(..room));
+    }
+}
+
+/// Follows the index: keeps each committed batch's new messages for the relay, and wakes
+/// it for whatever the batch changed.
+pub async fn hand_over(mut commits: Subscription, handoff: Arc<Handoff>, due: Arc<Notify>) {
+    while let Some(committed) = commits.recv().await {
+        handoff.keep(&committed);
+        if !committed.effects.is_empty() {
+            due.notify_one();
+        }
+    }
+}
+
 /// The outbox relay: what it reads and publishes with, and what wakes it.
 #[derive(Debug)]
 pub struct Relay {
@@ -47,51 +86,27 @@ pub struct Relay {
     bus: Bus,
     stream: StreamConfig,
     due: Arc<Notify>,
-    commits: Subscription,
+    handoff: Arc<Handoff>,
     handed: Handed,
 }
 
 impl Relay {
-    /// A relay publishing `store`'s outbox on `bus` into `stream`, woken by `due` and by
-    /// the indexer's `commits` (whose new messages it takes as they were written).
+    /// A relay publishing `store`'s outbox on `bus` into `stream`, woken by `due`, taking
+    /// the new messages the indexer wrote from `handoff`.
     pub fn new(
         store: Store,
         bus: Bus,
         stream: StreamConfig,
         due: Arc<Notify>,
-        commits: Subscription,
+        handoff: Arc<Handoff>,
     ) -> Self {
         Self {
             store,
             bus,
             stream,
             due,
-            commits,
+            handoff,
             handed: Handed::new(),
-        }
-    }
-
-    /// Keeps the new messages of `committed`, as many as fit.
-    fn take(&mut self, committed: &Committed) {
-        let room = HANDED_MAX.saturating_sub(self.handed.len());
-        self.handed
-            .extend(committed.messages.iter().take(room).cloned());
-    }
-
-    /// Waits `period` while another instance relays: what this one's indexer commits is
-    /// not kept.
-    async fn stand_by(&mut self, period: Duration) {
-        self.handed.clear();
-        let until = tokio::time::sleep(period);
-        tokio::pin!(until);
-        loop {
-            tokio::select! {
-                () = &mut until => return,
-                committed = self.commits.recv() => if committed.is_none() {
-                    until.await;
-                    return;
-                },
-            }
         }
     }
 
@@ -107,7 +122,12 @@ impl Relay {
                     info!("this instance relays the outbox");
                     self.lead(lease).await;
                 }
-                Ok(None) => self.stand_by(Duration::from_secs(5)).await,
+                Ok(None) => {
+                    // Another instance relays: what this one's indexer wrote is not kept.
+                    self.handed.clear();
+                    self.handoff.lock().clear();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
                 Err(error) => {
                     warn!(%error, "cannot take the relay lease");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -144,7 +164,6 @@ impl Relay {
         loop {
             tokio::select! {
                 () = self.due.notified() => {}
-                Some(committed) = self.commits.recv() => self.take(&committed),
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             if last_check.elapsed() > Duration::from_secs(15) {
@@ -158,9 +177,7 @@ impl Relay {
                 }
             }
             loop {
-                while let Ok(committed) = self.commits.try_recv() {
-                    self.take(&committed);
-                }
+                self.handoff.take_into(&mut self.handed);
                 let pending = match self.store.pending(BATCH, &mut self.handed).await {
                     Ok(pending) => pending,
                     Err(error) => {
@@ -513,5 +530,67 @@ pub async fn prune(store: Store, hours: u32) {
             Ok(deleted) => info!(deleted, "published outbox rows deleted"),
             Err(error) => warn!(%error, "cannot prune the outbox"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> Arc<MessageView> {
+        Arc::new(MessageView {
+            id: "$m:example.org".to_owned(),
+            channel_id: "room_city_general".to_owned(),
+            matrix_event_id: "$m:example.org".to_owned(),
+            sender_id: "user:alice".to_owned(),
+            sender_matrix_id: "@alice:example.org".to_owned(),
+            sender_type: "human".to_owned(),
+            msgtype: Some("m.text".to_owned()),
+            content_preview: "hello".to_owned(),
+            media: None,
+            created_at: chrono::Utc::now(),
+            edited_at: None,
+            redacted: false,
+            reply_to: None,
+            thread_root: None,
+            pinned: false,
+            reactions: Vec::new(),
+            reaction_count: 0,
+            reaction_keys: 0,
+            cursor: "1-1".to_owned(),
+        })
+    }
+
+    #[test]
+    fn the_handoff_keeps_at_most_its_bound_whatever_the_relay_is_doing() {
+        let handoff = Handoff::default();
+        let one = view();
+        let batch = |n: usize, first: i64| Committed {
+            messages: (0..n)
+                .map(|i| (Arc::clone(&one), first + i64::try_from(i).unwrap()))
+                .collect(),
+            ..Committed::default()
+        };
+        // The relay is away (waiting for JetStream): batches keep coming.
+        handoff.keep(&batch(HANDED_MAX - 5, 1));
+        handoff.keep(&batch(10, 10_000));
+        assert_eq!(
+            handoff.lock().len(),
+            HANDED_MAX,
+            "what does not fit is dropped"
+        );
+        assert_eq!(
+            handoff.lock().back().unwrap().1,
+            10_004,
+            "the first that fit kept"
+        );
+        // The relay takes what fits with what it already holds.
+        let mut handed: Handed = (0..HANDED_MAX - 10)
+            .map(|i| (Arc::clone(&one), -(i as i64)))
+            .collect();
+        handoff.take_into(&mut handed);
+        assert_eq!(handed.len(), HANDED_MAX);
+        assert_eq!(handoff.lock().len(), HANDED_MAX - 10, "the rest stays kept");
+        assert_eq!(handed.back().unwrap().1, 10, "taken in order");
     }
 }
