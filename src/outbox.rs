@@ -284,7 +284,8 @@ struct Outgoing<'a> {
 }
 
 /// Subject, message id and payload of each pending event. Changes of a message carry the
-/// message as it is now. Payloads are written straight from the views (no JSON tree).
+/// message as it is now, and so does a new message changed in the same round. Payloads are
+/// written straight from the views (no JSON tree).
 async fn payloads<'a>(
     store: &Store,
     epoch: &str,
@@ -329,11 +330,17 @@ async fn payloads<'a>(
     for p in pending {
         let id = format!("{epoch}:{}", p.position());
         let (subject, payload, light) = match p {
-            Pending::Created(view, _) => (
-                subjects::MESSAGE_CREATED,
-                buffer.put(&created(view)),
-                Some(("message.created", &**view)),
-            ),
+            Pending::Created(view, _) => {
+                // Changed since it was written (the change goes out in this round too): as
+                // it is now, so a message redacted before it is published never goes out
+                // with its text.
+                let view = views.get(&view.matrix_event_id).unwrap_or(view);
+                (
+                    subjects::MESSAGE_CREATED,
+                    buffer.put(&created(view)),
+                    Some(("message.created", view)),
+                )
+            }
             Pending::Row(row) => match (
                 &row.payload,
                 row.event_id.as_ref().and_then(|e| views.get(e)),
@@ -586,7 +593,7 @@ mod tests {
         );
         // The relay takes what fits with what it already holds.
         let mut handed: Handed = (0..HANDED_MAX - 10)
-            .map(|i| (Arc::clone(&one), -(i as i64)))
+            .map(|i| (Arc::clone(&one), i64::try_from(i).unwrap() - 10_000))
             .collect();
         handoff.take_into(&mut handed);
         assert_eq!(handed.len(), HANDED_MAX);

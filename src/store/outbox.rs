@@ -141,10 +141,6 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let mut created = created;
-        if source == "handed" {
-            read_changed_back(&mut tx, &mut created, &rows).await?;
-        }
         tx.commit().await?;
         // Both lists are complete up to their last position only when they are full, and
         // the messages only up to the first one not taken.
@@ -305,8 +301,6 @@ impl Store {
     }
 }
 
-/// Messages after `mark`, up to `limit`, with their positions. (In position order by
-/// `messages_seq`: the next rows, then stop.)
 /// Messages written by this instance's indexer, with their positions, oldest first.
 pub type Handed = VecDeque<(Arc<MessageView>, i64)>;
 
@@ -366,52 +360,6 @@ async fn handed_after(
     }))
 }
 
-/// Handed messages that changed since they were written — an unsent outbox row names
-/// them: an edit, a redaction, a reaction — read back in the same snapshot, so that
-/// `message.created` shows them as they are now, as a message read back does: a message
-/// redacted before it is published never goes out with its text.
-async fn read_changed_back(
-    conn: &mut PgConnection,
-    created: &mut [(Arc<MessageView>, i64)],
-    rows: &[OutboxRow],
-) -> Result<()> {
-    if created.is_empty() || rows.iter().all(|r| r.event_id.is_none()) {
-        return Ok(());
-    }
-    let at: std::collections::HashMap<&str, usize> = created
-        .iter()
-        .enumerate()
-        .map(|(i, (view, _))| (view.matrix_event_id.as_str(), i))
-        .collect();
-    let mut changed: Vec<&str> = rows
-        .iter()
-        .filter_map(|r| r.event_id.as_deref())
-        .filter(|id| at.contains_key(id))
-        .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    changed.sort_unstable();
-    changed.dedup();
-    let views: Vec<MessageView> = sqlx::query_as(&format!(
-        "SELECT {} FROM messages m WHERE m.matrix_event_id = ANY($2)",
-        super::messages::NEW_MESSAGE_COLUMNS
-    ))
-    .bind("")
-    .bind(&changed)
-    .fetch_all(conn)
-    .await?;
-    let fresh: Vec<(usize, MessageView)> = views
-        .into_iter()
-        .filter_map(|view| Some((*at.get(view.matrix_event_id.as_str())?, view)))
-        .collect();
-    drop(at);
-    for (i, view) in fresh {
-        created[i].0 = Arc::new(view);
-    }
-    Ok(())
-}
-
 /// How many of the messages at `positions` (after the mark, in order) are the first of
 /// `handed` (their positions): `None` when the first of them is not.
 fn handed_prefix(positions: &[i64], handed: impl Iterator<Item = i64>) -> Option<usize> {
@@ -423,6 +371,8 @@ fn handed_prefix(positions: &[i64], handed: impl Iterator<Item = i64>) -> Option
     (same > 0 || positions.is_empty()).then_some(same)
 }
 
+/// Messages after `mark`, up to `limit`, with their positions. (In position order by
+/// `messages_seq`: the next rows, then stop.)
 async fn messages_after(
     conn: &mut PgConnection,
     mark: i64,

@@ -90,6 +90,13 @@ async fn postgres_gone_mid_stream_loses_and_doubles_nothing() {
     let slug = city_room(&pool, "Outage").await;
     let alice = MatrixUser::register("alice").await;
     let room_id = alice.join(&alias(&slug)).await.unwrap();
+    // What the relay publishes (in-process: no NATS_URL), through the outage too.
+    let mut created = bridge
+        .state
+        .bus
+        .subscribe("messaging.message.created")
+        .await
+        .unwrap();
     let before = alice.send_text(&room_id, "before the outage").await;
     let indexed = "SELECT count(*) FROM messages WHERE matrix_event_id = $1";
     crate::support::eventually("indexed before the outage", || async {
@@ -146,5 +153,21 @@ async fn postgres_gone_mid_stream_loses_and_doubles_nothing() {
     .await
     .unwrap();
     assert_eq!(order.iter().collect::<Vec<_>>(), all);
+    // Published once each, in order: a relay round Postgres cut short loses nothing of
+    // what the indexer handed it.
+    let channel = format!("room_city_{slug}");
+    let mut published = Vec::new();
+    while published.len() < all.len() + 1 {
+        let message = tokio::time::timeout(Duration::from_secs(30), created.recv())
+            .await
+            .expect("every indexed message published")
+            .expect("the bus is open");
+        let created: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        if created["channel_id"] == channel.as_str() {
+            published.push(created["matrix_event_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let expected: Vec<&String> = std::iter::once(&before).chain(all).collect();
+    assert_eq!(published.iter().collect::<Vec<_>>(), expected);
     bridge.stop().await;
 }

@@ -518,13 +518,40 @@ async fn a_message_with_many_reactions_stays_bounded_everywhere() {
     bridge.stop().await;
 }
 
-/// A city room of this test's own, joined by a new user (through Synapse), for
-/// transactions pushed by hand: the slug, the Matrix room, the user.
-async fn pushed_room(bridge: &Bridge) -> (String, String, MatrixUser) {
-    let slug = crate::support::city_room(bridge.pool(), "Pushed").await;
-    let alice = MatrixUser::register("alice").await;
-    let room_id = alice.join(&crate::support::alias(&slug)).await.unwrap();
-    (slug, room_id, alice)
+/// A bridge relaying to a private JetStream, and a city room of the test's own joined by a
+/// new user (through Synapse), for transactions pushed by hand.
+struct Relaying {
+    nats: PrivateNats,
+    stream: String,
+    bridge: Bridge,
+    slug: String,
+    channel_id: String,
+    room_id: String,
+    alice: MatrixUser,
+    metrics: String,
+}
+
+impl Relaying {
+    async fn start() -> Self {
+        let nats = PrivateNats::start().await;
+        let stream = unique("EVENTS_");
+        let bridge =
+            Bridge::start_with(&[("NATS_URL", &nats.url()), ("NATS_STREAM", &stream)]).await;
+        let slug = crate::support::city_room(bridge.pool(), "Pushed").await;
+        let alice = MatrixUser::register("alice").await;
+        let room_id = alice.join(&crate::support::alias(&slug)).await.unwrap();
+        let metrics = format!("{}/metrics", bridge.url());
+        Self {
+            nats,
+            stream,
+            channel_id: format!("room_city_{slug}"),
+            bridge,
+            slug,
+            room_id,
+            alice,
+            metrics,
+        }
+    }
 }
 
 /// How many new messages the relay has taken from `source` (`handed`, `read_back`).
@@ -548,13 +575,17 @@ async fn push_events(events: Vec<Value>) {
 
 #[tokio::test]
 async fn the_platform_is_told_of_a_new_message_as_the_api_shows_it() {
-    let nats = PrivateNats::start().await;
-    let stream = unique("EVENTS_");
+    let Relaying {
+        nats,
+        stream,
+        bridge,
+        slug,
+        channel_id,
+        room_id,
+        alice,
+        metrics,
+    } = Relaying::start().await;
     let url = nats.url();
-    let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;
-    let (slug, room_id, alice) = pushed_room(&bridge).await;
-    let channel_id = format!("room_city_{slug}");
-    let metrics = format!("{}/metrics", bridge.url());
     let handed_before = relay_took(&metrics, "handed").await;
     let server = &crate::support::env().server_name;
     let agent = format!("@agent_{}:{server}", unique("scribe"));
@@ -664,14 +695,18 @@ async fn the_platform_is_told_of_a_new_message_as_the_api_shows_it() {
 
 #[tokio::test]
 async fn a_message_another_instance_indexed_is_published_in_its_place() {
-    let nats = PrivateNats::start().await;
-    let stream = unique("EVENTS_");
+    let Relaying {
+        nats,
+        stream,
+        bridge,
+        channel_id,
+        room_id,
+        alice,
+        metrics,
+        ..
+    } = Relaying::start().await;
     let url = nats.url();
-    let bridge = Bridge::start_with(&[("NATS_URL", &url), ("NATS_STREAM", &stream)]).await;
-    let (slug, room_id, alice) = pushed_room(&bridge).await;
-    let channel_id = format!("room_city_{slug}");
     let server = &crate::support::env().server_name;
-    let metrics = format!("{}/metrics", bridge.url());
     let read_back_before = relay_took(&metrics, "read_back").await;
     let [first, other, last] =
         ["first", "other", "last"].map(|k| format!("${}:{server}", unique(k)));
