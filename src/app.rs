@@ -427,24 +427,26 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown`, then lets open requests finish. HTTP/1
 /// with upgrades (the WebSockets), and a [`HEADER_READ_TIMEOUT`] that `axum::serve` does
-/// not set.
-async fn serve(
+/// not set. Each connection is hyper's own over the `TcpStream` (no wrapper in between),
+/// so an upgraded connection hands the socket itself to the presence fan-out
+/// (`api::websocket`).
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper::server::conn::http1;
     use hyper_util::{
-        rt::{TokioExecutor, TokioIo, TokioTimer},
-        server::{conn::auto, graceful::GracefulShutdown},
+        rt::{TokioIo, TokioTimer},
         service::TowerToHyperService,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    let builder = builder.http1_only();
-    let graceful = GracefulShutdown::new();
+    // Told to stop by a new value; every connection holds a receiver, so the sender's
+    // `closed()` is when the last one has finished.
+    let (stop, stopped) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -466,18 +468,28 @@ async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let mut connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let ended = tokio::select! {
+                ended = &mut connection => ended,
+                _ = stopped.changed() => {
+                    // Finish the request in flight, take no other.
+                    std::pin::Pin::new(&mut connection).graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::trace!(%error, "connection ended");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stopped);
+    let _ = stop.send(());
+    stop.closed().await;
     Ok(())
 }
 
