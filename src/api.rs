@@ -7,6 +7,7 @@ mod extract;
 mod internal;
 mod messaging;
 mod openapi;
+pub mod websocket;
 mod ws;
 
 use axum::{

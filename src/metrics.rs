@@ -308,9 +308,16 @@ impl Metrics {
 
     /// Counts one WebSocket frame.
     pub fn frame(&self, kind: &'static str, outcome: &'static str) {
-        self.ws_frames
-            .get_or_create(&KindOutcome { kind, outcome })
-            .inc();
+        self.frames(kind, outcome, 1);
+    }
+
+    /// Counts `n` WebSocket frames with one outcome (none: nothing is counted).
+    pub fn frames(&self, kind: &'static str, outcome: &'static str, n: u64) {
+        if n > 0 {
+            self.ws_frames
+                .get_or_create(&KindOutcome { kind, outcome })
+                .inc_by(n);
+        }
     }
 
     /// Counts one bus publish.

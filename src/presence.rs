@@ -3,6 +3,7 @@
 mod aggregator;
 mod hub;
 mod live;
+pub mod sockets;
 mod throttle;
 pub mod wire;
 

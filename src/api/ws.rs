@@ -36,13 +36,14 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use super::websocket;
 use super::{extract::user_claims, messaging::Person};
 use crate::{
     app::AppState,
     auth::bearer_token,
     error::ApiError,
     metrics::Connected,
-    presence::{PresenceHub, Viewer},
+    presence::{PresenceHub, Viewer, sockets::Flushed},
 };
 
 /// A client whose socket accepts nothing for this long is considered stuck.
@@ -198,7 +199,7 @@ pub async fn presence(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: websocket::Upgrade,
 ) -> Result<Response, ApiError> {
     // Any valid JWT, with or without a Matrix identity here; every refusal is the same 401.
     let claims = user_claims(socket_token(&query, &headers), &state).map_err(|_| {
@@ -214,64 +215,115 @@ pub async fn presence(
     let expires = token_end(claims.valid_for());
     let hub = state.hub.clone();
     let stopping = state.workers.cancelled();
-    // Small buffers: ten thousand idle clients must stay cheap.
-    Ok(upgrade
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(socket, hub, viewer, expires, stopping)))
+    Ok(upgrade.on_upgrade(move |stream, read| {
+        serve_presence(stream, read, hub, viewer, expires, stopping)
+    }))
 }
 
-async fn serve(
-    socket: WebSocket,
+/// A presence socket's own task: it reads what the client sends (and answers), writes
+/// what the fan-out queued when the socket can take it, resynchronises a client that fell
+/// behind, drops one that takes nothing for [`SEND_TIMEOUT`], and closes the socket at the
+/// token's end or when the bridge stops. Updates themselves are written by the hub's
+/// fan-out (`presence::sockets`), not here.
+async fn serve_presence(
+    stream: tokio::net::TcpStream,
+    read: bytes::Bytes,
     hub: std::sync::Arc<PresenceHub>,
     viewer: Viewer,
     expires: tokio::time::Instant,
     stopping: CancellationToken,
 ) {
     let _connected = Connected::new("presence");
-    let metrics = crate::metrics::metrics();
-    // Subscribe before taking the snapshot, so no update falls between the two.
-    let mut updates = hub.subscribe();
-    let (mut sink, mut incoming) = socket.split();
-    let snapshot = Message::Text(Utf8Bytes::from(hub.snapshot(viewer)));
-    if !matches!(
-        tokio::time::timeout(SEND_TIMEOUT, sink.send(snapshot)).await,
-        Ok(Ok(()))
-    ) {
-        return;
-    }
+    let snapshot = || websocket::text(&hub.snapshot(viewer));
+    let stream = std::sync::Arc::new(stream);
+    let socket = hub
+        .sockets()
+        .register(std::sync::Arc::clone(&stream), viewer, snapshot);
+    let mut reader = websocket::Reader::new(read);
     let expiry = tokio::time::sleep_until(expires);
     tokio::pin!(expiry);
-    loop {
-        let outgoing = tokio::select! {
-            update = updates.recv() => match update {
-                // Private rooms only for those who may see them.
-                Ok(update) if viewer.may_see(update.visibility) => {
-                    metrics.frame("presence", "sent");
-                    Message::Text(update.text)
-                }
-                Ok(_) => continue,
-                // Fell behind the shared queue (a burst, or a slow reader): catch up with a
-                // fresh snapshot instead of replaying. Nobody else waited for it.
-                Err(RecvError::Lagged(_)) => {
-                    metrics.frame("presence", "resynced");
-                    Message::Text(Utf8Bytes::from(hub.snapshot(viewer)))
-                }
-                Err(RecvError::Closed) => break,
-            },
-            received = incoming.next() => match from_client(received) {
-                FromClient::Answer(answer) => answer,
-                FromClient::Nothing | FromClient::Typing(_) => continue,
-                FromClient::Gone => break,
-            },
-            () = &mut expiry => token_expired(),
-            () = stopping.cancelled() => going_away(),
-        };
-        if !deliver(&mut sink, outgoing, "presence").await {
-            break;
+    let stopped = stopping.cancelled();
+    tokio::pin!(stopped);
+    // Since when queued frames have waited without the socket taking any.
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    let last = loop {
+        // What the client sent, message by message.
+        match reader.message() {
+            Ok(Some(websocket::Received::Text(text))) if text == "ping" => {
+                socket.send(websocket::text("pong"));
+                continue;
+            }
+            Ok(Some(websocket::Received::Ping(payload))) => {
+                socket.send(websocket::pong(&payload));
+                continue;
+            }
+            Ok(Some(websocket::Received::Close(code))) => {
+                // Echoed, as RFC 6455 §5.5.1 asks.
+                break Some(websocket::close(code.unwrap_or(1000), ""));
+            }
+            Ok(Some(websocket::Received::Text(_) | websocket::Received::Nothing)) => continue,
+            Ok(None) => {}
+            Err(violation) => break Some(violation.close_frame()),
         }
+        let pending = socket.pending();
+        if !pending {
+            waiting_since = None;
+        }
+        let stuck_at = *waiting_since.get_or_insert_with(tokio::time::Instant::now) + SEND_TIMEOUT;
+        tokio::select! {
+            biased;
+            () = &mut stopped => break Some(websocket::close(1012, "the bridge is restarting")),
+            () = &mut expiry => break Some(websocket::close(
+                CLOSE_TOKEN_EXPIRED,
+                "token expired — reconnect with a fresh token",
+            )),
+            written = stream.writable(), if pending => {
+                if written.is_err() {
+                    break None;
+                }
+                match socket.flush() {
+                    Flushed::Drained { lagged } => {
+                        if lagged && socket.resync(snapshot) {
+                            crate::metrics::metrics().frame("presence", "resynced");
+                        }
+                    }
+                    Flushed::Blocked { progressed: true } => waiting_since = None,
+                    Flushed::Blocked { progressed: false } => {}
+                    Flushed::Failed => break None,
+                }
+            }
+            () = tokio::time::sleep_until(stuck_at), if pending => {
+                crate::metrics::metrics().frame("presence", "dropped");
+                break None;
+            }
+            () = socket.queued() => {}
+            readable = stream.readable() => {
+                if readable.is_err() {
+                    break None;
+                }
+                match stream.try_read_buf(reader.buffer(4 * 1024)) {
+                    // The client closed its side.
+                    Ok(0) => break None,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break None,
+                }
+            }
+        }
+    };
+    // The last frame (a close), written if the socket takes it soon.
+    if let Some(close) = last {
+        socket.send(close);
+        let flushed = tokio::time::timeout(SEND_TIMEOUT, async {
+            while socket.pending() {
+                if stream.writable().await.is_err() || socket.flush() == Flushed::Failed {
+                    break;
+                }
+            }
+        });
+        let _ = flushed.await;
     }
+    hub.sockets().end(&socket);
 }
 
 /// # `GET /ws/messaging/{channel_id}`
@@ -432,7 +484,7 @@ async fn serve_feed(socket: WebSocket, feed: Feed) {
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use axum::{extract::WebSocketUpgrade, routing::get};
+    use axum::routing::get;
     use serde_json::Value;
     use tokio_tungstenite::{connect_async, tungstenite::Message as Frame};
 
@@ -460,32 +512,33 @@ mod tests {
         serde_json::from_str(frame.to_text().unwrap()).unwrap()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_client_that_stops_reading_holds_nobody_up_and_is_caught_up_with_a_snapshot() {
-        let hub = PresenceHub::new();
-        hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
-        let served = Arc::clone(&hub);
+    /// Serves `hub`'s presence sockets (a citizen's, tokens valid for an hour) as the
+    /// bridge does, until `stopping`: the address to connect to.
+    async fn presence_server(hub: Arc<PresenceHub>, stopping: CancellationToken) -> String {
         let app = axum::Router::new().route(
             "/",
-            get(move |upgrade: WebSocketUpgrade| {
-                let hub = Arc::clone(&served);
+            get(move |upgrade: websocket::Upgrade| {
+                let (hub, stopping) = (Arc::clone(&hub), stopping.clone());
                 async move {
-                    upgrade.on_upgrade(move |ws| {
+                    upgrade.on_upgrade(move |stream, read| {
                         let forever = tokio::time::Instant::now() + Duration::from_secs(3600);
-                        serve(
-                            ws,
-                            hub,
-                            Viewer { admin: false },
-                            forever,
-                            CancellationToken::new(),
-                        )
+                        let viewer = Viewer { admin: false };
+                        serve_presence(stream, read, hub, viewer, forever, stopping)
                     })
                 }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(crate::app::serve(listener, app, std::future::pending()));
+        url
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_holds_nobody_up_and_is_caught_up_with_a_snapshot() {
+        let hub = PresenceHub::new();
+        hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
+        let url = presence_server(Arc::clone(&hub), CancellationToken::new()).await;
         let (mut slow, _) = connect_async(&url).await.unwrap();
         let (mut fast, _) = connect_async(&url).await.unwrap();
         for socket in [&mut slow, &mut fast] {
@@ -502,10 +555,7 @@ mod tests {
             }
         });
         for n in 1..=UPDATES {
-            hub.receive(&update(n));
-            if n % 64 == 0 {
-                tokio::task::yield_now().await;
-            }
+            hub.take(&update(n)).await;
         }
         tokio::time::timeout(Duration::from_secs(30), reader)
             .await
@@ -533,5 +583,88 @@ mod tests {
             "its socket could not hold every update"
         );
         assert_eq!(caught_up["rooms"][0]["online_count"], UPDATES);
+    }
+
+    /// The close frame a socket ends with: its code.
+    async fn closed_with(
+        socket: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> u16 {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("the socket ends")
+            {
+                Some(Ok(Frame::Close(Some(close)))) => return close.code.into(),
+                Some(Ok(_)) => continue,
+                other => panic!("a close frame, not {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_presence_socket_answers_pings_and_closes_with_a_code_that_says_why() {
+        let hub = PresenceHub::new();
+        hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
+        let stopping = CancellationToken::new();
+        let url = presence_server(Arc::clone(&hub), stopping.clone()).await;
+        let (mut socket, _) = connect_async(&url).await.unwrap();
+        assert_eq!(
+            json(socket.next().await.unwrap().unwrap())["type"],
+            "snapshot"
+        );
+
+        // A text "ping" (what the city page sends) and a protocol ping are both answered.
+        socket.send(Frame::text("ping")).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Frame::text("pong"));
+        socket
+            .send(Frame::Ping("are you there".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Frame::Pong("are you there".into())
+        );
+        // Updates go on after the answers.
+        hub.take(&update(7)).await;
+        assert_eq!(
+            json(socket.next().await.unwrap().unwrap())["online_count"],
+            7
+        );
+
+        // A message over 64 KiB: 1009, and the others are not affected.
+        let (mut other, _) = connect_async(&url).await.unwrap();
+        other.next().await.unwrap().unwrap();
+        socket
+            .send(Frame::text("x".repeat(websocket::MAX_MESSAGE + 1)))
+            .await
+            .unwrap();
+        assert_eq!(closed_with(&mut socket).await, 1009);
+        hub.take(&update(8)).await;
+        assert_eq!(
+            json(other.next().await.unwrap().unwrap())["online_count"],
+            8
+        );
+
+        // The client closes: its close is echoed.
+        let (mut leaving, _) = connect_async(&url).await.unwrap();
+        leaving.next().await.unwrap().unwrap();
+        leaving.close(None).await.unwrap();
+        assert!(matches!(
+            leaving.next().await,
+            Some(Ok(Frame::Close(_))) | None
+        ));
+
+        // The bridge stops: 1012, reconnect.
+        stopping.cancel();
+        assert_eq!(closed_with(&mut other).await, 1012);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !hub.sockets().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every ended socket leaves the fan-out");
     }
 }

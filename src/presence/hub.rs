@@ -8,19 +8,16 @@ use std::{
     time::Duration,
 };
 
-use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{Notify, broadcast, mpsc};
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use super::{
     RoomPresence,
+    sockets::Sockets,
     wire::{RoomSummary, Snapshot},
 };
 use crate::{bus::BusMessage, domain::Visibility, store::Store};
-
-/// How far a WebSocket client may fall behind before it is resynchronised with a snapshot.
-/// One shared ring buffer, not a queue per client.
-pub const CLIENT_QUEUE: usize = 256;
 
 /// How often the catalog is read again even when nothing said it changed (rooms created
 /// on another instance).
@@ -40,24 +37,24 @@ impl Viewer {
     }
 }
 
-/// One update as clients receive it: serialised once, tagged so each client can filter
-/// without parsing.
+/// One update as clients receive it: framed once, tagged so each socket can be passed
+/// over without parsing.
 #[derive(Debug, Clone)]
 pub struct Update {
     /// The room's visibility (private when the catalog does not know it yet).
     pub visibility: Visibility,
-    /// The `room.presence` payload.
-    pub text: Utf8Bytes,
+    /// The `room.presence` payload as a WebSocket text frame.
+    pub frame: Bytes,
 }
 
-/// Latest room states, the catalog and the update stream.
+/// Latest room states, the catalog and the sockets updates go to.
 #[derive(Debug)]
 pub struct PresenceHub {
     latest: RwLock<BTreeMap<String, RoomPresence>>,
     /// Active city rooms by slug.
     catalog: RwLock<BTreeMap<String, Visibility>>,
     catalog_changed: Notify,
-    updates: broadcast::Sender<Update>,
+    sockets: Sockets,
 }
 
 impl PresenceHub {
@@ -67,7 +64,7 @@ impl PresenceHub {
             latest: RwLock::default(),
             catalog: RwLock::default(),
             catalog_changed: Notify::new(),
-            updates: broadcast::channel(CLIENT_QUEUE).0,
+            sockets: Sockets::default(),
         })
     }
 
@@ -91,8 +88,19 @@ impl PresenceHub {
                     Err(error) => warn!(%error, "cannot read the room catalog"),
                 }
             }
-            self.receive(&message.payload);
+            self.take(&message.payload).await;
         }
+    }
+
+    /// Takes one `room.presence` payload and writes it to every socket that may see it.
+    pub async fn take(&self, payload: &[u8]) {
+        let Some(update) = self.receive(payload) else {
+            return;
+        };
+        let delivered = self.sockets.deliver(&update.frame, update.visibility).await;
+        let metrics = crate::metrics::metrics();
+        metrics.frames("presence", "sent", delivered.sent);
+        metrics.frames("presence", "resynced", delivered.resynced);
     }
 
     /// Keeps the catalog of city rooms current: read now, then whenever
@@ -120,18 +128,18 @@ impl PresenceHub {
         *self.catalog.write().expect("not poisoned") = rooms.into_iter().collect();
     }
 
-    /// Takes one `room.presence` payload.
-    pub fn receive(&self, payload: &[u8]) {
+    /// Takes one `room.presence` payload as the room's latest state, without writing it
+    /// to the sockets (at start, before there are any): the update for them, unless the
+    /// payload is unreadable.
+    pub fn receive(&self, payload: &[u8]) -> Option<Update> {
         let room: RoomPresence = match serde_json::from_slice(payload) {
             Ok(room) => room,
             Err(error) => {
                 warn!(%error, "unreadable presence message on the bus");
-                return;
+                return None;
             }
         };
-        let Ok(text) = std::str::from_utf8(payload) else {
-            return;
-        };
+        let text = std::str::from_utf8(payload).ok()?;
         // Unknown to the catalog yet (created a moment ago elsewhere): private until known.
         let visibility = self
             .catalog
@@ -148,16 +156,16 @@ impl PresenceHub {
         crate::metrics::metrics()
             .presence_rooms
             .set(i64::try_from(rooms).unwrap_or(i64::MAX));
-        // Serialised once; every client's queue holds the same bytes.
-        let _ = self.updates.send(Update {
+        // Framed once; every socket is written the same bytes.
+        Some(Update {
             visibility,
-            text: Utf8Bytes::from(text),
-        });
+            frame: crate::api::websocket::text(text),
+        })
     }
 
-    /// Updates from now on; a receiver that falls [`CLIENT_QUEUE`] behind sees `Lagged`.
-    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
-        self.updates.subscribe()
+    /// The sockets updates are written to.
+    pub fn sockets(&self) -> &Sockets {
+        &self.sockets
     }
 
     /// The latest state of a room.
@@ -211,9 +219,8 @@ mod tests {
             ("council".to_owned(), Visibility::Private),
             ("quiet".to_owned(), Visibility::Public),
         ]);
-        let mut updates = hub.subscribe();
-        hub.receive(&presence("general", 2));
-        hub.receive(&presence("council", 1));
+        let general = hub.receive(&presence("general", 2)).unwrap();
+        let council = hub.receive(&presence("council", 1)).unwrap();
         let citizen = Viewer { admin: false };
         let admin = Viewer { admin: true };
         let seen: serde_json::Value = serde_json::from_str(&hub.snapshot(citizen)).unwrap();
@@ -230,8 +237,7 @@ mod tests {
         );
         assert_eq!(seen["rooms"][1]["online_count"], 0);
         assert!(hub.snapshot(admin).contains("council"));
-        assert_eq!(updates.try_recv().unwrap().visibility, Visibility::Public);
-        let private = updates.try_recv().unwrap();
-        assert!(!citizen.may_see(private.visibility) && admin.may_see(private.visibility));
+        assert_eq!(general.visibility, Visibility::Public);
+        assert!(!citizen.may_see(council.visibility) && admin.may_see(council.visibility));
     }
 }

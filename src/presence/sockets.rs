@@ -1,0 +1,294 @@
+//! The presence sockets, and the fan-out of each update to them: one pass of one writer
+//! over the sockets, writing the same frame bytes to each, instead of a task woken per
+//! socket per update (`bench/presence.rs` measures the difference).
+//!
+//! A socket that takes a frame whole (the usual case: the kernel's buffer has room) costs
+//! one `write`. One that takes it in part, or not at all, keeps the rest queued, and its
+//! connection's own task writes it when the socket can take more. A socket that falls
+//! [`LAG_FRAMES`] updates behind keeps only what it has begun, and gets a fresh snapshot
+//! once it has caught up; one that takes nothing for a while is dropped by its task. So
+//! a slow or stuck client never delays the others.
+
+use std::{
+    collections::VecDeque,
+    io::ErrorKind,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use bytes::Bytes;
+use tokio::{net::TcpStream, sync::Notify};
+
+use super::Viewer;
+use crate::domain::Visibility;
+
+/// How many updates a socket may have queued before it is resynchronised with a
+/// snapshot instead.
+pub const LAG_FRAMES: usize = 256;
+
+/// The registered sockets.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    registry: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    sockets: Vec<Arc<Socket>>,
+    /// What the next fan-out goes over: the live sockets, made again after a change.
+    pass: Option<Arc<[Arc<Socket>]>>,
+    /// Sockets ended since the list was last pruned.
+    ended: usize,
+}
+
+impl Registry {
+    fn prune(&mut self) {
+        self.sockets.retain(|socket| !socket.has_ended());
+        self.ended = 0;
+        self.pass = None;
+    }
+}
+
+/// What one fan-out did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Sockets that were written the update, or have it queued.
+    pub sent: u64,
+    /// Sockets that fell behind, and will get a snapshot instead.
+    pub resynced: u64,
+}
+
+impl Sockets {
+    /// Registers a socket of `viewer`, whose first frame is `snapshot`: taken while no
+    /// update can be fanned out, so that none falls between the snapshot and the updates.
+    pub fn register(
+        &self,
+        stream: Arc<TcpStream>,
+        viewer: Viewer,
+        snapshot: impl FnOnce() -> Bytes,
+    ) -> Arc<Socket> {
+        let socket = Arc::new(Socket {
+            viewer,
+            out: Mutex::new(Out {
+                stream: Some(stream),
+                ..Out::default()
+            }),
+            wake: Notify::new(),
+        });
+        let mut registry = self.registry.lock().expect("not poisoned");
+        socket.send(snapshot());
+        registry.sockets.push(Arc::clone(&socket));
+        registry.pass = None;
+        socket
+    }
+
+    /// Writes `frame` (an update of a room of `visibility`) to every socket that may see
+    /// it, yielding to the rest of the server every so often.
+    pub async fn deliver(&self, frame: &Bytes, visibility: Visibility) -> Delivered {
+        let pass = {
+            let mut registry = self.registry.lock().expect("not poisoned");
+            match &registry.pass {
+                Some(pass) => Arc::clone(pass),
+                None => {
+                    registry.prune();
+                    let pass: Arc<[Arc<Socket>]> = registry.sockets.as_slice().into();
+                    registry.pass = Some(Arc::clone(&pass));
+                    pass
+                }
+            }
+        };
+        let mut delivered = Delivered::default();
+        for socket in pass.iter() {
+            if socket.viewer.may_see(visibility) {
+                match socket.offer(frame) {
+                    Offered::Sent => delivered.sent += 1,
+                    Offered::Resynced => delivered.resynced += 1,
+                    Offered::Skipped => {}
+                }
+            }
+            // Its share of the worker, as any task: ten thousand writes take a while.
+            tokio::task::coop::consume_budget().await;
+        }
+        delivered
+    }
+
+    /// How many sockets are registered and not ended.
+    pub fn len(&self) -> usize {
+        let registry = self.registry.lock().expect("not poisoned");
+        registry.sockets.len() - registry.ended
+    }
+
+    /// Whether no socket is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `socket` has ended: no more is written to it, and it leaves the registry.
+    pub fn end(&self, socket: &Socket) {
+        // Under the registry's lock: a fan-out prunes only sockets counted as ended.
+        let mut registry = self.registry.lock().expect("not poisoned");
+        socket.end();
+        registry.ended += 1;
+        registry.pass = None;
+        if registry.ended * 2 > registry.sockets.len() {
+            registry.prune();
+        }
+    }
+}
+
+/// One presence socket as the fan-out writes to it.
+#[derive(Debug)]
+pub struct Socket {
+    viewer: Viewer,
+    out: Mutex<Out>,
+    /// Told when frames are queued, so the connection's task waits until the socket can
+    /// take them.
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    /// `None` once the connection has ended.
+    stream: Option<Arc<TcpStream>>,
+    /// Frames not yet written whole (the first maybe in part), and whether each is an
+    /// update that a snapshot may replace.
+    pending: VecDeque<(Bytes, bool)>,
+    /// Bytes of the first pending frame already written.
+    written: usize,
+    /// Updates were dropped: a snapshot is due once the socket has caught up.
+    lagged: bool,
+}
+
+enum Offered {
+    Sent,
+    Resynced,
+    Skipped,
+}
+
+/// What a flush found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued is written; `lagged`: updates were dropped, a snapshot is due.
+    Drained { lagged: bool },
+    /// The socket takes no more for now; `progressed`: it took some.
+    Blocked { progressed: bool },
+    /// The socket failed, or the connection has ended.
+    Failed,
+}
+
+impl Socket {
+    fn lock(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().expect("not poisoned")
+    }
+
+    fn has_ended(&self) -> bool {
+        self.lock().stream.is_none()
+    }
+
+    /// Writes a frame of the connection's own (the snapshot, a pong, a close), after
+    /// whatever is queued; never dropped for a snapshot.
+    pub fn send(&self, frame: Bytes) {
+        let mut out = self.lock();
+        self.push(&mut out, frame, false);
+    }
+
+    /// An update: written, queued, or, for a socket too far behind, left to the snapshot
+    /// it will get.
+    fn offer(&self, frame: &Bytes) -> Offered {
+        let mut out = self.lock();
+        if out.stream.is_none() || out.lagged {
+            return Offered::Skipped;
+        }
+        if out.pending.len() >= LAG_FRAMES {
+            // Keep what the socket has begun and the connection's own frames.
+            let begun = out.written > 0;
+            let mut first = true;
+            out.pending.retain(|(_, update)| {
+                let keep = !*update || (first && begun);
+                first = false;
+                keep
+            });
+            out.lagged = true;
+            return Offered::Resynced;
+        }
+        self.push(&mut out, frame.clone(), true);
+        Offered::Sent
+    }
+
+    fn push(&self, out: &mut Out, frame: Bytes, update: bool) {
+        let Some(stream) = &out.stream else {
+            return;
+        };
+        if !out.pending.is_empty() {
+            out.pending.push_back((frame, update));
+            return;
+        }
+        let written = match stream.try_write(&frame) {
+            Ok(n) if n == frame.len() => return,
+            Ok(n) => n,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => 0,
+            // Failed: the connection's task sees it at its next write or read.
+            Err(_) => 0,
+        };
+        out.written = written;
+        out.pending.push_back((frame, update));
+        self.wake.notify_one();
+    }
+
+    /// Resolves when frames were queued since the last call.
+    pub async fn queued(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Whether frames wait for the socket to take them.
+    pub fn pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
+    /// Writes what is queued, as far as the socket takes it.
+    pub fn flush(&self) -> Flushed {
+        let mut guard = self.lock();
+        let out = &mut *guard;
+        let Some(stream) = &out.stream else {
+            return Flushed::Failed;
+        };
+        let mut progressed = false;
+        while let Some((frame, _)) = out.pending.front() {
+            match stream.try_write(&frame[out.written..]) {
+                Ok(0) => return Flushed::Failed,
+                Ok(n) => {
+                    progressed = true;
+                    out.written += n;
+                    if out.written == frame.len() {
+                        out.pending.pop_front();
+                        out.written = 0;
+                    }
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    return Flushed::Blocked { progressed };
+                }
+                Err(_) => return Flushed::Failed,
+            }
+        }
+        Flushed::Drained { lagged: out.lagged }
+    }
+
+    /// Sends `snapshot` if updates were dropped, while no update can be offered: one
+    /// offered before it is in it, one offered after comes after it.
+    pub fn resync(&self, snapshot: impl FnOnce() -> Bytes) -> bool {
+        let mut out = self.lock();
+        if !out.lagged {
+            return false;
+        }
+        out.lagged = false;
+        let frame = snapshot();
+        self.push(&mut out, frame, false);
+        true
+    }
+
+    /// Nothing more is written; the socket closes when its task lets go of it.
+    fn end(&self) {
+        let mut out = self.lock();
+        out.stream = None;
+        out.pending.clear();
+    }
+}
