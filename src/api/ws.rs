@@ -1,8 +1,8 @@
 //! `GET /ws/city/presence`: a snapshot of every city room the client may see on connect
 //! (private rooms only for admins), then `room.presence` updates of those rooms as they
-//! are published. Every client reads the same shared queue at its own
-//! pace: one that falls behind gets a fresh snapshot, one that is stuck is dropped, and
-//! neither delays anyone else.
+//! are published, written by the hub's fan-out (`presence::sockets`) on the socket itself
+//! (`super::websocket`): one that falls behind gets a fresh snapshot, one that is stuck is
+//! dropped, and neither delays anyone else.
 //!
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is
