@@ -7,7 +7,6 @@ mod extract;
 mod internal;
 mod messaging;
 mod openapi;
-pub mod websocket;
 mod ws;
 
 use axum::{

@@ -429,7 +429,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// with upgrades (the WebSockets), and a [`HEADER_READ_TIMEOUT`] that `axum::serve` does
 /// not set. Each connection is hyper's own over the `TcpStream` (no wrapper in between),
 /// so an upgraded connection hands the socket itself to the presence fan-out
-/// (`api::websocket`).
+/// (`websocket`).
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,

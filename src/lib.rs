@@ -23,6 +23,7 @@ pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod web;
+pub mod websocket;
 pub mod workers;
 
 pub use error::{Error, Result};

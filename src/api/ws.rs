@@ -1,7 +1,7 @@
 //! `GET /ws/city/presence`: a snapshot of every city room the client may see on connect
 //! (private rooms only for admins), then `room.presence` updates of those rooms as they
 //! are published, written by the hub's fan-out (`presence::sockets`) on the socket itself
-//! (`super::websocket`): one that falls behind gets a fresh snapshot, one that is stuck is
+//! (`crate::websocket`): one that falls behind gets a fresh snapshot, one that is stuck is
 //! dropped, and neither delays anyone else.
 //!
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
@@ -36,7 +36,6 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::websocket;
 use super::{extract::user_claims, messaging::Person};
 use crate::{
     app::AppState,
@@ -44,6 +43,7 @@ use crate::{
     error::ApiError,
     metrics::Connected,
     presence::{PresenceHub, Viewer, sockets::Flushed},
+    websocket,
 };
 
 /// A client whose socket accepts nothing for this long is considered stuck.

@@ -159,7 +159,7 @@ impl PresenceHub {
         // Framed once; every socket is written the same bytes.
         Some(Update {
             visibility,
-            frame: crate::api::websocket::text(text),
+            frame: crate::websocket::text(text),
         })
     }
 
