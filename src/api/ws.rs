@@ -91,6 +91,14 @@ fn token_end(valid_for: Duration) -> tokio::time::Instant {
 /// (`ChannelHub::watch_membership`).
 type Membership = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// Resolves at `at`; never without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when `membership` ends; never when there is none to watch.
 async fn ended(membership: Option<&mut Membership>) {
     match membership {
@@ -216,13 +224,13 @@ pub async fn presence(
     let hub = state.hub.clone();
     let stopping = state.workers.cancelled();
     Ok(upgrade.on_upgrade(move |stream, read| {
-        serve_presence(stream, read, hub, viewer, expires, stopping)
+        serve_presence(stream, read, hub, viewer, expires, stopping, SEND_TIMEOUT)
     }))
 }
 
 /// A presence socket's own task: it reads what the client sends (and answers), writes
 /// what the fan-out queued when the socket can take it, resynchronises a client that fell
-/// behind, drops one that takes nothing for [`SEND_TIMEOUT`], and closes the socket at the
+/// behind, drops one that takes nothing for `stuck_after`, and closes the socket at the
 /// token's end or when the bridge stops. Updates themselves are written by the hub's
 /// fan-out (`presence::sockets`), not here.
 async fn serve_presence(
@@ -232,6 +240,7 @@ async fn serve_presence(
     viewer: Viewer,
     expires: tokio::time::Instant,
     stopping: CancellationToken,
+    stuck_after: Duration,
 ) {
     let _connected = Connected::new("presence");
     let snapshot = || websocket::text(&hub.snapshot(viewer));
@@ -266,10 +275,18 @@ async fn serve_presence(
             Err(violation) => break Some(violation.close_frame()),
         }
         let pending = socket.pending();
-        if !pending {
-            waiting_since = None;
-        }
-        let stuck_at = *waiting_since.get_or_insert_with(tokio::time::Instant::now) + SEND_TIMEOUT;
+        let stuck_at = match (pending, waiting_since) {
+            (false, _) => {
+                waiting_since = None;
+                None
+            }
+            (true, Some(since)) => Some(since + stuck_after),
+            (true, None) => {
+                let now = tokio::time::Instant::now();
+                waiting_since = Some(now);
+                Some(now + stuck_after)
+            }
+        };
         tokio::select! {
             biased;
             () = &mut stopped => break Some(websocket::close(1012, "the bridge is restarting")),
@@ -292,7 +309,7 @@ async fn serve_presence(
                     Flushed::Failed => break None,
                 }
             }
-            () = tokio::time::sleep_until(stuck_at), if pending => {
+            () = sleep_until(stuck_at), if pending => {
                 crate::metrics::metrics().frame("presence", "dropped");
                 break None;
             }
@@ -314,7 +331,7 @@ async fn serve_presence(
     // The last frame (a close), written if the socket takes it soon.
     if let Some(close) = last {
         socket.send(close);
-        let flushed = tokio::time::timeout(SEND_TIMEOUT, async {
+        let flushed = tokio::time::timeout(stuck_after, async {
             while socket.pending() {
                 if stream.writable().await.is_err() || socket.flush() == Flushed::Failed {
                     break;
@@ -515,6 +532,15 @@ mod tests {
     /// Serves `hub`'s presence sockets (a citizen's, tokens valid for an hour) as the
     /// bridge does, until `stopping`: the address to connect to.
     async fn presence_server(hub: Arc<PresenceHub>, stopping: CancellationToken) -> String {
+        presence_server_dropping_after(hub, stopping, SEND_TIMEOUT).await
+    }
+
+    /// [`presence_server`], dropping clients whose socket takes nothing for `stuck_after`.
+    async fn presence_server_dropping_after(
+        hub: Arc<PresenceHub>,
+        stopping: CancellationToken,
+        stuck_after: Duration,
+    ) -> String {
         let app = axum::Router::new().route(
             "/",
             get(move |upgrade: websocket::Upgrade| {
@@ -523,7 +549,7 @@ mod tests {
                     upgrade.on_upgrade(move |stream, read| {
                         let forever = tokio::time::Instant::now() + Duration::from_secs(3600);
                         let viewer = Viewer { admin: false };
-                        serve_presence(stream, read, hub, viewer, forever, stopping)
+                        serve_presence(stream, read, hub, viewer, forever, stopping, stuck_after)
                     })
                 }
             }),
@@ -666,5 +692,49 @@ mod tests {
         })
         .await
         .expect("every ended socket leaves the fan-out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_was_idle_for_a_while_is_not_taken_for_stuck_when_its_socket_fills() {
+        let hub = PresenceHub::new();
+        hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
+        let stuck_after = Duration::from_secs(1);
+        let url =
+            presence_server_dropping_after(Arc::clone(&hub), CancellationToken::new(), stuck_after)
+                .await;
+        let (mut client, _) = connect_async(&url).await.unwrap();
+        assert_eq!(
+            json(client.next().await.unwrap().unwrap())["type"],
+            "snapshot"
+        );
+        // Quiet for longer than a stuck socket is given: the state to test, not a wait.
+        tokio::time::sleep(stuck_after * 3 / 2).await;
+
+        // A burst larger than the socket's buffers (6.4 MB) while the client is busy, so
+        // frames wait for the socket; then it reads:
+        // it gets the latest state, as updates or as a snapshot, and is not dropped.
+        const UPDATES: usize = 400;
+        for n in 1..=UPDATES {
+            hub.take(&update(n)).await;
+        }
+        let latest = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let frame = match client.next().await {
+                    Some(Ok(frame)) => json(frame),
+                    other => panic!("the client was dropped: {other:?}"),
+                };
+                let online = if frame["type"] == "snapshot" {
+                    frame["rooms"][0]["online_count"].clone()
+                } else {
+                    frame["online_count"].clone()
+                };
+                if online == UPDATES {
+                    return online;
+                }
+            }
+        })
+        .await
+        .expect("the latest state arrives");
+        assert_eq!(latest, UPDATES);
     }
 }
