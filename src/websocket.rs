@@ -264,11 +264,7 @@ impl Reader {
                     match control {
                         Control::Ping => return Ok(Some(Received::Ping(payload.freeze()))),
                         Control::Pong => return Ok(Some(Received::Nothing)),
-                        Control::Close => {
-                            let code = (payload.len() >= 2)
-                                .then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                            return Ok(Some(Received::Close(code)));
-                        }
+                        Control::Close => return close_of(&payload).map(Some),
                         Control::Reserved(_) => return Err(Violation::Protocol),
                     }
                 }
@@ -298,6 +294,23 @@ impl Reader {
                     .map(|text| Some(Received::Text(text)))
                     .map_err(|_| Violation::NotUtf8);
             }
+        }
+    }
+}
+
+/// A client's close frame: no payload, or a code a peer may send (RFC 6455 §7.4) and a
+/// UTF-8 reason.
+fn close_of(payload: &[u8]) -> Result<Received, Violation> {
+    match payload {
+        [] => Ok(Received::Close(None)),
+        [_] => Err(Violation::Protocol),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                return Err(Violation::Protocol);
+            }
+            std::str::from_utf8(reason).map_err(|_| Violation::NotUtf8)?;
+            Ok(Received::Close(Some(code)))
         }
     }
 }
@@ -373,7 +386,7 @@ mod tests {
     #[test]
     fn what_a_client_may_not_send_closes_its_socket_with_the_code_that_says_why() {
         let unmasked = [0x81, 0x04, b'p', b'i', b'n', b'g'];
-        let cases: [(Vec<u8>, Violation); 7] = [
+        let cases: [(Vec<u8>, Violation); 11] = [
             (unmasked.to_vec(), Violation::Protocol),
             (masked(0xC1, b"compressed"), Violation::Protocol),
             (masked(0x83, b"reserved opcode"), Violation::Protocol),
@@ -381,6 +394,11 @@ mod tests {
             (masked(0x80, b"continues nothing"), Violation::Protocol),
             (masked(0x81, &[0xff, 0xfe]), Violation::NotUtf8),
             (masked(0x82, &vec![0; MAX_MESSAGE + 1]), Violation::TooBig),
+            // Close frames: a code cut in half, codes no peer may send, a reason not UTF-8.
+            (masked(0x88, &[0x03]), Violation::Protocol),
+            (masked(0x88, &1005u16.to_be_bytes()), Violation::Protocol),
+            (masked(0x88, &999u16.to_be_bytes()), Violation::Protocol),
+            (masked(0x88, &[0x03, 0xE8, 0xff]), Violation::NotUtf8),
         ];
         for (bytes, violation) in cases {
             assert_eq!(read(&bytes).1, Err(violation), "{:x?}", &bytes[..2]);

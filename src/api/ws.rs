@@ -228,11 +228,28 @@ pub async fn presence(
     }))
 }
 
-/// A presence socket's own task: it reads what the client sends (and answers), writes
-/// what the fan-out queued when the socket can take it, resynchronises a client that fell
-/// behind, drops one that takes nothing for `stuck_after`, and closes the socket at the
-/// token's end or when the bridge stops. Updates themselves are written by the hub's
-/// fan-out (`presence::sockets`), not here.
+/// How long a closed presence socket reads what its client still sends (until the
+/// client closes too), so that the close frame is not lost to a reset.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A socket in the hub's fan-out, until this is dropped (however its task ends).
+struct Registered<'a> {
+    hub: &'a PresenceHub,
+    socket: std::sync::Arc<crate::presence::sockets::Socket>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.hub.sockets().end(&self.socket);
+    }
+}
+
+/// A presence socket's own task: it sends the snapshot, reads what the client sends (and
+/// answers), writes what the fan-out queued when the socket can take it, resynchronises a
+/// client that fell behind, drops one that takes nothing for `stuck_after`, and closes
+/// the socket at the token's end or when the bridge stops. Updates themselves are written
+/// by the hub's fan-out (`presence::sockets`), not here. Nothing is read while frames
+/// wait: a client that does not read cannot make the bridge queue answers.
 async fn serve_presence(
     stream: tokio::net::TcpStream,
     read: bytes::Bytes,
@@ -245,9 +262,14 @@ async fn serve_presence(
     let _connected = Connected::new("presence");
     let snapshot = || websocket::text(&hub.snapshot(viewer));
     let stream = std::sync::Arc::new(stream);
-    let socket = hub
-        .sockets()
-        .register(std::sync::Arc::clone(&stream), viewer, snapshot);
+    let registered = Registered {
+        hub: &hub,
+        socket: hub
+            .sockets()
+            .register(std::sync::Arc::clone(&stream), viewer),
+    };
+    let socket = &registered.socket;
+    socket.resync(snapshot);
     let mut reader = websocket::Reader::new(read);
     let expiry = tokio::time::sleep_until(expires);
     tokio::pin!(expiry);
@@ -300,8 +322,8 @@ async fn serve_presence(
                 }
                 match socket.flush() {
                     Flushed::Drained { lagged } => {
-                        if lagged && socket.resync(snapshot) {
-                            crate::metrics::metrics().frame("presence", "resynced");
+                        if lagged {
+                            socket.resync(snapshot);
                         }
                     }
                     Flushed::Blocked { progressed: true } => waiting_since = None,
@@ -314,7 +336,7 @@ async fn serve_presence(
                 break None;
             }
             () = socket.queued() => {}
-            readable = stream.readable() => {
+            readable = stream.readable(), if !pending => {
                 if readable.is_err() {
                     break None;
                 }
@@ -328,19 +350,31 @@ async fn serve_presence(
             }
         }
     };
-    // The last frame (a close), written if the socket takes it soon.
-    if let Some(close) = last {
-        socket.send(close);
-        let flushed = tokio::time::timeout(stuck_after, async {
-            while socket.pending() {
-                if stream.writable().await.is_err() || socket.flush() == Flushed::Failed {
-                    break;
-                }
+    let Some(close) = last else {
+        return;
+    };
+    // The last frame, after what is queued, if the socket takes it soon; nothing after it.
+    socket.close(close);
+    let flushed = tokio::time::timeout(stuck_after, async {
+        while socket.pending() {
+            if stream.writable().await.is_err() || socket.flush() == Flushed::Failed {
+                break;
             }
-        });
-        let _ = flushed.await;
+        }
+    });
+    let _ = flushed.await;
+    drop(registered);
+    // The closing handshake: nothing more from this side, and what the client still sends
+    // (its close) is read until it closes too.
+    if let Ok(mut stream) = std::sync::Arc::try_unwrap(stream) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let mut scratch = [0; 4 * 1024];
+            while matches!(stream.read(&mut scratch).await, Ok(1..)) {}
+        })
+        .await;
     }
-    hub.sockets().end(&socket);
 }
 
 /// # `GET /ws/messaging/{channel_id}`
@@ -698,7 +732,7 @@ mod tests {
     async fn a_client_that_was_idle_for_a_while_is_not_taken_for_stuck_when_its_socket_fills() {
         let hub = PresenceHub::new();
         hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
-        let stuck_after = Duration::from_secs(1);
+        let stuck_after = Duration::from_secs(2);
         let url =
             presence_server_dropping_after(Arc::clone(&hub), CancellationToken::new(), stuck_after)
                 .await;
@@ -710,13 +744,16 @@ mod tests {
         // Quiet for longer than a stuck socket is given: the state to test, not a wait.
         tokio::time::sleep(stuck_after * 3 / 2).await;
 
-        // A burst larger than the socket's buffers (6.4 MB) while the client is busy, so
+        // A burst larger than the socket's buffers (16 MB) while the client is busy, so
         // frames wait for the socket; then it reads:
         // it gets the latest state, as updates or as a snapshot, and is not dropped.
-        const UPDATES: usize = 400;
+        const UPDATES: usize = 1_000;
+        let mut queued = 0;
         for n in 1..=UPDATES {
             hub.take(&update(n)).await;
+            queued = queued.max(hub.sockets().queued_frames());
         }
+        assert!(queued > 0, "frames waited for the socket");
         let latest = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 let frame = match client.next().await {
@@ -736,5 +773,111 @@ mod tests {
         .await
         .expect("the latest state arrives");
         assert_eq!(latest, UPDATES);
+    }
+
+    /// A bare TCP client of `url`, past the upgrade: for what a WebSocket library would
+    /// not do (never read, read the raw frames).
+    async fn raw_client(url: &str) -> tokio::net::TcpStream {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        stream
+    }
+
+    /// The opcodes of the server frames in `bytes` (unmasked), in order.
+    fn opcodes(mut bytes: &[u8]) -> Vec<u8> {
+        let mut opcodes = Vec::new();
+        while bytes.len() >= 2 {
+            let (length, header) = match bytes[1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                127 => (
+                    usize::try_from(u64::from_be_bytes(bytes[2..10].try_into().unwrap())).unwrap(),
+                    10,
+                ),
+                n => (usize::from(n), 2),
+            };
+            if bytes.len() < header + length {
+                break;
+            }
+            opcodes.push(bytes[0] & 0x0f);
+            bytes = &bytes[header + length..];
+        }
+        opcodes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_pings_and_never_reads_cannot_make_the_bridge_queue_without_end() {
+        use tokio::io::AsyncWriteExt as _;
+        let hub = PresenceHub::new();
+        hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
+        let url = presence_server(Arc::clone(&hub), CancellationToken::new()).await;
+        let mut client = raw_client(&url).await;
+        // 50 MB of masked pings of 125 bytes, each owed a pong of the same size.
+        let mut ping = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
+        ping.extend([0; 125]);
+        let pings: Vec<u8> = ping
+            .iter()
+            .copied()
+            .cycle()
+            .take(ping.len() * 400_000)
+            .collect();
+        let written = tokio::time::timeout(Duration::from_secs(3), client.write_all(&pings)).await;
+        assert!(
+            written.is_err(),
+            "the bridge stops reading once its answers wait for the client"
+        );
+        let queued = hub.sockets().queued_frames();
+        assert!(queued < 1_000, "{queued} answers queued");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_goes_after_the_close_frame() {
+        use tokio::io::AsyncReadExt as _;
+        let hub = PresenceHub::new();
+        hub.set_catalog(vec![("general".to_owned(), Visibility::Public)]);
+        let stopping = CancellationToken::new();
+        let url = presence_server(Arc::clone(&hub), stopping.clone()).await;
+        let mut client = raw_client(&url).await;
+        // The client reads nothing for now: updates wait for its socket.
+        let mut n = 0;
+        while hub.sockets().queued_frames() < 100 {
+            n += 1;
+            hub.take(&update(n)).await;
+        }
+        // The bridge stops: its close frame joins the queue, and updates keep coming.
+        let before = hub.sockets().queued_frames();
+        stopping.cancel();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while hub.sockets().queued_frames() == before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the close frame is queued");
+        for more in 1..=30 {
+            hub.take(&update(n + more)).await;
+        }
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut received))
+            .await
+            .expect("the bridge closes the connection")
+            .unwrap();
+        let opcodes = opcodes(&received);
+        assert_eq!(opcodes.last(), Some(&0x8), "the close frame is the last");
+        assert_eq!(opcodes.iter().filter(|op| **op == 0x8).count(), 1);
     }
 }

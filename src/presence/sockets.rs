@@ -58,24 +58,20 @@ pub struct Delivered {
 }
 
 impl Sockets {
-    /// Registers a socket of `viewer`, whose first frame is `snapshot`: taken while no
-    /// update can be fanned out, so that none falls between the snapshot and the updates.
-    pub fn register(
-        &self,
-        stream: Arc<TcpStream>,
-        viewer: Viewer,
-        snapshot: impl FnOnce() -> Bytes,
-    ) -> Arc<Socket> {
+    /// Registers a socket of `viewer`. It gets no update until its connection's task has
+    /// sent it a snapshot ([`Socket::resync`]): an update offered before that is in the
+    /// snapshot, one offered after comes after it.
+    pub fn register(&self, stream: Arc<TcpStream>, viewer: Viewer) -> Arc<Socket> {
         let socket = Arc::new(Socket {
             viewer,
             out: Mutex::new(Out {
                 stream: Some(stream),
+                lagged: true,
                 ..Out::default()
             }),
             wake: Notify::new(),
         });
         let mut registry = self.registry.lock().expect("not poisoned");
-        socket.send(snapshot());
         registry.sockets.push(Arc::clone(&socket));
         registry.pass = None;
         socket
@@ -154,8 +150,11 @@ struct Out {
     pending: VecDeque<(Bytes, bool)>,
     /// Bytes of the first pending frame already written.
     written: usize,
-    /// Updates were dropped: a snapshot is due once the socket has caught up.
+    /// A snapshot is due once the socket has caught up (updates were dropped, or none
+    /// was sent yet).
     lagged: bool,
+    /// A close frame is queued: nothing more goes after it.
+    closing: bool,
 }
 
 enum Offered {
@@ -184,18 +183,30 @@ impl Socket {
         self.lock().stream.is_none()
     }
 
-    /// Writes a frame of the connection's own (the snapshot, a pong, a close), after
-    /// whatever is queued; never dropped for a snapshot.
+    /// Writes a frame of the connection's own (a pong), after whatever is queued; never
+    /// dropped for a snapshot.
     pub fn send(&self, frame: Bytes) {
         let mut out = self.lock();
-        self.push(&mut out, frame, false);
+        if !out.closing {
+            self.push(&mut out, frame, false);
+        }
+    }
+
+    /// Writes the connection's last frame (a close), after whatever is queued: no update
+    /// or snapshot goes after it.
+    pub fn close(&self, frame: Bytes) {
+        let mut out = self.lock();
+        if !out.closing {
+            out.closing = true;
+            self.push(&mut out, frame, false);
+        }
     }
 
     /// An update: written, queued, or, for a socket too far behind, left to the snapshot
     /// it will get.
     fn offer(&self, frame: &Bytes) -> Offered {
         let mut out = self.lock();
-        if out.stream.is_none() || out.lagged {
+        if out.stream.is_none() || out.lagged || out.closing {
             return Offered::Skipped;
         }
         if out.pending.len() >= LAG_FRAMES {
@@ -208,6 +219,8 @@ impl Socket {
                 keep
             });
             out.lagged = true;
+            // The snapshot is due even if nothing is left to write before it.
+            self.wake.notify_one();
             return Offered::Resynced;
         }
         self.push(&mut out, frame.clone(), true);
@@ -239,9 +252,10 @@ impl Socket {
         self.wake.notified().await;
     }
 
-    /// Whether frames wait for the socket to take them.
+    /// Whether frames, or a snapshot, wait for the socket to take them.
     pub fn pending(&self) -> bool {
-        !self.lock().pending.is_empty()
+        let out = self.lock();
+        !out.pending.is_empty() || (out.lagged && !out.closing)
     }
 
     /// Writes what is queued, as far as the socket takes it.
@@ -269,14 +283,17 @@ impl Socket {
                 Err(_) => return Flushed::Failed,
             }
         }
-        Flushed::Drained { lagged: out.lagged }
+        Flushed::Drained {
+            lagged: out.lagged && !out.closing,
+        }
     }
 
-    /// Sends `snapshot` if updates were dropped, while no update can be offered: one
-    /// offered before it is in it, one offered after comes after it.
+    /// Sends `snapshot` if one is due (the first, or updates were dropped), while no
+    /// update can be offered: one offered before it is in it, one offered after comes
+    /// after it.
     pub fn resync(&self, snapshot: impl FnOnce() -> Bytes) -> bool {
         let mut out = self.lock();
-        if !out.lagged {
+        if !out.lagged || out.closing {
             return false;
         }
         out.lagged = false;
@@ -290,5 +307,61 @@ impl Socket {
         let mut out = self.lock();
         out.stream = None;
         out.pending.clear();
+    }
+}
+
+#[cfg(test)]
+impl Sockets {
+    /// Frames queued over every socket.
+    pub fn queued_frames(&self) -> usize {
+        let registry = self.registry.lock().expect("not poisoned");
+        registry
+            .sockets
+            .iter()
+            .map(|socket| socket.lock().pending.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills a socket whose client never reads with updates of `size` bytes until it
+    /// falls behind; then whether a snapshot is owed, and what the next update does.
+    async fn fall_behind(size: usize) -> (bool, Delivered) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let sockets = Sockets::default();
+        let socket = sockets.register(Arc::new(server), Viewer { admin: false });
+        assert!(socket.resync(|| crate::websocket::text("snapshot")));
+        let frame = crate::websocket::text(&"x".repeat(size));
+        let mut delivered = Delivered::default();
+        while delivered.resynced == 0 {
+            delivered = sockets.deliver(&frame, Visibility::Public).await;
+        }
+        let owed = socket.pending();
+        (owed, sockets.deliver(&frame, Visibility::Public).await)
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_fell_behind_is_owed_a_snapshot_even_with_nothing_left_to_write() {
+        // Small frames of several sizes, so that in some the socket fills at a frame's
+        // edge: all that is queued is updates not begun, and the lag drops them all.
+        for size in 40..=60 {
+            let (owed, next) = fall_behind(size).await;
+            assert!(
+                owed,
+                "{size} B: the snapshot it is owed waits for the socket (its task waits for it)"
+            );
+            assert_eq!(
+                next,
+                Delivered::default(),
+                "no update goes before that snapshot"
+            );
+        }
     }
 }
