@@ -370,7 +370,8 @@ async fn serve_presence(
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let _ = stream.shutdown().await;
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            let mut scratch = [0; 4 * 1024];
+            // On the heap: an array here would be in every socket's task for its whole life.
+            let mut scratch = vec![0; 4 * 1024];
             while matches!(stream.read(&mut scratch).await, Ok(1..)) {}
         })
         .await;
