@@ -524,3 +524,50 @@ async fn not_found(request: Request) -> Response {
         ApiError::not_found().into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::routing::get;
+    use tokio::sync::{Notify, oneshot};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_finishes_the_request_in_flight_and_waits_for_no_idle_connection() {
+        let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let handler = {
+            let (started, release) = (Arc::clone(&started), Arc::clone(&release));
+            move || async move {
+                started.notify_one();
+                release.notified().await;
+                "done"
+            }
+        };
+        let router = Router::new().route("/slow", get(handler));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        // An idle connection, opened and never used.
+        let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        started.notified().await;
+
+        stop.send(()).unwrap();
+        release.notify_one();
+        let answer = request
+            .await
+            .unwrap()
+            .expect("the request in flight is answered");
+        assert_eq!(answer.text().await.unwrap(), "done");
+        tokio::time::timeout(SHUTDOWN_GRACE / 2, served)
+            .await
+            .expect("the idle connection does not hold the stop up")
+            .unwrap()
+            .unwrap();
+    }
+}

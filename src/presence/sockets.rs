@@ -107,17 +107,6 @@ impl Sockets {
         delivered
     }
 
-    /// How many sockets are registered and not ended.
-    pub fn len(&self) -> usize {
-        let registry = self.registry.lock().expect("not poisoned");
-        registry.sockets.len() - registry.ended
-    }
-
-    /// Whether no socket is registered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// `socket` has ended: no more is written to it, and it leaves the registry.
     pub fn end(&self, socket: &Socket) {
         // Under the registry's lock: a fan-out prunes only sockets counted as ended.
@@ -166,8 +155,8 @@ enum Offered {
 /// What a flush found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flushed {
-    /// Everything queued is written; `lagged`: updates were dropped, a snapshot is due.
-    Drained { lagged: bool },
+    /// Everything queued is written (a snapshot may still be due: [`Socket::resync`]).
+    Drained,
     /// The socket takes no more for now; `progressed`: it took some.
     Blocked { progressed: bool },
     /// The socket failed, or the connection has ended.
@@ -238,8 +227,8 @@ impl Socket {
         let written = match stream.try_write(&frame) {
             Ok(n) if n == frame.len() => return,
             Ok(n) => n,
-            Err(error) if error.kind() == ErrorKind::WouldBlock => 0,
-            // Failed: the connection's task sees it at its next write or read.
+            // The socket takes nothing now, or failed: the connection's task sees which
+            // when it writes the rest.
             Err(_) => 0,
         };
         out.written = written;
@@ -283,9 +272,7 @@ impl Socket {
                 Err(_) => return Flushed::Failed,
             }
         }
-        Flushed::Drained {
-            lagged: out.lagged && !out.closing,
-        }
+        Flushed::Drained
     }
 
     /// Sends `snapshot` if one is due (the first, or updates were dropped), while no
@@ -312,6 +299,12 @@ impl Socket {
 
 #[cfg(test)]
 impl Sockets {
+    /// Whether no socket is registered (ended ones are not).
+    pub fn is_empty(&self) -> bool {
+        let registry = self.registry.lock().expect("not poisoned");
+        registry.sockets.len() == registry.ended
+    }
+
     /// Frames queued over every socket.
     pub fn queued_frames(&self) -> usize {
         let registry = self.registry.lock().expect("not poisoned");

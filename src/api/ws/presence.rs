@@ -142,10 +142,8 @@ async fn serve_presence(
                     break None;
                 }
                 match socket.flush() {
-                    Flushed::Drained { lagged } => {
-                        if lagged {
-                            socket.resync(snapshot);
-                        }
+                    Flushed::Drained => {
+                        socket.resync(snapshot);
                     }
                     Flushed::Blocked { progressed: true } => waiting_since = None,
                     Flushed::Blocked { progressed: false } => {}
@@ -558,5 +556,31 @@ mod tests {
         let opcodes = opcodes(&received);
         assert_eq!(opcodes.last(), Some(&0x8), "the close frame is the last");
         assert_eq!(opcodes.iter().filter(|op| **op == 0x8).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_not_a_websocket_upgrade_gets_a_400_with_the_api_error_body() {
+        let url = presence_server(city(), CancellationToken::new()).await;
+        let http = url.replace("ws://", "http://");
+        let client = reqwest::Client::new();
+        let plain = client.get(&http).send().await.unwrap();
+        let old_version = client
+            .get(&http)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "8")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .unwrap();
+        for (refused, detail) in [
+            (plain, "a WebSocket upgrade"),
+            (old_version, "Sec-WebSocket-Version must be 13"),
+        ] {
+            assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+            let body: Value = refused.json().await.unwrap();
+            assert_eq!(body["error"], "invalid");
+            assert!(body["detail"].as_str().unwrap().contains(detail), "{body}");
+        }
     }
 }
