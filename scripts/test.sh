@@ -60,4 +60,7 @@ SERVER_NAME=localhost SYNAPSE_PORT="$synapse_port" REGISTRATION="$CITY_BRIDGE_TE
   PUPPET_REGISTRATION="$CITY_BRIDGE_TEST_PUPPET_REGISTRATION" \
   synapse/synapse.sh start "$work/synapse"
 
+# A failing test's own message ends the output (the last lines are what a CI log shows);
+# TEST_BACKTRACE=1 adds the stack traces.
+export RUST_BACKTRACE="${TEST_BACKTRACE:-0}"
 cargo test "$@"

@@ -107,10 +107,17 @@ impl CreationsInFlight {
             rx.wait_for(|c| find(c).is_some() || c.running.values().all(Option::is_some)),
         )
         .await;
-        if settled.is_err() {
-            warn!(%room_id, "room creations still under way after {limit:?}; going on");
+        // The settled state is read through the guard `wait_for` returned: borrowing the
+        // channel again while holding it would wait behind a creation ending on another
+        // thread, which itself waits for this guard.
+        match settled {
+            Ok(Ok(creations)) => find(&creations),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                warn!(%room_id, "room creations still under way after {limit:?}; going on");
+                find(&self.state.borrow())
+            }
         }
-        find(&self.state.borrow())
     }
 }
 
@@ -166,5 +173,43 @@ mod tests {
         drop(first);
         drop(second);
         assert!(creations.is_empty());
+    }
+
+    /// Ingestion resolves rooms on one thread while room creations end on another, as on
+    /// the bridge's multi-thread runtime: neither ever waits for the other for good.
+    #[test]
+    fn resolving_a_room_while_creations_end_on_another_thread_never_deadlocks() {
+        let creations = std::sync::Arc::new(CreationsInFlight::default());
+        let room: OwnedRoomId = "!new:example.org".try_into().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ending = std::thread::spawn({
+            let (creations, room, stop) = (creations.clone(), room.clone(), stop.clone());
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let creation = creations.start();
+                    creation.created(room.clone(), mapped("general"));
+                }
+            }
+        });
+        let (done, resolved) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                for _ in 0..20_000 {
+                    creations.resolve(&room, Duration::from_secs(30)).await;
+                }
+            });
+            let _ = done.send(());
+        });
+        let finished = resolved.recv_timeout(Duration::from_secs(60));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            finished.is_ok(),
+            "resolving and a creation's end wait for each other"
+        );
+        ending.join().unwrap();
     }
 }
