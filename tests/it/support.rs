@@ -512,7 +512,8 @@ pub async fn push(txn_id: &str, body: &Value, token: Option<&str>) -> (StatusCod
             env().bridge_addr,
             encode(txn_id)
         ))
-        .json(body);
+        .json(body)
+        .timeout(ANSWER_WITHIN);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -582,6 +583,10 @@ pub fn jwt(sub: &str, roles: &[&str]) -> String {
     .unwrap()
 }
 
+/// How long a request to the bridge may take before the test fails with the request's
+/// error (a bridge that stopped answering fails the test rather than hanging it).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
 /// A REST call to the bridge; the status and the JSON body.
 pub async fn api(
     method: reqwest::Method,
@@ -589,8 +594,9 @@ pub async fn api(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request =
-        reqwest::Client::new().request(method, format!("http://{}{path}", env().bridge_addr));
+    let mut request = reqwest::Client::new()
+        .request(method, format!("http://{}{path}", env().bridge_addr))
+        .timeout(ANSWER_WITHIN);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -737,8 +743,9 @@ pub async fn api_with_headers(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request =
-        reqwest::Client::new().request(method, format!("http://{}{path}", env().bridge_addr));
+    let mut request = reqwest::Client::new()
+        .request(method, format!("http://{}{path}", env().bridge_addr))
+        .timeout(ANSWER_WITHIN);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
