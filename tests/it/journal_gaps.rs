@@ -8,7 +8,9 @@ use std::{path::PathBuf, process::Command, time::Duration};
 
 use sqlx::PgPool;
 
-use crate::support::{Bridge, MatrixUser, alias, city_room, hs_token, message_event, push, unique};
+use crate::support::{
+    Bridge, MatrixUser, alias, city_room, hs_token, message_event, push_only, unique,
+};
 
 /// A Postgres cluster of one test's own, in a temporary directory, on a free port.
 struct PrivatePostgres {
@@ -225,10 +227,10 @@ async fn an_append_that_fails_once_stops_nothing() {
     let body = serde_json::json!({
         "events": [message_event(&room_id, &pushed, &alice.user_id, "pushed")],
     });
-    let (status, _) = push("fails-once", &body, Some(&hs_token())).await;
+    let (status, _) = push_only("fails-once", &body, Some(&hs_token())).await;
     assert_eq!(status.as_u16(), 500, "not acknowledged: not durable");
     // Retried, as Synapse does: acknowledged.
-    let (status, _) = push("fails-once", &body, Some(&hs_token())).await;
+    let (status, _) = push_only("fails-once", &body, Some(&hs_token())).await;
     assert_eq!(status.as_u16(), 200);
     let mut sent = vec![first, pushed];
     for n in 0..5 {
