@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Bridge, MatrixUser, api, encode, env, jwt, unique};
+use crate::support::{Bridge, MatrixUser, api, encode, env, eventually_explained, jwt, unique};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -133,26 +133,27 @@ async fn every_message_once_in_order(
     others: usize,
 ) -> Vec<Value> {
     let expected = sent.iter().map(|(_, ids)| ids.len()).sum::<usize>() + others;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let history = loop {
-        let history = history(slug, jwt).await;
-        if history.len() >= expected {
-            break history;
-        }
-        if tokio::time::Instant::now() >= deadline {
+    let history = eventually_explained(
+        Duration::from_secs(30),
+        "every message in the history",
+        || async move {
+            let history = history(slug, jwt).await;
+            if history.len() >= expected {
+                return Ok(history);
+            }
             let shown = event_ids(&history);
             let missing: Vec<&String> = sent
                 .iter()
                 .flat_map(|(_, ids)| ids)
                 .filter(|id| !shown.contains(id))
                 .collect();
-            panic!(
-                "after 30 s the history holds {} of {expected} messages; missing {missing:?}",
+            Err(format!(
+                "{} of {expected} messages; missing {missing:?}",
                 history.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            ))
+        },
+    )
+    .await;
     let ids = event_ids(&history);
     let mut times: HashMap<&str, usize> = HashMap::new();
     for id in &ids {

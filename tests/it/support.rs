@@ -220,14 +220,30 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    eventually_explained(limit, what, || {
+        let checked = check();
+        async move { checked.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// Polls `check` until it gives a value, at most `limit`; a check not met yet says what
+/// it found instead, and the last of those is in the failure.
+pub async fn eventually_explained<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(value) = check().await {
-            return value;
-        }
+        let found = match check().await {
+            Ok(value) => return value,
+            Err(found) => found,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}{}{found}",
+            if found.is_empty() { "" } else { ": " }
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
