@@ -28,24 +28,9 @@ pub const LAG_FRAMES: usize = 256;
 /// The registered sockets.
 #[derive(Debug, Default)]
 pub struct Sockets {
-    registry: Mutex<Registry>,
-}
-
-#[derive(Debug, Default)]
-struct Registry {
-    sockets: Vec<Arc<Socket>>,
-    /// What the next fan-out goes over: the live sockets, made again after a change.
-    pass: Option<Arc<[Arc<Socket>]>>,
-    /// Sockets ended since the list was last pruned.
-    ended: usize,
-}
-
-impl Registry {
-    fn prune(&mut self) {
-        self.sockets.retain(|socket| !socket.has_ended());
-        self.ended = 0;
-        self.pass = None;
-    }
+    /// Shared with the fan-outs under way, each of which goes over the list as it was
+    /// when it began; a change while one is under way copies the list.
+    registry: Mutex<Arc<Vec<Arc<Socket>>>>,
 }
 
 /// What one fan-out did.
@@ -72,26 +57,14 @@ impl Sockets {
             wake: Notify::new(),
         });
         let mut registry = self.registry.lock().expect("not poisoned");
-        registry.sockets.push(Arc::clone(&socket));
-        registry.pass = None;
+        Arc::make_mut(&mut registry).push(Arc::clone(&socket));
         socket
     }
 
     /// Writes `frame` (an update of a room of `visibility`) to every socket that may see
     /// it, yielding to the rest of the server every so often.
     pub async fn deliver(&self, frame: &Bytes, visibility: Visibility) -> Delivered {
-        let pass = {
-            let mut registry = self.registry.lock().expect("not poisoned");
-            match &registry.pass {
-                Some(pass) => Arc::clone(pass),
-                None => {
-                    registry.prune();
-                    let pass: Arc<[Arc<Socket>]> = registry.sockets.as_slice().into();
-                    registry.pass = Some(Arc::clone(&pass));
-                    pass
-                }
-            }
-        };
+        let pass = Arc::clone(&self.registry.lock().expect("not poisoned"));
         let mut delivered = Delivered::default();
         for socket in pass.iter() {
             if socket.viewer.may_see(visibility) {
@@ -107,15 +80,13 @@ impl Sockets {
         delivered
     }
 
-    /// `socket` has ended: no more is written to it, and it leaves the registry.
+    /// `socket` has ended: no more is written to it (a fan-out under way passes it
+    /// over), and it leaves the registry.
     pub fn end(&self, socket: &Socket) {
-        // Under the registry's lock: a fan-out prunes only sockets counted as ended.
-        let mut registry = self.registry.lock().expect("not poisoned");
         socket.end();
-        registry.ended += 1;
-        registry.pass = None;
-        if registry.ended * 2 > registry.sockets.len() {
-            registry.prune();
+        let mut registry = self.registry.lock().expect("not poisoned");
+        if let Some(at) = registry.iter().position(|s| std::ptr::eq(&**s, socket)) {
+            Arc::make_mut(&mut registry).swap_remove(at);
         }
     }
 }
@@ -166,10 +137,6 @@ pub enum Flushed {
 impl Socket {
     fn lock(&self) -> MutexGuard<'_, Out> {
         self.out.lock().expect("not poisoned")
-    }
-
-    fn has_ended(&self) -> bool {
-        self.lock().stream.is_none()
     }
 
     /// Writes a frame of the connection's own (a pong), after whatever is queued; never
@@ -299,17 +266,15 @@ impl Socket {
 
 #[cfg(test)]
 impl Sockets {
-    /// Whether no socket is registered (ended ones are not).
+    /// Whether no socket is registered.
     pub fn is_empty(&self) -> bool {
-        let registry = self.registry.lock().expect("not poisoned");
-        registry.sockets.len() == registry.ended
+        self.registry.lock().expect("not poisoned").is_empty()
     }
 
     /// Frames queued over every socket.
     pub fn queued_frames(&self) -> usize {
         let registry = self.registry.lock().expect("not poisoned");
         registry
-            .sockets
             .iter()
             .map(|socket| socket.lock().pending.len())
             .sum()
