@@ -30,6 +30,10 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// A request to upgrade to a WebSocket, checked: `GET`, `Connection: upgrade`,
 /// `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a key. Anything else is a 400
 /// with the API's error body (426 when the connection cannot be upgraded at all).
+///
+/// The router must be served by `app::serve`, which gives hyper the `TcpStream` itself:
+/// behind a server that wraps the socket (`axum::serve`), the client gets its 101 and
+/// then the connection ends, with an error in the log.
 pub struct Upgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
@@ -126,28 +130,25 @@ impl Upgrade {
     }
 }
 
-/// One unmasked, final frame of `opcode` (RFC 6455 §5.2).
-fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(payload.len() + 10);
-    out.put_u8(0x80 | opcode);
-    match payload.len() {
-        len @ 0..=125 => out.put_u8(u8::try_from(len).expect("at most 125")),
-        len @ 126..=0xFFFF => {
-            out.put_u8(126);
-            out.put_u16(u16::try_from(len).expect("at most 65535"));
-        }
-        len => {
-            out.put_u8(127);
-            out.put_u64(len as u64);
-        }
-    }
+/// One unmasked, final frame of `opcode` (RFC 6455 §5.2), as a server sends it.
+fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let length = payload.len() as u64;
+    let mut out = BytesMut::with_capacity(header.len(length) + payload.len()).writer();
+    header
+        .format(length, &mut out)
+        .expect("writing to memory does not fail");
+    let mut out = out.into_inner();
     out.put_slice(payload);
     out.freeze()
 }
 
 /// A text frame, ready for any number of sockets.
 pub fn text(payload: &str) -> Bytes {
-    frame(0x1, payload.as_bytes())
+    frame(OpCode::Data(Data::Text), payload.as_bytes())
 }
 
 /// A close frame with its code and reason.
@@ -155,12 +156,12 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());
-    frame(0x8, &payload)
+    frame(OpCode::Control(Control::Close), &payload)
 }
 
 /// A pong answering a ping with `payload`.
 pub fn pong(payload: &[u8]) -> Bytes {
-    frame(0xA, payload)
+    frame(OpCode::Control(Control::Pong), payload)
 }
 
 /// What a client sent, message by message.

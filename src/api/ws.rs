@@ -2,8 +2,8 @@
 //! (private rooms only for admins), then `room.presence` updates of those rooms as they
 //! are published, written by the hub's fan-out (`presence::sockets`) on the socket itself
 //! (`crate::websocket`; the handler and each socket's task in `ws/presence.rs`): one that
-//! falls behind gets a fresh snapshot, one that is stuck is
-//! dropped, and neither delays anyone else.
+//! falls behind gets a fresh snapshot, one that is stuck is dropped, and neither delays
+//! anyone else.
 //!
 //! `GET /ws/messaging/{channel_id}`: the live feed of one channel (messages created,
 //! updated, deleted, reactions, typing), in stream order; a client that falls behind is

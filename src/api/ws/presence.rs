@@ -121,18 +121,12 @@ async fn serve_presence(
             Err(violation) => break Some(violation.close_frame()),
         }
         let pending = socket.pending();
-        let stuck_at = match (pending, waiting_since) {
-            (false, _) => {
-                waiting_since = None;
-                None
-            }
-            (true, Some(since)) => Some(since + stuck_after),
-            (true, None) => {
-                let now = tokio::time::Instant::now();
-                waiting_since = Some(now);
-                Some(now + stuck_after)
-            }
+        waiting_since = if pending {
+            waiting_since.or_else(|| Some(tokio::time::Instant::now()))
+        } else {
+            None
         };
+        let stuck_at = waiting_since.unwrap_or_else(tokio::time::Instant::now) + stuck_after;
         tokio::select! {
             biased;
             () = &mut stopped => break Some(websocket::close(CLOSE_RESTARTING, RESTARTING)),
@@ -150,7 +144,7 @@ async fn serve_presence(
                     Flushed::Failed => break None,
                 }
             }
-            () = sleep_until(stuck_at), if pending => {
+            () = tokio::time::sleep_until(stuck_at), if pending => {
                 crate::metrics::metrics().frame("presence", "dropped");
                 break None;
             }
@@ -194,14 +188,6 @@ async fn serve_presence(
             while matches!(stream.read(&mut scratch).await, Ok(1..)) {}
         })
         .await;
-    }
-}
-
-/// Resolves at `at`; never without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -454,6 +440,36 @@ mod tests {
         assert_eq!(latest, UPDATES);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_whose_socket_takes_nothing_is_dropped_and_leaves_the_fan_out() {
+        use tokio::io::AsyncReadExt as _;
+        let hub = city();
+        let stuck_after = Duration::from_millis(500);
+        let url =
+            presence_server_dropping_after(Arc::clone(&hub), CancellationToken::new(), stuck_after)
+                .await;
+        // A client that never reads: updates until frames wait for its socket.
+        let mut client = raw_client(&url).await;
+        let mut n = 0;
+        while hub.sockets().queued_frames() == 0 {
+            n += 1;
+            hub.take(&update(n)).await;
+        }
+
+        // Its socket takes nothing from then on: the bridge drops it and writes no more.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !hub.sockets().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the stuck socket leaves the fan-out");
+        let mut received = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received)).await;
+        assert!(read.is_ok(), "the bridge closes the connection");
+    }
+
     /// A bare TCP client of `url`, past the upgrade: for what a WebSocket library would
     /// not do (never read, read the raw frames).
     async fn raw_client(url: &str) -> tokio::net::TcpStream {
@@ -573,9 +589,18 @@ mod tests {
             .send()
             .await
             .unwrap();
+        let no_key = client
+            .get(&http)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .send()
+            .await
+            .unwrap();
         for (refused, detail) in [
             (plain, "a WebSocket upgrade"),
             (old_version, "Sec-WebSocket-Version must be 13"),
+            (no_key, "Sec-WebSocket-Key is missing"),
         ] {
             assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
             let body: Value = refused.json().await.unwrap();
